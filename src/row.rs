@@ -1,0 +1,364 @@
+//! Typed rows: the values one request carries through a route's pipeline.
+//!
+//! A route's columns are fixed when the plan is compiled: every column has an
+//! index, a [`ColumnType`] and a nullability. A [`Row`] is a vector of
+//! [`Slot`]s indexed by column, reused from one request to the next. A slot keeps
+//! its string buffer when it is overwritten or nulled, so once a shard is warm,
+//! filling a row allocates nothing.
+//!
+//! [`Val`] is the borrowed view of one value that expressions compute and
+//! operators read; it is `Copy` and never owns heap memory.
+
+use arrow_schema::{DataType, Field};
+
+/// The column types coreline supports, a subset of arrow's [`DataType`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    /// UTF-8 text (`utf8`).
+    Utf8,
+    /// 64-bit signed integer (`int64`).
+    Int64,
+    /// 64-bit IEEE float (`float64`).
+    Float64,
+    /// Boolean (`bool`).
+    Boolean,
+}
+
+impl ColumnType {
+    /// The name used in configuration files and error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Utf8 => "utf8",
+            ColumnType::Int64 => "int64",
+            ColumnType::Float64 => "float64",
+            ColumnType::Boolean => "bool",
+        }
+    }
+
+    /// Parses a configuration type name (`utf8`, `int64`, `float64`, `bool`).
+    /// Arrow's spellings (`Utf8`, `Int64`, `Float64`, `Boolean`) and `string`,
+    /// `boolean` are accepted too.
+    pub fn parse(name: &str) -> Option<ColumnType> {
+        match name.to_ascii_lowercase().as_str() {
+            "utf8" | "string" => Some(ColumnType::Utf8),
+            "int64" => Some(ColumnType::Int64),
+            "float64" => Some(ColumnType::Float64),
+            "bool" | "boolean" => Some(ColumnType::Boolean),
+            _ => None,
+        }
+    }
+
+    /// The arrow type this column has in schemas and checkpoint files.
+    pub fn to_arrow(self) -> DataType {
+        match self {
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+        }
+    }
+
+    /// The coreline type of an arrow type, if it is one coreline supports.
+    pub fn from_arrow(data_type: &DataType) -> Option<ColumnType> {
+        match data_type {
+            DataType::Utf8 => Some(ColumnType::Utf8),
+            DataType::Int64 => Some(ColumnType::Int64),
+            DataType::Float64 => Some(ColumnType::Float64),
+            DataType::Boolean => Some(ColumnType::Boolean),
+            _ => None,
+        }
+    }
+
+    /// True for `int64` and `float64`.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Int64 | ColumnType::Float64)
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One column of a route: its name, type and whether it may be null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The column name, as written in the configuration.
+    pub name: String,
+    /// The value type.
+    pub ty: ColumnType,
+    /// Whether the column may hold null.
+    pub nullable: bool,
+}
+
+impl Column {
+    /// The arrow field for this column.
+    pub fn to_field(&self) -> Field {
+        Field::new(&self.name, self.ty.to_arrow(), self.nullable)
+    }
+}
+
+/// The ordered set of columns a route has at some point of its pipeline.
+///
+/// Request fields come first, then one column per step that adds one. Names are
+/// resolved to indexes here, once, at compile time; nothing looks a name up per
+/// request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Columns {
+    columns: Vec<Column>,
+}
+
+impl Columns {
+    /// An empty column set.
+    pub fn new() -> Columns {
+        Columns::default()
+    }
+
+    /// Appends a column and returns its index. A column of the same name is
+    /// shadowed: later lookups find the new one.
+    pub fn push(&mut self, column: Column) -> usize {
+        self.columns.push(column);
+        self.columns.len() - 1
+    }
+
+    /// The index of the visible column with this name (the last one pushed).
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.columns.iter().rposition(|c| c.name == name)
+    }
+
+    /// The index of the visible column whose name equals `name` ignoring
+    /// ASCII case, used to suggest a spelling in errors.
+    pub fn index_of_ignore_case(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .rposition(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The column at `index`.
+    pub fn get(&self, index: usize) -> &Column {
+        &self.columns[index]
+    }
+
+    /// Number of columns (including shadowed ones).
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True when there are no columns.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// All columns in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter()
+    }
+
+    /// The names of the visible columns, for "expected one of" messages.
+    pub fn visible_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for c in self.columns.iter().rev() {
+            if !names.contains(&c.name.as_str()) {
+                names.push(&c.name);
+            }
+        }
+        names.reverse();
+        names
+    }
+}
+
+/// A borrowed value: what an expression yields and an operator reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Val<'a> {
+    /// SQL NULL.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A 64-bit integer.
+    Int(i64),
+    /// A 64-bit float.
+    Float(f64),
+    /// Text borrowed from a row slot or an evaluator's scratch buffer.
+    Str(&'a str),
+}
+
+impl<'a> Val<'a> {
+    /// True for [`Val::Null`].
+    pub fn is_null(&self) -> bool {
+        matches!(self, Val::Null)
+    }
+
+    /// The value as a boolean predicate: `Some(true)` only for `Bool(true)`,
+    /// `None` for null.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Val::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+/// Storage for one column of a row. The string buffer survives nulls and
+/// overwrites, so a warm slot never allocates for text that fits.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    kind: Kind,
+    int: i64,
+    float: f64,
+    text: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Kind {
+    #[default]
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+}
+
+impl Slot {
+    /// The value held, borrowing the slot's text.
+    #[inline]
+    pub fn get(&self) -> Val<'_> {
+        match self.kind {
+            Kind::Null => Val::Null,
+            Kind::Bool => Val::Bool(self.int != 0),
+            Kind::Int => Val::Int(self.int),
+            Kind::Float => Val::Float(self.float),
+            Kind::Str => Val::Str(&self.text),
+        }
+    }
+
+    /// Stores a value, copying text into the slot's own buffer.
+    #[inline]
+    pub fn set(&mut self, value: Val<'_>) {
+        match value {
+            Val::Null => self.kind = Kind::Null,
+            Val::Bool(b) => {
+                self.kind = Kind::Bool;
+                self.int = b as i64;
+            }
+            Val::Int(i) => {
+                self.kind = Kind::Int;
+                self.int = i;
+            }
+            Val::Float(f) => {
+                self.kind = Kind::Float;
+                self.float = f;
+            }
+            Val::Str(s) => {
+                self.text.clear();
+                self.text.push_str(s);
+                self.kind = Kind::Str;
+            }
+        }
+    }
+
+    /// Sets null, keeping the text buffer for later reuse.
+    #[inline]
+    pub fn set_null(&mut self) {
+        self.kind = Kind::Null;
+    }
+
+    /// Clears the text buffer, marks the slot as text and hands the buffer out
+    /// to be filled (used by the JSON decoder to unescape in place).
+    #[inline]
+    pub fn text_mut(&mut self) -> &mut String {
+        self.text.clear();
+        self.kind = Kind::Str;
+        &mut self.text
+    }
+}
+
+/// The values of one request, one [`Slot`] per column of its route.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    slots: Vec<Slot>,
+}
+
+impl Row {
+    /// A row of `width` null slots.
+    pub fn with_width(width: usize) -> Row {
+        Row {
+            slots: vec![Slot::default(); width],
+        }
+    }
+
+    /// Number of slots.
+    pub fn width(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The value of column `index`.
+    #[inline]
+    pub fn get(&self, index: usize) -> Val<'_> {
+        self.slots[index].get()
+    }
+
+    /// The slot of column `index`, to write into.
+    #[inline]
+    pub fn slot_mut(&mut self, index: usize) -> &mut Slot {
+        &mut self.slots[index]
+    }
+
+    /// Swaps the slot of column `index` with `other`. Operators evaluate into a
+    /// scratch slot they own and swap it in, so neither side allocates.
+    #[inline]
+    pub fn swap_slot(&mut self, index: usize, other: &mut Slot) {
+        std::mem::swap(&mut self.slots[index], other);
+    }
+
+    /// Sets every slot to null, keeping buffers.
+    #[inline]
+    pub fn clear(&mut self) {
+        for s in &mut self.slots {
+            s.set_null();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_keeps_text_buffer_across_null() {
+        let mut s = Slot::default();
+        s.set(Val::Str("hello world"));
+        let cap = s.text.capacity();
+        s.set_null();
+        assert_eq!(s.get(), Val::Null);
+        s.set(Val::Str("hi"));
+        assert_eq!(s.get(), Val::Str("hi"));
+        assert_eq!(s.text.capacity(), cap);
+    }
+
+    #[test]
+    fn columns_shadow_and_types_round_trip() {
+        let mut cols = Columns::new();
+        cols.push(Column {
+            name: "a".into(),
+            ty: ColumnType::Int64,
+            nullable: false,
+        });
+        let b = cols.push(Column {
+            name: "a".into(),
+            ty: ColumnType::Utf8,
+            nullable: true,
+        });
+        assert_eq!(cols.index_of("a"), Some(b));
+        assert_eq!(cols.visible_names(), vec!["a"]);
+        for t in [
+            ColumnType::Utf8,
+            ColumnType::Int64,
+            ColumnType::Float64,
+            ColumnType::Boolean,
+        ] {
+            assert_eq!(ColumnType::from_arrow(&t.to_arrow()), Some(t));
+            assert_eq!(ColumnType::parse(t.name()), Some(t));
+        }
+    }
+}
