@@ -1,1 +1,258 @@
-//! admin (being written).
+//! The admin endpoint: `/metrics`, `/stats`, `/health`, `/ready`.
+//!
+//! It runs on its own plain thread, off every shard's core budget, and
+//! handles one short connection at a time (`Connection: close`): admin
+//! traffic is a scrape every few seconds. It never touches shard data
+//! directly; each request that needs metrics asks every shard for a
+//! [`ShardSnapshot`](crate::metrics::ShardSnapshot) over its command channel
+//! and merges the copies.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+
+use crate::http::{ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_response};
+use crate::metrics::{render_prometheus, render_stats};
+use crate::pipeline::Plan;
+use crate::reply::write_error_json;
+use crate::runtime::collect_snapshots;
+use crate::shard::ShardCommand;
+
+/// How long the admin endpoint waits for shards to answer a snapshot.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The admin endpoint, before it runs.
+pub struct Admin {
+    plan: Arc<Plan>,
+    shards: Vec<Sender<ShardCommand>>,
+    started: Instant,
+}
+
+/// A running admin endpoint.
+pub struct AdminHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Admin {
+    /// An admin endpoint for a plan's shards.
+    pub fn new(plan: Arc<Plan>, shards: Vec<Sender<ShardCommand>>) -> Admin {
+        Admin {
+            plan,
+            shards,
+            started: Instant::now(),
+        }
+    }
+
+    /// Serves on `listener` from a new thread.
+    pub fn spawn(self, listener: TcpListener) -> AdminHandle {
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        let (s, d) = (stop.clone(), draining.clone());
+        let thread = std::thread::Builder::new()
+            .name("coreline-admin".into())
+            .spawn(move || self.serve(listener, &s, &d))
+            .expect("spawning the admin thread");
+        AdminHandle {
+            addr,
+            stop,
+            draining,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve(self, listener: TcpListener, stop: &AtomicBool, draining: &AtomicBool) {
+        // Non-blocking accept polled every 20 ms so that stop is prompt
+        // without a wake-up connection.
+        if listener.set_nonblocking(true).is_err() {
+            return;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    if let Err(e) = self.handle(stream, draining.load(Ordering::Relaxed)) {
+                        tracing::debug!(error = %e, "admin connection failed");
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn handle(&self, mut stream: TcpStream, draining: bool) -> std::io::Result<()> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let limits = self.plan.config.limits;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut len = 0;
+        let mut decoder = Decoder::new();
+        let mut out = Vec::with_capacity(4096);
+        let mut date = HttpDate::new();
+        date.refresh(SystemTime::now());
+        loop {
+            if len == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
+            let n = stream.read(&mut buf[len..])?;
+            if n == 0 {
+                return Ok(());
+            }
+            len += n;
+            match decoder.decode(&buf[..len], &limits) {
+                Ok(Decoded::Incomplete { send_continue, .. }) => {
+                    if send_continue {
+                        stream.write_all(crate::http::CONTINUE)?;
+                    }
+                }
+                Ok(Decoded::Request { request, .. }) => {
+                    let (status, ct, body, allow) = self.route(request.method, request.path, draining);
+                    write_response(
+                        &mut out,
+                        status,
+                        ct,
+                        &body,
+                        ResponseOptions {
+                            close: true,
+                            allow,
+                            head: request.method == Method::Head,
+                            date: date.as_bytes(),
+                            ..Default::default()
+                        },
+                    );
+                    return stream.write_all(&out);
+                }
+                Err(e) => {
+                    let mut body = Vec::new();
+                    write_error_json(&mut body, e.message(), None);
+                    write_response(
+                        &mut out,
+                        e.status(),
+                        ContentType::Json,
+                        &body,
+                        ResponseOptions {
+                            close: true,
+                            date: date.as_bytes(),
+                            ..Default::default()
+                        },
+                    );
+                    return stream.write_all(&out);
+                }
+            }
+        }
+    }
+
+    fn route(
+        &self,
+        method: Method,
+        path: &str,
+        draining: bool,
+    ) -> (u16, ContentType, Vec<u8>, Option<&'static str>) {
+        let get = matches!(method, Method::Get | Method::Head);
+        let name = &self.plan.config.service.name;
+        match path {
+            "/metrics" | "/stats" | "/health" | "/ready" if !get => {
+                (405, ContentType::Json, error_body("use GET"), Some("GET, HEAD"))
+            }
+            "/metrics" => {
+                let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
+                let extra = format!(
+                    "# HELP coreline_uptime_seconds Seconds since the service started.\n# TYPE coreline_uptime_seconds gauge\ncoreline_uptime_seconds{{service=\"{}\"}} {}\n# HELP coreline_shards_reporting Shards that answered this scrape.\n# TYPE coreline_shards_reporting gauge\ncoreline_shards_reporting{{service=\"{}\"}} {}\n",
+                    name.replace('"', "\\\""),
+                    self.started.elapsed().as_secs_f64(),
+                    name.replace('"', "\\\""),
+                    snaps.len()
+                );
+                let text = render_prometheus(name, &snaps, &extra);
+                (200, ContentType::Prometheus, text.into_bytes(), None)
+            }
+            "/stats" => {
+                let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
+                let extra = serde_json::json!({
+                    "uptime_seconds": self.started.elapsed().as_secs_f64(),
+                    "shards_reporting": snaps.len(),
+                    "shards_total": self.shards.len(),
+                });
+                let text = render_stats(name, &snaps, extra);
+                (200, ContentType::Json, text.into_bytes(), None)
+            }
+            "/health" => (200, ContentType::Json, br#"{"status":"ok"}"#.to_vec(), None),
+            "/ready" => {
+                if draining {
+                    (503, ContentType::Json, br#"{"ready":false,"reason":"draining"}"#.to_vec(), None)
+                } else {
+                    let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
+                    if snaps.len() == self.shards.len() {
+                        (200, ContentType::Json, br#"{"ready":true}"#.to_vec(), None)
+                    } else {
+                        (
+                            503,
+                            ContentType::Json,
+                            format!(
+                                "{{\"ready\":false,\"reason\":\"{} of {} shards answered\"}}",
+                                snaps.len(),
+                                self.shards.len()
+                            )
+                            .into_bytes(),
+                            None,
+                        )
+                    }
+                }
+            }
+            "/checkpoint" => (
+                501,
+                ContentType::Json,
+                error_body("checkpoints are not supported by this build"),
+                None,
+            ),
+            _ => (
+                404,
+                ContentType::Json,
+                error_body("unknown admin path; try /metrics, /stats, /health or /ready"),
+                None,
+            ),
+        }
+    }
+}
+
+fn error_body(message: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    write_error_json(&mut body, message, None);
+    body
+}
+
+impl AdminHandle {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// From now on `/ready` answers 503.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops the admin thread and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -44,3 +44,4 @@ pub mod runtime;
 pub mod schema;
 pub mod shard;
 pub mod state;
+pub mod sys;

@@ -1,1 +1,338 @@
-//! runtime (being written).
+//! Starting and stopping a service: checks, listeners, shards, admin.
+//!
+//! Start-up does everything that can fail before any shard runs, so that a
+//! mistake is one clear error and nothing half-starts: it resolves cores,
+//! checks `RLIMIT_MEMLOCK` against what the shards' io_uring rings need,
+//! binds every listener on the main thread *without* `SO_REUSEPORT` (glommio's
+//! own `bind` sets it, which would let a second process silently split the
+//! traffic of a port; binding here makes a clash an error that names the
+//! port), then starts one pinned executor thread per shard and waits until
+//! each one accepts.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::admin::{Admin, AdminHandle};
+use crate::metrics::ShardSnapshot;
+use crate::pipeline::{Plan, Router};
+use crate::shard::{self, ShardCommand, ShardSetup};
+
+/// io_uring registered memory per shard. Network shards do no direct file
+/// I/O, so glommio's 10 MiB default would only eat into `RLIMIT_MEMLOCK`
+/// (8 MiB on many machines).
+pub const SHARD_IO_MEMORY: usize = 256 * 1024;
+
+/// Locked memory a shard needs beyond `io_memory`: its io_uring rings.
+const RING_MEMLOCK_ESTIMATE: usize = 192 * 1024;
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A shard or admin port is taken.
+    #[error(
+        "port {port} ({what}) on {host} is already in use by another process; stop it or change base_port/admin_port"
+    )]
+    PortInUse {
+        /// The port.
+        port: u16,
+        /// `shard N` or `admin`.
+        what: String,
+        /// The host address.
+        host: IpAddr,
+    },
+    /// Binding failed for another reason.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// `shard N` or `admin`.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not enough lockable memory for the io_uring rings.
+    #[error(
+        "RLIMIT_MEMLOCK is {have_kib} KiB but {shards} shard(s) need about {need_kib} KiB of locked memory for io_uring; raise it (`ulimit -l {need_kib}`, or LimitMEMLOCK= in a systemd unit, or --ulimit memlock in docker)"
+    )]
+    Memlock {
+        /// Current soft limit in KiB.
+        have_kib: u64,
+        /// Estimated need in KiB.
+        need_kib: u64,
+        /// Shard count.
+        shards: usize,
+    },
+    /// Cores missing or pinning impossible.
+    #[error("{0}")]
+    Cores(String),
+    /// A shard failed while starting.
+    #[error("{0}")]
+    Shard(String),
+}
+
+/// Picks the cores for the shards: the configured list, or the first
+/// available cores in order.
+pub fn shard_cores(plan: &Plan) -> Result<Vec<usize>, StartError> {
+    let svc = &plan.config.service;
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if let Some(cores) = &svc.cores {
+        for c in cores {
+            if !available.contains(c) {
+                return Err(StartError::Cores(format!(
+                    "core {c} is not available to this process (available: {available:?})"
+                )));
+            }
+        }
+        return Ok(cores.clone());
+    }
+    if available.len() < svc.shards {
+        return Err(StartError::Cores(format!(
+            "{} shards need {} cores but only {} are available to this process",
+            svc.shards,
+            svc.shards,
+            available.len()
+        )));
+    }
+    Ok(available[..svc.shards].to_vec())
+}
+
+fn check_memlock(shards: usize) -> Result<(), StartError> {
+    // With CAP_IPC_LOCK (root, usually) the limit does not apply; if the
+    // capability is missing after all, executor creation fails and says so.
+    if crate::sys::is_root() {
+        return Ok(());
+    }
+    let need = (shards * (SHARD_IO_MEMORY + RING_MEMLOCK_ESTIMATE)) as u64;
+    match crate::sys::memlock_limit() {
+        Ok(Some(have)) if have < need => Err(StartError::Memlock {
+            have_kib: have / 1024,
+            need_kib: need.div_ceil(1024),
+            shards,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Binds a listening socket without `SO_REUSEPORT`.
+pub fn bind(host: IpAddr, port: u16, what: &str) -> Result<std::net::TcpListener, StartError> {
+    let addr = SocketAddr::new(host, port);
+    let err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartError::PortInUse {
+                port,
+                what: what.to_string(),
+                host,
+            }
+        } else {
+            StartError::Bind {
+                addr,
+                what: what.to_string(),
+                source,
+            }
+        }
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    // SO_REUSEADDR only lets us rebind while old connections sit in
+    // TIME_WAIT; unlike SO_REUSEPORT it never lets two listeners share.
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    Ok(socket.into())
+}
+
+/// A running service.
+pub struct Service {
+    plan: Arc<Plan>,
+    shards: Vec<ShardHandle>,
+    admin: Option<AdminHandle>,
+}
+
+struct ShardHandle {
+    addr: SocketAddr,
+    commands: Sender<ShardCommand>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts every shard (and the admin endpoint) of a plan and returns once
+    /// all of them accept connections.
+    pub fn start(plan: Plan) -> Result<Service, StartError> {
+        let plan = Arc::new(plan);
+        let svc = &plan.config.service;
+        let cores = shard_cores(&plan)?;
+        check_memlock(svc.shards)?;
+
+        let mut listeners = Vec::with_capacity(svc.shards);
+        for i in 0..svc.shards {
+            let port = if svc.base_port == 0 {
+                0
+            } else {
+                u16::try_from(svc.base_port as usize + i).map_err(|_| {
+                    StartError::Cores(format!("shard {i} would listen on a port above 65535"))
+                })?
+            };
+            listeners.push(bind(svc.host, port, &format!("shard {i}"))?);
+        }
+        let admin_listener = match svc.admin_port {
+            Some(p) => Some(bind(svc.host, p, "admin")?),
+            None => None,
+        };
+
+        let (ready_tx, ready_rx) = unbounded::<Result<(), String>>();
+        let mut shards = Vec::with_capacity(svc.shards);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: SocketAddr::new(svc.host, 0),
+                what: format!("shard {i}"),
+                source,
+            })?;
+            let (tx, rx) = unbounded();
+            let setup = ShardSetup {
+                index: i,
+                core: cores[i],
+                listener,
+                router: Router::from_plan(&plan),
+                limits: plan.config.limits,
+                io_memory: SHARD_IO_MEMORY,
+                commands: rx,
+            };
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("coreline-shard-{i}"))
+                .spawn(move || shard::run(setup, ready))
+                .map_err(|e| StartError::Shard(format!("cannot spawn shard {i}: {e}")))?;
+            shards.push(ShardHandle {
+                addr,
+                commands: tx,
+                thread: Some(thread),
+            });
+        }
+        drop(ready_tx);
+        let mut service = Service {
+            plan: plan.clone(),
+            shards,
+            admin: None,
+        };
+        for _ in 0..service.shards.len() {
+            match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => {
+                    service.stop();
+                    return Err(StartError::Shard(msg));
+                }
+                Err(_) => {
+                    service.stop();
+                    return Err(StartError::Shard(
+                        "a shard did not start within 30 s".to_string(),
+                    ));
+                }
+            }
+        }
+        if let Some(listener) = admin_listener {
+            let senders = service.shards.iter().map(|s| s.commands.clone()).collect();
+            service.admin = Some(Admin::new(plan, senders).spawn(listener));
+        }
+        Ok(service)
+    }
+
+    /// The address of each shard, in shard order.
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.addr).collect()
+    }
+
+    /// The admin endpoint's address, if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminHandle::addr)
+    }
+
+    /// The plan being served.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Copies of every shard's metrics.
+    pub fn snapshots(&self) -> Vec<ShardSnapshot> {
+        let senders: Vec<_> = self.shards.iter().map(|s| s.commands.clone()).collect();
+        collect_snapshots(&senders, Duration::from_secs(2))
+    }
+
+    /// Drains and stops every shard (bounded by the drain timeout), then the
+    /// admin endpoint. Returns once all shard threads have exited.
+    pub fn stop(&mut self) {
+        if let Some(admin) = &self.admin {
+            admin.set_draining();
+        }
+        for s in &self.shards {
+            let _ = s.commands.send(ShardCommand::Shutdown);
+        }
+        for s in &mut self.shards {
+            if let Some(t) = s.thread.take() {
+                let _ = t.join();
+            }
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Asks every shard for a snapshot and waits (bounded) for the answers.
+pub fn collect_snapshots(shards: &[Sender<ShardCommand>], wait: Duration) -> Vec<ShardSnapshot> {
+    let (tx, rx): (Sender<ShardSnapshot>, Receiver<ShardSnapshot>) = bounded(shards.len().max(1));
+    let mut asked = 0;
+    for s in shards {
+        if s.send(ShardCommand::Snapshot(tx.clone())).is_ok() {
+            asked += 1;
+        }
+    }
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::with_capacity(asked);
+    while out.len() < asked {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(s) => out.push(s),
+            Err(_) => break,
+        }
+    }
+    out.sort_by_key(|s| s.shard);
+    out
+}
+
+/// Serves a plan until SIGINT or SIGTERM, then drains and returns.
+pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| StartError::Shard(format!("cannot install signal handlers: {e}")))?;
+    let mut service = Service::start(plan)?;
+    let svc = &service.plan.config.service;
+    for (i, addr) in service.shard_addrs().iter().enumerate() {
+        tracing::info!(shard = i, %addr, "shard listening");
+        // A stable, machine-readable line for scripts and tests.
+        println!("listening shard={i} addr={addr}");
+    }
+    if let Some(addr) = service.admin_addr() {
+        tracing::info!(%addr, "admin listening");
+        println!("listening admin addr={addr}");
+    }
+    println!("ready service={}", svc.name);
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "shutting down: draining in-flight requests");
+    service.stop();
+    tracing::info!("stopped");
+    Ok(())
+}

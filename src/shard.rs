@@ -1,1 +1,755 @@
-//! shard (being written).
+//! One shard: a glommio executor pinned to one core, with its own listener,
+//! connections, compiled routes and metrics.
+//!
+//! Nothing on a shard is shared with another thread. The coordinator talks to
+//! a shard only through [`ShardCommand`] messages on a crossbeam channel,
+//! which the shard's housekeeping task polls between requests; shard state
+//! lives in `Rc`/`RefCell` and is only borrowed inside synchronous code, never
+//! across an `.await`.
+//!
+//! # A connection
+//!
+//! Each accepted connection is a task with two reused buffers. It reads
+//! whatever the socket has, decodes and answers *every* complete request in
+//! the buffer (pipelining), appending the responses to one output buffer, and
+//! writes them with one `write` — so a pipelined burst costs one read and one
+//! write. Latency is recorded per request from the moment it was complete in
+//! the buffer to the moment its response was handed to the socket.
+//!
+//! # Timeouts without per-read timers
+//!
+//! A connection publishes its phase (idle, reading a head, reading a body,
+//! busy) and a deadline in two `Cell`s. A housekeeping task sweeps the
+//! shard's connections a few times per shortest timeout; an expired one is
+//! marked and its socket shut down for reading, which wakes the parked read
+//! with end-of-file. The connection then answers 408 (head or body timeout)
+//! or closes silently (idle). This keeps timers out of the request path: a
+//! per-read timer would cost a timer-tree insert and removal per request.
+//!
+//! # Shutdown
+//!
+//! On [`ShardCommand::Shutdown`] the shard stops accepting, closes idle
+//! connections, lets connections with a request in flight finish it (their
+//! responses carry `Connection: close`), and after `drain_timeout` shuts down
+//! whatever is left.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+
+use crate::http::{ContentType, Decoded, Decoder, HttpDate, HttpError, Limits, Request};
+use crate::metrics::{ShardMetrics, ShardSnapshot};
+use crate::pipeline::{Match, Router};
+use crate::reply::write_error_json;
+use crate::sys::{self, Half};
+
+/// Messages from the coordinator to a shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Send a copy of the shard's metrics to this channel.
+    Snapshot(Sender<ShardSnapshot>),
+    /// Stop accepting, drain and exit.
+    Shutdown,
+}
+
+/// Everything a shard needs, prepared on the main thread.
+pub struct ShardSetup {
+    /// Shard index (0-based); the shard listens on `base_port + index`.
+    pub index: usize,
+    /// The core the shard pins itself to.
+    pub core: usize,
+    /// The bound, listening socket (bound without `SO_REUSEPORT`, so another
+    /// process cannot silently share the port).
+    pub listener: std::net::TcpListener,
+    /// This shard's own compiled routes.
+    pub router: Router,
+    /// HTTP limits.
+    pub limits: Limits,
+    /// Bytes of io_uring registered memory for the executor.
+    pub io_memory: usize,
+    /// Commands from the coordinator.
+    pub commands: Receiver<ShardCommand>,
+}
+
+/// How often the housekeeping task runs: commands are picked up within this
+/// delay. Timeout sweeps run at their own, coarser interval.
+const TICK: Duration = Duration::from_millis(2);
+
+/// Runs a shard on the current thread until it is told to shut down: pins
+/// the thread, builds the executor, serves. `ready` receives `Ok(())` once
+/// the shard accepts connections, or the reason it could not start.
+pub fn run(setup: ShardSetup, ready: Sender<Result<(), String>>) {
+    let index = setup.index;
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: setup.core }) {
+        let _ = ready.send(Err(format!(
+            "shard {index}: could not pin the thread to core {}",
+            setup.core
+        )));
+        return;
+    }
+    let executor = match LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("shard-{index}"))
+        .io_memory(setup.io_memory)
+        .make()
+    {
+        Ok(ex) => ex,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {index}: cannot start its io_uring executor: {e}. coreline needs io_uring \
+                 (Linux 5.8+, not blocked by seccomp) and RLIMIT_MEMLOCK of at least {} KiB per shard \
+                 (raise it with `ulimit -l` or LimitMEMLOCK=)",
+                setup.io_memory / 1024 + 64
+            )));
+            return;
+        }
+    };
+    executor.run(serve(setup, ready));
+}
+
+/// A connection's phase, as the timeout sweep sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests, no byte of the next one yet.
+    Idle,
+    /// Part of a request head is buffered.
+    Head,
+    /// The head is complete, the body is arriving.
+    Body,
+    /// Answering: the connection is writing its responses.
+    Busy,
+}
+
+/// What a connection shares with its shard's sweep.
+struct ConnTimer {
+    fd: RawFd,
+    phase: Cell<Phase>,
+    deadline: Cell<Instant>,
+    /// Set by the sweep (or drain) when the connection must stop; says which
+    /// phase expired.
+    expired: Cell<Option<Phase>>,
+}
+
+impl ConnTimer {
+    fn expire(&self, phase: Phase, half: Half) {
+        if self.expired.get().is_none() {
+            self.expired.set(Some(phase));
+            // The peer may have gone already; nothing to do about an error.
+            let _ = sys::shutdown(self.fd, half);
+        }
+    }
+}
+
+/// The shard-wide state every task of the shard borrows.
+struct Shard {
+    index: usize,
+    core: usize,
+    port: u16,
+    limits: Limits,
+    router: RefCell<Router>,
+    metrics: RefCell<ShardMetrics>,
+    date: RefCell<HttpDate>,
+    /// Live connections, for the sweep. A slot is reused after close.
+    conns: RefCell<Vec<Option<Rc<ConnTimer>>>>,
+    /// Buffers of closed connections, reused by new ones.
+    buffers: RefCell<Vec<Buffers>>,
+    draining: Cell<bool>,
+}
+
+async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
+    let ShardSetup {
+        index,
+        core,
+        listener,
+        router,
+        limits,
+        commands,
+        ..
+    } = setup;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // SAFETY-free hand-over: glommio takes ownership of the descriptor.
+    let listener = into_glommio_listener(listener);
+    let route_names: Vec<String> = router.route_names();
+    let mut date = HttpDate::new();
+    date.refresh(SystemTime::now());
+    let shard = Rc::new(Shard {
+        index,
+        core,
+        port,
+        limits,
+        router: RefCell::new(router),
+        metrics: RefCell::new(ShardMetrics::new(route_names.iter().map(String::as_str))),
+        date: RefCell::new(date),
+        conns: RefCell::new(Vec::new()),
+        buffers: RefCell::new(Vec::new()),
+        draining: Cell::new(false),
+    });
+
+    let ex = glommio::executor();
+    // Connections get a latency-sensitive queue; housekeeping a small share.
+    let conn_queue = ex.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "connections",
+    );
+    let housekeeping_queue =
+        ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "housekeeping");
+
+    let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let keeper = glommio::spawn_local_into(
+        housekeeping(shard.clone(), commands, stop_tx),
+        housekeeping_queue,
+    )
+    .expect("task queue exists");
+    let _ = ready.send(Ok(()));
+
+    accept_loop(&shard, &listener, stop_rx, conn_queue).await;
+    drop(listener);
+    drain(&shard).await;
+    keeper.cancel().await;
+}
+
+fn into_glommio_listener(listener: std::net::TcpListener) -> TcpListener {
+    use std::os::fd::FromRawFd;
+    let fd = listener.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket we own (just released by
+    // `into_raw_fd`); glommio's listener takes over closing it.
+    unsafe { TcpListener::from_raw_fd(fd) }
+}
+
+async fn accept_loop(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    stop: glommio::channels::local_channel::LocalReceiver<()>,
+    queue: glommio::TaskQueueHandle,
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stop.recv().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let open = shard.metrics.borrow().open_connections as usize;
+        if open >= shard.limits.max_connections {
+            shard.metrics.borrow_mut().rejected_connections += 1;
+            let body_shard = shard.clone();
+            glommio::spawn_local_into(reject(body_shard, stream), queue)
+                .expect("task queue exists")
+                .detach();
+            continue;
+        }
+        let timer = Rc::new(ConnTimer {
+            fd: stream.as_raw_fd(),
+            phase: Cell::new(Phase::Idle),
+            deadline: Cell::new(Instant::now() + shard.limits.idle_timeout),
+            expired: Cell::new(None),
+        });
+        let slot = register(shard, timer.clone());
+        {
+            let mut m = shard.metrics.borrow_mut();
+            m.open_connections += 1;
+            m.accepted_connections += 1;
+        }
+        let conn_shard = shard.clone();
+        glommio::spawn_local_into(
+            async move {
+                let buffers = conn_shard
+                    .buffers
+                    .borrow_mut()
+                    .pop()
+                    .unwrap_or_else(Buffers::new);
+                let mut conn = Connection {
+                    shard: &conn_shard,
+                    timer: &timer,
+                    bufs: buffers,
+                    decoder: Decoder::new(),
+                    in_body: false,
+                };
+                let mut stream = stream;
+                let outcome = conn.serve(&mut stream).await;
+                if let Ok(true) = outcome {
+                    conn.linger(&mut stream).await;
+                }
+                let _ = stream.close().await;
+                let mut bufs = conn.bufs;
+                bufs.reset();
+                conn_shard.buffers.borrow_mut().push(bufs);
+                conn_shard.conns.borrow_mut()[slot] = None;
+                conn_shard.metrics.borrow_mut().open_connections -= 1;
+            },
+            queue,
+        )
+        .expect("task queue exists")
+        .detach();
+    }
+}
+
+fn register(shard: &Shard, timer: Rc<ConnTimer>) -> usize {
+    let mut conns = shard.conns.borrow_mut();
+    if let Some(i) = conns.iter().position(Option::is_none) {
+        conns[i] = Some(timer);
+        i
+    } else {
+        conns.push(Some(timer));
+        conns.len() - 1
+    }
+}
+
+/// Answers 503 to a connection beyond `max_connections` and closes it.
+async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
+    let mut out = Vec::with_capacity(256);
+    let mut body = Vec::with_capacity(96);
+    write_error_json(
+        &mut body,
+        "too many connections on this shard; retry later",
+        None,
+    );
+    crate::http::write_response(
+        &mut out,
+        503,
+        ContentType::Json,
+        &body,
+        crate::http::ResponseOptions {
+            close: true,
+            date: shard.date.borrow().as_bytes(),
+            ..Default::default()
+        },
+    );
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+/// Polls commands, refreshes the date, sweeps timeouts.
+async fn housekeeping(
+    shard: Rc<Shard>,
+    commands: Receiver<ShardCommand>,
+    stop: glommio::channels::local_channel::LocalSender<()>,
+) {
+    let limits = shard.limits;
+    let shortest = limits
+        .header_timeout
+        .min(limits.body_timeout)
+        .min(limits.idle_timeout);
+    let sweep_every = (shortest / 10).clamp(Duration::from_millis(5), Duration::from_millis(500));
+    let mut last_sweep = Instant::now();
+    let mut last_second = 0u64;
+    loop {
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                ShardCommand::Snapshot(reply) => {
+                    let _ = reply.send(ShardSnapshot {
+                        shard: shard.index,
+                        core: shard.core,
+                        port: shard.port,
+                        metrics: shard.metrics.borrow().clone(),
+                    });
+                }
+                ShardCommand::Shutdown => {
+                    if !shard.draining.replace(true) {
+                        let _ = stop.try_send(());
+                    }
+                }
+            }
+        }
+        let wall = SystemTime::now();
+        let second = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if second != last_second {
+            last_second = second;
+            shard.date.borrow_mut().refresh(wall);
+        }
+        let now = Instant::now();
+        if now.duration_since(last_sweep) >= sweep_every || shard.draining.get() {
+            last_sweep = now;
+            sweep(&shard, now);
+        }
+        glommio::timer::sleep(TICK).await;
+    }
+}
+
+fn sweep(shard: &Shard, now: Instant) {
+    let draining = shard.draining.get();
+    for timer in shard.conns.borrow().iter().flatten() {
+        let phase = timer.phase.get();
+        if draining && phase == Phase::Idle {
+            timer.expire(Phase::Idle, Half::Read);
+        } else if now >= timer.deadline.get() {
+            let half = if phase == Phase::Busy {
+                Half::Both
+            } else {
+                Half::Read
+            };
+            timer.expire(phase, half);
+        }
+    }
+}
+
+async fn drain(shard: &Rc<Shard>) {
+    let deadline = Instant::now() + shard.limits.drain_timeout;
+    while shard.metrics.borrow().open_connections > 0 {
+        if Instant::now() >= deadline {
+            let left = shard.metrics.borrow().open_connections;
+            tracing::warn!(
+                shard = shard.index,
+                connections = left,
+                "drain timeout reached; closing connections with requests in flight"
+            );
+            for timer in shard.conns.borrow().iter().flatten() {
+                timer.expire(Phase::Busy, Half::Both);
+            }
+            // Give the woken tasks a moment to clean up.
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A connection's reusable buffers.
+struct Buffers {
+    /// Read buffer; `buf[start..end]` holds bytes not yet consumed.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Responses waiting to be written.
+    out: Vec<u8>,
+    /// One response body, before its head is written.
+    body: Vec<u8>,
+    /// `(route, status, complete-at)` of the responses in `out`, recorded
+    /// once `out` is handed to the socket.
+    pending: Vec<(usize, u16, Instant)>,
+}
+
+/// Initial read buffer size; grows up to the head + body limits for large
+/// requests and shrinks back once the connection is idle.
+const READ_BUFFER: usize = 8 * 1024;
+
+impl Buffers {
+    fn new() -> Buffers {
+        Buffers {
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(READ_BUFFER),
+            body: Vec::with_capacity(1024),
+            pending: Vec::with_capacity(32),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.out.clear();
+        self.pending.clear();
+        if self.buf.len() > 4 * READ_BUFFER {
+            self.buf.truncate(READ_BUFFER);
+            self.buf.shrink_to_fit();
+        }
+    }
+
+    /// Makes room to read more: compacts consumed bytes away, or grows.
+    fn make_room(&mut self, limit: usize) -> io::Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end < self.buf.len() {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            return Ok(());
+        }
+        if self.buf.len() >= limit {
+            // The decoder enforces the real limits; this only guards memory.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request larger than the configured limits",
+            ));
+        }
+        let grown = (self.buf.len() * 2).min(limit);
+        self.buf.resize(grown, 0);
+        Ok(())
+    }
+}
+
+struct Connection<'s> {
+    shard: &'s Shard,
+    timer: &'s ConnTimer,
+    bufs: Buffers,
+    decoder: Decoder,
+    /// The last decode stopped inside a body (for the timeout phase).
+    in_body: bool,
+}
+
+/// What the decode loop decided about the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// Keep reading.
+    Continue,
+    /// Write what is pending, then close.
+    Close,
+}
+
+impl Connection<'_> {
+    /// Serves requests until the connection closes. `Ok(true)` asks for a
+    /// lingering close: the response was an error or a `Connection: close`
+    /// answer and the peer may still be sending.
+    async fn serve(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
+        let limits = self.shard.limits;
+        // Head, body and chunk framing; the decoder reports the precise error
+        // long before this guard matters.
+        let buffer_limit = limits.max_header_bytes + limits.max_body_bytes + 64 * 1024;
+        loop {
+            self.bufs.make_room(buffer_limit)?;
+            let end = self.bufs.end;
+            let n = stream.read(&mut self.bufs.buf[end..]).await?;
+            if n == 0 {
+                self.on_eof(stream).await?;
+                return Ok(false);
+            }
+            self.bufs.end += n;
+            let after = self.decode_all();
+            if !self.bufs.out.is_empty() {
+                self.timer.phase.set(Phase::Busy);
+                stream.write_all(&self.bufs.out).await?;
+                self.bufs.out.clear();
+                let done = Instant::now();
+                self.record(done);
+            }
+            if after == After::Close {
+                return Ok(true);
+            }
+            self.set_read_phase();
+        }
+    }
+
+    /// Closes our sending half, then reads and discards what the peer still
+    /// sends for a short while. Closing a socket with unread input makes the
+    /// kernel send a reset, which can destroy the error response we just
+    /// wrote before the client reads it (RFC 9112 §9.6).
+    async fn linger(&mut self, stream: &mut TcpStream) {
+        const LINGER: Duration = Duration::from_secs(1);
+        const LINGER_BYTES: usize = 256 * 1024;
+        if stream.close().await.is_err() {
+            return;
+        }
+        self.timer.phase.set(Phase::Busy);
+        self.timer.deadline.set(Instant::now() + LINGER);
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match stream.read(&mut self.bufs.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
+    }
+
+    /// Records latency of every response just written.
+    fn record(&mut self, done: Instant) {
+        if self.bufs.pending.is_empty() {
+            return;
+        }
+        let mut metrics = self.shard.metrics.borrow_mut();
+        for &(route, status, complete) in &self.bufs.pending {
+            metrics.routes[route].record(status, done.duration_since(complete));
+        }
+        self.bufs.pending.clear();
+    }
+
+    /// Publishes the phase the connection is about to wait in.
+    fn set_read_phase(&self) {
+        let limits = &self.shard.limits;
+        let (phase, timeout) = if self.bufs.start == self.bufs.end {
+            (Phase::Idle, limits.idle_timeout)
+        } else if self.in_body {
+            (Phase::Body, limits.body_timeout)
+        } else {
+            (Phase::Head, limits.header_timeout)
+        };
+        // A deadline runs from the start of the phase: a slow client that
+        // trickles a head byte by byte still hits header_timeout.
+        if phase != self.timer.phase.get() {
+            self.timer.phase.set(phase);
+            self.timer.deadline.set(Instant::now() + timeout);
+        }
+    }
+
+    /// The peer closed, or the sweep shut the socket: say why if it helps.
+    async fn on_eof(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        match self.timer.expired.get() {
+            Some(Phase::Head) | Some(Phase::Body) => {
+                self.error_response(408, "request timed out", None);
+                stream.write_all(&self.bufs.out).await?;
+                self.bufs.out.clear();
+                self.record(Instant::now());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Answers every complete request in the buffer.
+    fn decode_all(&mut self) -> After {
+        let shard = self.shard;
+        loop {
+            let window = &self.bufs.buf[self.bufs.start..self.bufs.end];
+            if window.is_empty() {
+                return After::Continue;
+            }
+            match self.decoder.decode(window, &shard.limits) {
+                Ok(Decoded::Incomplete {
+                    send_continue,
+                    in_body,
+                }) => {
+                    self.in_body = in_body;
+                    if send_continue {
+                        self.bufs.out.extend_from_slice(crate::http::CONTINUE);
+                    }
+                    return After::Continue;
+                }
+                Ok(Decoded::Request { request, consumed }) => {
+                    let complete = Instant::now();
+                    let close = !request.keep_alive || shard.draining.get();
+                    let (route, status) = answer(
+                        shard,
+                        &request,
+                        close,
+                        &mut self.bufs.out,
+                        &mut self.bufs.body,
+                    );
+                    self.bufs.pending.push((route, status, complete));
+                    self.bufs.start += consumed;
+                    if close {
+                        return After::Close;
+                    }
+                }
+                Err(e) => {
+                    self.error_response(e.status(), e.message(), None);
+                    return After::Close;
+                }
+            }
+        }
+    }
+
+    /// Appends an error response that closes the connection.
+    fn error_response(&mut self, status: u16, message: &str, allow: Option<&str>) {
+        let shard = self.shard;
+        self.bufs.body.clear();
+        write_error_json(&mut self.bufs.body, message, None);
+        crate::http::write_response(
+            &mut self.bufs.out,
+            status,
+            ContentType::Json,
+            &self.bufs.body,
+            crate::http::ResponseOptions {
+                close: true,
+                allow,
+                date: shard.date.borrow().as_bytes(),
+                ..Default::default()
+            },
+        );
+        let unmatched = shard.metrics.borrow().unmatched();
+        self.bufs.pending.push((unmatched, status, Instant::now()));
+    }
+}
+
+/// Routes and answers one request; returns the metrics route index and the
+/// status. Runs to completion: no await, so it sees a consistent shard.
+fn answer(
+    shard: &Shard,
+    request: &Request<'_>,
+    close: bool,
+    out: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) -> (usize, u16) {
+    let mut router = shard.router.borrow_mut();
+    let unmatched = router.len();
+    body.clear();
+    let (route, status, allow) = match router.find(request.method, request.path) {
+        Match::Health => {
+            let (status, text): (u16, &[u8]) = if shard.draining.get() {
+                (503, br#"{"status":"draining"}"#)
+            } else {
+                (200, br#"{"status":"ok"}"#)
+            };
+            body.extend_from_slice(text);
+            (unmatched, status, None)
+        }
+        Match::Route(i) => {
+            let status = router.handle(i, request, body);
+            (i, status, None)
+        }
+        Match::MethodNotAllowed(path) => {
+            write_error_json(body, "method not allowed for this path", None);
+            (unmatched, 405, Some(path))
+        }
+        Match::NotFound => {
+            write_error_json(body, "no route for this path", None);
+            (unmatched, 404, None)
+        }
+    };
+    let allow = allow.map(|path| router.allow(path));
+    crate::http::write_response(
+        out,
+        status,
+        ContentType::Json,
+        body,
+        crate::http::ResponseOptions {
+            close,
+            allow,
+            head: request.method == crate::http::Method::Head,
+            http10_keep_alive: !close && request.version == crate::http::Version::Http10,
+            date: shard.date.borrow().as_bytes(),
+        },
+    );
+    (route, status)
+}
+
+/// Where a shard's listener is, for logs and tests.
+pub fn local_addr(listener: &std::net::TcpListener) -> io::Result<SocketAddr> {
+    listener.local_addr()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_compact_then_grow_then_refuse() {
+        let mut b = Buffers::new();
+        b.end = b.buf.len();
+        b.start = 10;
+        b.make_room(1 << 20).unwrap();
+        assert_eq!((b.start, b.end), (0, READ_BUFFER - 10));
+        b.end = b.buf.len();
+        b.make_room(1 << 20).unwrap();
+        assert_eq!(b.buf.len(), 2 * READ_BUFFER);
+        b.end = b.buf.len();
+        assert!(b.make_room(2 * READ_BUFFER).is_err());
+        b.reset();
+        assert_eq!((b.start, b.end), (0, 0));
+    }
+}

@@ -1,0 +1,61 @@
+//! The few system calls coreline makes itself, each behind a safe function.
+//! This is the only module with `unsafe`.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Which half of a socket [`shutdown`] closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    /// Reads return end-of-file; a pending read wakes up.
+    Read,
+    /// Both directions.
+    Both,
+}
+
+/// `shutdown(2)` on a socket descriptor. Used by a shard to wake a
+/// connection parked in a read when it timed out or the shard is draining:
+/// the read then returns end-of-file and the connection task closes itself.
+/// Errors (for example `ENOTCONN` on a socket the peer already reset) are
+/// returned for the caller to ignore.
+pub fn shutdown(fd: RawFd, half: Half) -> io::Result<()> {
+    let how = match half {
+        Half::Read => libc::SHUT_RD,
+        Half::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: shutdown(2) takes a descriptor and a constant; it touches no
+    // memory of ours. A stale or invalid descriptor yields EBADF/ENOTSOCK,
+    // which we return; callers only pass descriptors of sockets they own.
+    let rc = unsafe { libc::shutdown(fd, how) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes (`None` = unlimited).
+pub fn memlock_limit() -> io::Result<Option<u64>> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit struct for the duration of
+    // the call; getrlimit writes only into it.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(if lim.rlim_cur == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(lim.rlim_cur as u64)
+    })
+}
+
+/// True when the process runs as root (and so, normally, holds
+/// `CAP_IPC_LOCK`, which lifts `RLIMIT_MEMLOCK`).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no arguments, cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}

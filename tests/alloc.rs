@@ -1,0 +1,117 @@
+//! Zero allocations per warm request on the hello path: HTTP decode, route
+//! match, JSON decode, expression, reply encode and response head — the
+//! whole per-request path a shard runs between its read and its write.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use coreline::http::{ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response};
+use coreline::pipeline::{Match, Router, plan};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: delegates every call to the system allocator unchanged; only
+// counts allocations on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn hello_router() -> Router {
+    let cfg = coreline::config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/hello.toml"
+    )))
+    .unwrap();
+    Router::from_plan(&plan(cfg).unwrap())
+}
+
+/// Runs one pipelined buffer of requests through the in-memory path.
+fn serve(
+    router: &mut Router,
+    decoder: &mut Decoder,
+    limits: &Limits,
+    date: &HttpDate,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) -> usize {
+    let mut start = 0;
+    let mut answered = 0;
+    out.clear();
+    while start < input.len() {
+        match decoder.decode(&input[start..], limits).unwrap() {
+            Decoded::Request { request, consumed } => {
+                body.clear();
+                let status = match router.find(request.method, request.path) {
+                    Match::Route(i) => router.handle(i, &request, body),
+                    other => panic!("unexpected {other:?}"),
+                };
+                write_response(
+                    out,
+                    status,
+                    ContentType::Json,
+                    body,
+                    ResponseOptions {
+                        date: date.as_bytes(),
+                        ..Default::default()
+                    },
+                );
+                start += consumed;
+                answered += 1;
+            }
+            Decoded::Incomplete { .. } => panic!("complete input"),
+        }
+    }
+    answered
+}
+
+#[test]
+fn warm_hello_path_does_not_allocate() {
+    let mut router = hello_router();
+    let mut decoder = Decoder::new();
+    let limits = Limits::default();
+    let mut date = HttpDate::new();
+    date.refresh(std::time::SystemTime::now());
+    let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(256);
+    let mut input = Vec::new();
+    for i in 0..8 {
+        let json = format!(r#"{{"foo":"hello world {i}","bar":{i}}}"#);
+        input.extend_from_slice(
+            format!("POST /my_api HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{json}", json.len())
+                .as_bytes(),
+        );
+    }
+    // Warm up: buffers reach their working sizes.
+    for _ in 0..10 {
+        serve(&mut router, &mut decoder, &limits, &date, &input, &mut out, &mut body);
+    }
+    assert!(out.windows(17).any(|w| w == br#"{"fooLength":13}"#.as_slice()));
+
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut answered = 0;
+    for _ in 0..1000 {
+        answered += serve(&mut router, &mut decoder, &limits, &date, &input, &mut out, &mut body);
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(answered, 8000);
+    assert_eq!(allocations, 0, "{allocations} allocations in {answered} warm requests");
+}
