@@ -1972,6 +1972,16 @@ read = "user_counts"
     }
 
     #[test]
+    fn auto_shards_use_this_machines_cores() {
+        let text =
+            "[service]\nname = \"a\"\nbase_port = 0\n[[route]]\nmethod = \"GET\"\npath = \"/\"\n";
+        let config = parse(Source::new("a.toml", text)).unwrap();
+        assert!(config.service.shards_auto);
+        assert_eq!(config.service.shards, available_cores().len());
+        assert!(config.service.shards >= 1);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
