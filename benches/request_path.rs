@@ -1,2 +1,166 @@
-//! (being written)
-fn main() {}
+//! The per-request path of `configs/hello.toml`, in memory: each stage alone
+//! and the whole path (HTTP parse → JSON decode → expression → reply encode →
+//! response head), the way a shard runs it between a read and a write.
+//!
+//! `cargo bench --bench request_path`
+
+use std::hint::black_box;
+use std::time::SystemTime;
+
+use coreline::expr;
+use coreline::http::{
+    ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response,
+};
+use coreline::pipeline::{Match, Router, plan};
+use coreline::reply::ReplyEncoder;
+use coreline::row::{Column, ColumnType, Columns, Row};
+use coreline::schema::RequestSchema;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const BODY: &[u8] = br#"{"foo":"hello world","bar":42}"#;
+const REQUEST: &[u8] = b"POST /my_api HTTP/1.1\r\nHost: localhost:8888\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\nContent-Type: application/json\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}";
+
+fn hello_columns() -> Vec<Column> {
+    vec![
+        Column {
+            name: "foo".into(),
+            ty: ColumnType::Utf8,
+            nullable: false,
+        },
+        Column {
+            name: "bar".into(),
+            ty: ColumnType::Int64,
+            nullable: false,
+        },
+    ]
+}
+
+fn hello_router() -> Router {
+    let cfg = coreline::config::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/hello.toml"
+    )))
+    .expect("hello.toml loads");
+    Router::from_plan(&plan(cfg).expect("hello.toml plans"))
+}
+
+fn stages(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Elements(1));
+    let limits = Limits::default();
+
+    let mut decoder = Decoder::new();
+    g.bench_function("http_parse", |b| {
+        b.iter(|| match decoder.decode(black_box(REQUEST), &limits) {
+            Ok(Decoded::Request { consumed, .. }) => consumed,
+            _ => unreachable!(),
+        })
+    });
+
+    let mut schema = RequestSchema::new(hello_columns());
+    let mut row = Row::with_width(3);
+    g.bench_function("body_decode", |b| {
+        b.iter(|| schema.decode(black_box(BODY), &mut row).is_ok())
+    });
+
+    let mut columns = Columns::new();
+    for c in hello_columns() {
+        columns.push(c);
+    }
+    let mut length = expr::compile("length(foo)", &columns).unwrap();
+    g.bench_function("expr_length", |b| b.iter(|| black_box(length.eval(&row))));
+    let mut richer = expr::compile(
+        "CASE WHEN bar > 10 AND lower(foo) LIKE 'hello%' THEN round(bar * 1.5, 1) ELSE 0.0 END",
+        &columns,
+    )
+    .unwrap();
+    g.bench_function("expr_case_like_round", |b| {
+        b.iter(|| black_box(richer.eval(&row)))
+    });
+
+    row.slot_mut(2).set(coreline::row::Val::Int(11));
+    let reply = ReplyEncoder::new(&[("fooLength".to_string(), 2)]);
+    let mut out = Vec::with_capacity(256);
+    g.bench_function("reply_encode", |b| {
+        b.iter(|| {
+            out.clear();
+            reply.encode(black_box(&row), &mut out);
+            out.len()
+        })
+    });
+
+    let date = HttpDate::new(SystemTime::now());
+    g.bench_function("response_head", |b| {
+        b.iter(|| {
+            out.clear();
+            write_response(
+                &mut out,
+                &date,
+                200,
+                ContentType::Json,
+                black_box(br#"{"fooLength":11}"#),
+                ResponseOptions {
+                    keep_alive: true,
+                    ..ResponseOptions::default()
+                },
+            );
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+fn whole_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("whole");
+    let limits = Limits::default();
+    let date = HttpDate::new(SystemTime::now());
+    let mut router = hello_router();
+    let mut decoder = Decoder::new();
+    let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(256);
+
+    let mut serve = |input: &[u8], out: &mut Vec<u8>| {
+        let mut start = 0;
+        out.clear();
+        while start < input.len() {
+            let Ok(Decoded::Request { request, consumed }) = decoder.decode(&input[start..], &limits)
+            else {
+                unreachable!()
+            };
+            body.clear();
+            let status = match router.find(request.method, request.path) {
+                Match::Route(i) => router.handle(i, &request, &mut body),
+                _ => unreachable!(),
+            };
+            write_response(
+                out,
+                &date,
+                status,
+                ContentType::Json,
+                &body,
+                ResponseOptions::for_request(&request),
+            );
+            start += consumed;
+        }
+    };
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hello_request", |b| {
+        b.iter(|| {
+            serve(black_box(REQUEST), &mut out);
+            out.len()
+        })
+    });
+    let pipelined: Vec<u8> = REQUEST.repeat(16);
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("hello_pipelined_16", |b| {
+        b.iter(|| {
+            serve(black_box(&pipelined), &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, whole_path);
+criterion_main!(benches);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
-use crate::http::{ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_response};
+use crate::http::{
+    ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
+};
 use crate::metrics::{render_prometheus, render_stats};
 use crate::pipeline::Plan;
 use crate::reply::write_error_json;
@@ -104,8 +106,7 @@ impl Admin {
         let mut len = 0;
         let mut decoder = Decoder::new();
         let mut out = Vec::with_capacity(4096);
-        let mut date = HttpDate::new();
-        date.refresh(SystemTime::now());
+        let date = HttpDate::new(SystemTime::now());
         loop {
             if len == buf.len() {
                 buf.resize(buf.len() * 2, 0);
@@ -123,35 +124,14 @@ impl Admin {
                 }
                 Ok(Decoded::Request { request, .. }) => {
                     let (status, ct, body, allow) = self.route(request.method, request.path, draining);
-                    write_response(
-                        &mut out,
-                        status,
-                        ct,
-                        &body,
-                        ResponseOptions {
-                            close: true,
-                            allow,
-                            head: request.method == Method::Head,
-                            date: date.as_bytes(),
-                            ..Default::default()
-                        },
-                    );
+                    let mut opts = ResponseOptions::closing();
+                    opts.head = request.method == Method::Head;
+                    opts.allow = allow;
+                    write_response(&mut out, &date, status, ct, &body, opts);
                     return stream.write_all(&out);
                 }
                 Err(e) => {
-                    let mut body = Vec::new();
-                    write_error_json(&mut body, e.message(), None);
-                    write_response(
-                        &mut out,
-                        e.status(),
-                        ContentType::Json,
-                        &body,
-                        ResponseOptions {
-                            close: true,
-                            date: date.as_bytes(),
-                            ..Default::default()
-                        },
-                    );
+                    write_error(&mut out, &date, e);
                     return stream.write_all(&out);
                 }
             }

@@ -12,7 +12,7 @@
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 
-use crate::config::{ConfigError, RouteConfig, ServiceConfig, StepConfig};
+use crate::config::{ConfigError, RouteConfig, ServiceConfig, Spanned, StepConfig, step_key};
 use crate::expr::{self, Expr};
 use crate::http::{Method, Request};
 use crate::operator::{Filter, Flow, Operator, WithColumn};
@@ -116,10 +116,10 @@ fn plan_route(
             format!("{HEALTH_PATH} is reserved for load-balancer health checks; choose another path"),
         ));
     }
-    if let Some((_, span)) = &route.read {
+    if let Some(read) = &route.read {
         return Err(ConfigError::at(
             source,
-            span.clone(),
+            read.span.clone(),
             &format!("route[{ri}].read"),
             "read routes need keyed state, which this build does not support yet",
         ));
@@ -133,16 +133,12 @@ fn plan_route(
     let mut visible: Vec<usize> = (0..columns.len()).collect();
     let mut steps = Vec::with_capacity(route.steps.len());
     for (si, step) in route.steps.iter().enumerate() {
-        let key = |field: &str| format!("route[{ri}].step[{si}].{field}");
+        let key = |field: &str| step_key(ri, si, field);
         let scope = scoped(&columns, &visible);
         match step {
-            StepConfig::WithColumn {
-                name,
-                expr,
-                expr_span,
-                ..
-            } => {
-                let compiled = compile_at(source, &scope.0, expr, expr_span, &key("with_column.expr"))?;
+            StepConfig::WithColumn { name, expr } => {
+                let name = &name.value;
+                let compiled = compile_at(source, &scope.0, expr, &key("with_column.expr"))?;
                 let out = columns.push(Column {
                     name: name.clone(),
                     ty: compiled.ty(),
@@ -158,16 +154,14 @@ fn plan_route(
             }
             StepConfig::Filter {
                 expr,
-                expr_span,
                 status,
                 message,
-                ..
             } => {
-                let compiled = compile_at(source, &scope.0, expr, expr_span, &key("filter.expr"))?;
+                let compiled = compile_at(source, &scope.0, expr, &key("filter.expr"))?;
                 if compiled.ty() != ColumnType::Boolean {
                     return Err(ConfigError::at(
                         source,
-                        expr_span.clone(),
+                        expr.span.clone(),
                         &key("filter.expr"),
                         format!("a filter needs a bool expression, found {}", compiled.ty()),
                     ));
@@ -178,9 +172,9 @@ fn plan_route(
                     message: message.clone(),
                 });
             }
-            StepConfig::Select { columns: keep, .. } => {
+            StepConfig::Select { columns: keep } => {
                 let mut kept = Vec::with_capacity(keep.len());
-                for (name, span) in keep {
+                for Spanned { value: name, span } in keep {
                     match visible.iter().find(|&&i| columns.get(i).name == *name) {
                         Some(&i) => kept.push(i),
                         None => {
@@ -197,13 +191,13 @@ fn plan_route(
                 }
                 visible = kept;
                 steps.push(StepPlan::Select {
-                    columns: keep.iter().map(|(n, _)| n.clone()).collect(),
+                    columns: keep.iter().map(|c| c.value.clone()).collect(),
                 });
             }
-            StepConfig::Aggregate { name_span, .. } | StepConfig::Changed { name_span, .. } => {
+            StepConfig::Aggregate { name, .. } | StepConfig::Changed { name, .. } => {
                 return Err(ConfigError::at(
                     source,
-                    name_span.clone(),
+                    name.span.clone(),
                     &format!("route[{ri}].step[{si}]"),
                     "keyed state steps (aggregate, changed) are not supported by this build yet",
                 ));
@@ -213,7 +207,7 @@ fn plan_route(
     let mut reply = Vec::new();
     match &route.reply.columns {
         Some(names) => {
-            for (name, span) in names {
+            for Spanned { value: name, span } in names {
                 match visible.iter().find(|&&i| columns.get(i).name == *name) {
                     Some(&i) => reply.push((name.clone(), i)),
                     None => {
@@ -237,7 +231,7 @@ fn plan_route(
     }
     let status_column = match &route.reply.status {
         None => None,
-        Some((name, span)) => {
+        Some(Spanned { value: name, span }) => {
             let key = format!("route[{ri}].reply.status");
             let Some(&i) = visible.iter().find(|&&i| columns.get(i).name == *name) else {
                 return Err(unknown_column(source, span, &key, name, &columns, &visible));
@@ -288,14 +282,13 @@ fn remap(mut expr: Expr, slots: &[usize]) -> Expr {
 fn compile_at(
     source: &crate::config::Source,
     scope: &Columns,
-    text: &str,
-    span: &std::ops::Range<usize>,
+    text: &Spanned<String>,
     key: &str,
 ) -> Result<Expr, ConfigError> {
-    expr::compile(text, scope).map_err(|e| {
-        // The span covers the TOML string including its opening quote.
-        let at = (span.start + 1 + e.offset).min(span.end.saturating_sub(1).max(span.start));
-        ConfigError::at(source, at..at + 1, key, e.message)
+    expr::compile(&text.value, scope).map_err(|e| {
+        let at = e.offset.min(text.value.len());
+        let end = (at + 1).min(text.value.len()).max(at);
+        ConfigError::at(source, text.subspan(source, at..end), key, e.message)
     })
 }
 
@@ -511,29 +504,33 @@ pub enum Match {
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
-    /// Distinct paths with their `Allow` header values.
-    paths: Vec<(String, String)>,
+    /// Distinct paths with their `Allow` header values. The values are
+    /// leaked once per router at start-up (a few bytes per path) so that a
+    /// 405 response can borrow them for `'static` without copying.
+    paths: Vec<(String, &'static str)>,
 }
 
 impl Router {
     /// A router over this shard's own routes.
     pub fn new(routes: Vec<Route>) -> Router {
-        let mut paths: Vec<(String, String)> = Vec::new();
+        let mut allows: Vec<(String, Vec<&'static str>)> = Vec::new();
         for r in &routes {
-            let method = r.method.as_str();
-            match paths.iter_mut().find(|(p, _)| *p == r.path) {
-                Some((_, allow)) => {
-                    allow.push_str(", ");
-                    allow.push_str(method);
+            let method = r.method.as_str().unwrap_or("GET");
+            match allows.iter_mut().find(|(p, _)| *p == r.path) {
+                Some((_, methods)) => methods.push(method),
+                None => allows.push((r.path.clone(), vec![method])),
+            }
+        }
+        let paths = allows
+            .into_iter()
+            .map(|(path, mut methods)| {
+                if methods.contains(&"GET") {
+                    methods.push("HEAD");
                 }
-                None => paths.push((r.path.clone(), method.to_string())),
-            }
-        }
-        for (_, allow) in &mut paths {
-            if allow.split(", ").any(|m| m == "GET") {
-                allow.push_str(", HEAD");
-            }
-        }
+                let allow: &'static str = Box::leak(methods.join(", ").into_boxed_str());
+                (path, allow)
+            })
+            .collect();
         Router { routes, paths }
     }
 
@@ -581,8 +578,8 @@ impl Router {
     }
 
     /// The `Allow` header value for a [`Match::MethodNotAllowed`] path.
-    pub fn allow(&self, path: usize) -> &str {
-        &self.paths[path].1
+    pub fn allow(&self, path: usize) -> &'static str {
+        self.paths[path].1
     }
 
     /// Runs route `i` on a request; panics inside the pipeline become a 500

@@ -45,7 +45,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
-use crate::http::{ContentType, Decoded, Decoder, HttpDate, HttpError, Limits, Request};
+use crate::http::{
+    ContentType, Decoded, Decoder, HttpDate, Limits, Request, ResponseOptions, write_response,
+};
 use crate::metrics::{ShardMetrics, ShardSnapshot};
 use crate::pipeline::{Match, Router};
 use crate::reply::write_error_json;
@@ -177,8 +179,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
     // SAFETY-free hand-over: glommio takes ownership of the descriptor.
     let listener = into_glommio_listener(listener);
     let route_names: Vec<String> = router.route_names();
-    let mut date = HttpDate::new();
-    date.refresh(SystemTime::now());
+    let date = HttpDate::new(SystemTime::now());
     let shard = Rc::new(Shard {
         index,
         core,
@@ -322,16 +323,13 @@ async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
         "too many connections on this shard; retry later",
         None,
     );
-    crate::http::write_response(
+    write_response(
         &mut out,
+        &shard.date.borrow(),
         503,
         ContentType::Json,
         &body,
-        crate::http::ResponseOptions {
-            close: true,
-            date: shard.date.borrow().as_bytes(),
-            ..Default::default()
-        },
+        ResponseOptions::closing(),
     );
     let _ = stream.write_all(&out).await;
     let _ = stream.close().await;
@@ -655,21 +653,21 @@ impl Connection<'_> {
     }
 
     /// Appends an error response that closes the connection.
-    fn error_response(&mut self, status: u16, message: &str, allow: Option<&str>) {
+    fn error_response(&mut self, status: u16, message: &str, allow: Option<&'static str>) {
         let shard = self.shard;
         self.bufs.body.clear();
         write_error_json(&mut self.bufs.body, message, None);
-        crate::http::write_response(
+        let opts = match allow {
+            Some(allow) => ResponseOptions::closing().with_allow(allow),
+            None => ResponseOptions::closing(),
+        };
+        write_response(
             &mut self.bufs.out,
+            &shard.date.borrow(),
             status,
             ContentType::Json,
             &self.bufs.body,
-            crate::http::ResponseOptions {
-                close: true,
-                allow,
-                date: shard.date.borrow().as_bytes(),
-                ..Default::default()
-            },
+            opts,
         );
         let unmatched = shard.metrics.borrow().unmatched();
         self.bufs.pending.push((unmatched, status, Instant::now()));
@@ -711,20 +709,12 @@ fn answer(
             (unmatched, 404, None)
         }
     };
-    let allow = allow.map(|path| router.allow(path));
-    crate::http::write_response(
-        out,
-        status,
-        ContentType::Json,
-        body,
-        crate::http::ResponseOptions {
-            close,
-            allow,
-            head: request.method == crate::http::Method::Head,
-            http10_keep_alive: !close && request.version == crate::http::Version::Http10,
-            date: shard.date.borrow().as_bytes(),
-        },
-    );
+    let mut opts = ResponseOptions::for_request(request);
+    opts.keep_alive = !close;
+    if let Some(path) = allow {
+        opts = opts.with_allow(router.allow(path));
+    }
+    write_response(out, &shard.date.borrow(), status, ContentType::Json, body, opts);
     (route, status)
 }
 

@@ -66,13 +66,11 @@ fn serve(
                 };
                 write_response(
                     out,
+                    date,
                     status,
                     ContentType::Json,
                     body,
-                    ResponseOptions {
-                        date: date.as_bytes(),
-                        ..Default::default()
-                    },
+                    ResponseOptions::for_request(&request),
                 );
                 start += consumed;
                 answered += 1;
@@ -88,8 +86,7 @@ fn warm_hello_path_does_not_allocate() {
     let mut router = hello_router();
     let mut decoder = Decoder::new();
     let limits = Limits::default();
-    let mut date = HttpDate::new();
-    date.refresh(std::time::SystemTime::now());
+    let date = HttpDate::new(std::time::SystemTime::now());
     let mut out = Vec::with_capacity(4096);
     let mut body = Vec::with_capacity(256);
     let mut input = Vec::new();
