@@ -607,7 +607,8 @@ fn parse_error(e: httparse::Error, window: &[u8]) -> HttpError {
     }
 }
 
-/// Whether the request line ends in `HTTP/<digit>.<digit>`.
+/// Whether the request line is `method SP target SP HTTP/<digit>.<digit>`
+/// with a version other than 1.0 and 1.1.
 fn names_other_version(window: &[u8]) -> bool {
     let start = window
         .iter()
@@ -616,9 +617,15 @@ fn names_other_version(window: &[u8]) -> bool {
     let rest = &window[start..];
     let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_method), Some(_target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
     matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit())
+        if major.is_ascii_digit() && minor.is_ascii_digit()
+            && !(*major == b'1' && matches!(minor, b'0' | b'1')))
 }
 
 /// Splits a request-target (RFC 9112 §3.2) into path and query offsets
@@ -810,3 +817,7 @@ fn trim(v: &[u8]) -> &[u8] {
 fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {
     bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

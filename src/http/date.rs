@@ -178,7 +178,8 @@ mod tests {
                 year
             );
             assert_eq!(std::str::from_utf8(&f).unwrap(), want);
-            let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+            let leap =
+                (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
             let len = match month {
                 2 if leap => 29,
                 2 => 28,

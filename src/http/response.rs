@@ -291,3 +291,272 @@ fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn date() -> HttpDate {
+        HttpDate::new(UNIX_EPOCH + Duration::from_secs(784_111_777))
+    }
+
+    fn keep_alive() -> ResponseOptions {
+        ResponseOptions {
+            keep_alive: true,
+            ..ResponseOptions::closing()
+        }
+    }
+
+    fn respond(status: u16, ct: ContentType, body: &[u8], opts: ResponseOptions) -> String {
+        let mut out = Vec::new();
+        write_response(&mut out, &date(), status, ct, body, opts);
+        String::from_utf8(out).unwrap()
+    }
+
+    const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    #[test]
+    fn ok_json_keep_alive() {
+        assert_eq!(
+            respond(200, ContentType::Json, br#"{"fooLength":11}"#, keep_alive()),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\
+                 {DATE}\r\n{{\"fooLength\":11}}"
+            )
+        );
+    }
+
+    #[test]
+    fn closing_and_http10_keep_alive() {
+        assert_eq!(
+            respond(
+                404,
+                ContentType::Text,
+                b"not found",
+                ResponseOptions::closing()
+            ),
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 9\r\nConnection: close\r\n{DATE}\r\nnot found"
+            )
+        );
+        let http10 = ResponseOptions {
+            version: Version::Http10,
+            ..keep_alive()
+        };
+        assert_eq!(
+            respond(201, ContentType::Json, b"{}", http10),
+            format!(
+                "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
+                 Connection: keep-alive\r\n{DATE}\r\n{{}}"
+            )
+        );
+        let http10_close = ResponseOptions {
+            version: Version::Http10,
+            ..ResponseOptions::closing()
+        };
+        assert!(
+            respond(200, ContentType::Json, b"{}", http10_close).contains("Connection: close\r\n")
+        );
+    }
+
+    #[test]
+    fn head_keeps_length_but_not_body() {
+        let opts = ResponseOptions {
+            head: true,
+            ..keep_alive()
+        };
+        assert_eq!(
+            respond(200, ContentType::Json, b"{\"a\":1}", opts),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\
+                 {DATE}\r\n"
+            )
+        );
+    }
+
+    #[test]
+    fn method_not_allowed_with_allow() {
+        assert_eq!(
+            respond(
+                405,
+                ContentType::Text,
+                b"method not allowed",
+                keep_alive().with_allow("GET, HEAD")
+            ),
+            format!(
+                "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: 18\r\nAllow: GET, HEAD\r\n{DATE}\r\nmethod not allowed"
+            )
+        );
+    }
+
+    #[test]
+    fn prometheus_content_type() {
+        assert_eq!(
+            respond(200, ContentType::Prometheus, b"up 1\n", keep_alive()),
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+                 Content-Length: 5\r\n{DATE}\r\nup 1\n"
+            )
+        );
+        for ct in [
+            ContentType::Json,
+            ContentType::Text,
+            ContentType::Prometheus,
+        ] {
+            let fields = std::str::from_utf8(ct.fields()).unwrap();
+            assert_eq!(
+                fields,
+                format!("Content-Type: {}\r\nContent-Length: ", ct.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn bodiless_statuses() {
+        assert_eq!(
+            respond(204, ContentType::Json, b"ignored", keep_alive()),
+            format!("HTTP/1.1 204 No Content\r\n{DATE}\r\n")
+        );
+        assert_eq!(
+            respond(
+                304,
+                ContentType::Json,
+                b"ignored",
+                ResponseOptions::closing()
+            ),
+            format!("HTTP/1.1 304 Not Modified\r\nConnection: close\r\n{DATE}\r\n")
+        );
+    }
+
+    #[test]
+    fn status_lines() {
+        for status in [
+            200, 201, 204, 400, 404, 405, 408, 413, 422, 431, 500, 501, 503, 505,
+        ] {
+            let line = status_line(status).expect("in the table");
+            let line = std::str::from_utf8(line).unwrap();
+            assert!(line.starts_with(&format!("HTTP/1.1 {status} ")), "{line}");
+            assert!(line.ends_with("\r\n") && line.len() > 15, "{line}");
+        }
+        let line = |status| {
+            let mut out = Vec::new();
+            write_status_line(&mut out, status);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(line(413), "HTTP/1.1 413 Content Too Large\r\n");
+        assert_eq!(line(418), "HTTP/1.1 418 Client Error\r\n");
+        assert_eq!(line(299), "HTTP/1.1 299 Success\r\n");
+        assert_eq!(line(599), "HTTP/1.1 599 Server Error\r\n");
+        assert_eq!(line(199), "HTTP/1.1 199 Informational\r\n");
+        assert_eq!(line(399), "HTTP/1.1 399 Redirection\r\n");
+    }
+
+    #[test]
+    fn errors_are_json_and_close() {
+        for error in [
+            HttpError::Malformed("invalid Content-Length"),
+            HttpError::HeaderTooLarge,
+            HttpError::BodyTooLarge,
+            HttpError::UnsupportedTransferEncoding,
+            HttpError::UnsupportedVersion,
+        ] {
+            let mut out = Vec::new();
+            write_error(&mut out, &date(), error);
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut res = httparse::Response::new(&mut headers);
+            let httparse::Status::Complete(head) = res.parse(&out).unwrap() else {
+                panic!("incomplete head");
+            };
+            assert_eq!(res.code, Some(error.status()));
+            let field = |name: &str| {
+                res.headers
+                    .iter()
+                    .find(|h| h.name == name)
+                    .map(|h| std::str::from_utf8(h.value).unwrap())
+            };
+            assert_eq!(field("Connection"), Some("close"));
+            assert_eq!(field("Content-Type"), Some("application/json"));
+            let body = &out[head..];
+            assert_eq!(
+                field("Content-Length"),
+                Some(body.len().to_string().as_str())
+            );
+            let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(json["error"], error.message());
+        }
+        let mut out = Vec::new();
+        write_error(&mut out, &date(), HttpError::Malformed("bad"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n\
+                 Content-Length: 15\r\nConnection: close\r\n{DATE}\r\n{{\"error\":\"bad\"}}"
+            )
+        );
+    }
+
+    #[test]
+    fn json_escaping() {
+        let s = b"a\"b\\c\n\x01";
+        let mut out = Vec::new();
+        escape_into(&mut out, s);
+        assert_eq!(out, br#"a\"b\\c\u000a\u0001"#);
+        assert_eq!(escaped_len(s), out.len());
+    }
+
+    #[test]
+    fn pipelined_responses_share_one_buffer_without_reallocating() {
+        let mut out = Vec::with_capacity(4096);
+        let ptr = out.as_ptr();
+        let d = date();
+        for _ in 0..5 {
+            write_response(&mut out, &d, 200, ContentType::Json, b"{}", keep_alive());
+        }
+        assert_eq!(out.as_ptr(), ptr);
+        let one = respond(200, ContentType::Json, b"{}", keep_alive());
+        assert_eq!(out, one.repeat(5).into_bytes());
+    }
+
+    #[test]
+    fn options_follow_the_request() {
+        let req = Request {
+            method: Method::Head,
+            path: "/",
+            query: "",
+            version: Version::Http10,
+            keep_alive: true,
+            body: b"",
+        };
+        assert_eq!(
+            ResponseOptions::for_request(&req),
+            ResponseOptions {
+                keep_alive: true,
+                version: Version::Http10,
+                head: true,
+                allow: None
+            }
+        );
+        assert_eq!(ResponseOptions::default(), ResponseOptions::closing());
+        assert_eq!(CONTINUE, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    #[test]
+    fn head_reserve_covers_the_longest_head() {
+        let mut out = Vec::new();
+        let opts = ResponseOptions {
+            version: Version::Http10,
+            ..keep_alive()
+        };
+        write_head(
+            &mut out,
+            &date(),
+            431,
+            Some((ContentType::Prometheus, usize::MAX)),
+            opts,
+        );
+        assert!(out.len() <= HEAD_RESERVE, "{}", out.len());
+    }
+}
