@@ -35,6 +35,12 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// for a one-byte body (hyper caps them the same way).
 const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
 
+/// Chunk framing (size lines, extensions, CRLFs) allowed beyond
+/// `Limits::max_body_bytes`. Framing can be 20 times the data it frames
+/// (`0000000000000001\r\nx\r\n`), so it is bounded too: real clients
+/// send chunks of hundreds of bytes or more and stay far below this.
+const CHUNK_FRAMING_SLACK: usize = 64 * 1024;
+
 /// Most hex digits in a chunk size; 16 digits fill a `u64`.
 const MAX_CHUNK_SIZE_DIGITS: usize = 16;
 
@@ -213,6 +219,7 @@ struct Chunked {
     pos: usize,
     phase: ChunkPhase,
     extension_bytes: usize,
+    framing_bytes: usize,
     trailer_bytes: usize,
 }
 
@@ -222,6 +229,7 @@ impl Chunked {
             pos,
             phase: ChunkPhase::Size,
             extension_bytes: 0,
+            framing_bytes: 0,
             trailer_bytes: 0,
         }
     }
@@ -518,6 +526,10 @@ impl Decoder {
                         return Err(HttpError::Malformed("chunk extensions too long"));
                     }
                     state.pos += line.len() + 2;
+                    state.framing_bytes += line.len() + 2;
+                    if state.framing_bytes > framing_limit(limits) {
+                        return Err(HttpError::BodyTooLarge);
+                    }
                     if size == 0 {
                         state.phase = ChunkPhase::Trailers;
                     } else {
@@ -548,6 +560,7 @@ impl Decoder {
                     }
                     self.body.extend_from_slice(&rest[..size]);
                     state.pos += size + 2;
+                    state.framing_bytes += 2;
                     state.phase = ChunkPhase::Size;
                 }
                 ChunkPhase::Trailers => {
@@ -571,6 +584,29 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Most bytes of chunk framing allowed in one body.
+fn framing_limit(limits: &Limits) -> usize {
+    limits.max_body_bytes.saturating_add(CHUNK_FRAMING_SLACK)
+}
+
+/// The most unconsumed bytes a connection ever needs to buffer: with this
+/// many or more in `buf`, [`Decoder::decode`] never answers `Incomplete`; it
+/// has either found a complete request or a limit error. A connection can
+/// therefore cap its read buffer here.
+///
+/// It covers a head (`max_header_bytes`), a body (`max_body_bytes`), its
+/// chunk framing (`max_body_bytes` + 64 KiB), trailers (`max_header_bytes`)
+/// and one unit not yet complete (a chunk-size line of at most 4 KiB).
+pub fn max_request_bytes(limits: &Limits) -> usize {
+    limits
+        .max_header_bytes
+        .saturating_mul(2)
+        .saturating_add(2)
+        .saturating_add(limits.max_body_bytes)
+        .saturating_add(framing_limit(limits))
+        .saturating_add(MAX_CHUNK_LINE)
 }
 
 /// Whether `window` contains the empty line that ends a head, searching

@@ -29,10 +29,17 @@ fn outcome(decoder: &mut Decoder, buf: &[u8], limits: &Limits) -> Outcome {
         Ok(Decoded::Incomplete {
             send_continue,
             in_body,
-        }) => Outcome::Incomplete {
-            send_continue,
-            in_body,
-        },
+        }) => {
+            assert!(
+                buf.len() < max_request_bytes(limits),
+                "incomplete with {} bytes buffered",
+                buf.len()
+            );
+            Outcome::Incomplete {
+                send_continue,
+                in_body,
+            }
+        }
         Ok(Decoded::Request { request, consumed }) => {
             assert!(consumed > 0, "consumed nothing");
             assert!(
@@ -807,6 +814,79 @@ fn body_limit_by_chunked_size() {
     assert_eq!(
         error(&body(b"FFFFFFFFFFFFFFFF\r\n")),
         HttpError::BodyTooLarge
+    );
+}
+
+#[test]
+fn chunk_framing_is_bounded() {
+    let limits = Limits::default();
+    let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // A 1 MiB body in 100-byte chunks is fine.
+    let mut ok = head.to_vec();
+    for _ in 0..limits.max_body_bytes / 100 {
+        ok.extend_from_slice(b"64\r\n");
+        ok.extend_from_slice(&[b'z'; 100]);
+        ok.extend_from_slice(b"\r\n");
+    }
+    ok.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(request(&ok).body.len(), limits.max_body_bytes / 100 * 100);
+
+    // Twenty framing bytes per body byte: refused once the framing passes
+    // the body limit plus slack, although the body itself is small.
+    let unit: &[u8] = b"0000000000000001\r\nx\r\n";
+    let mut padded = head.to_vec();
+    let units = (limits.max_body_bytes + CHUNK_FRAMING_SLACK) / 20 + 1;
+    for _ in 0..units {
+        padded.extend_from_slice(unit);
+    }
+    assert_eq!(error(&padded), HttpError::BodyTooLarge);
+    // Fed in reads, it never sits incomplete past `max_request_bytes`
+    // (asserted by `outcome`).
+    let mut d = Decoder::new();
+    let mut end = 0;
+    let result = loop {
+        end = (end + 65_536).min(padded.len());
+        match outcome(&mut d, &padded[..end], &limits) {
+            Outcome::Incomplete { .. } => assert!(end < padded.len()),
+            other => break other,
+        }
+    };
+    assert_eq!(result, Outcome::Error(HttpError::BodyTooLarge));
+}
+
+#[test]
+fn max_request_bytes_covers_the_largest_valid_request() {
+    // Head and trailers at the header limit, a body at the body limit in
+    // chunks whose framing is at its limit.
+    let limits = Limits {
+        max_header_bytes: 256,
+        max_body_bytes: 1000,
+        ..Limits::default()
+    };
+    let mut req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Pad: ".to_vec();
+    req.resize(256 - 4, b'p');
+    req.extend_from_slice(b"\r\n\r\n");
+    let mut framing = 0;
+    let mut data = 0;
+    while data < limits.max_body_bytes {
+        req.extend_from_slice(b"0000000000000001\r\nq\r\n");
+        framing += 20;
+        data += 1;
+        if framing + 20 + 3 > limits.max_body_bytes + CHUNK_FRAMING_SLACK {
+            break;
+        }
+    }
+    req.extend_from_slice(b"0\r\n");
+    let trailer_start = req.len();
+    req.extend_from_slice(b"X: ");
+    req.resize(trailer_start + 256 - 2, b't');
+    req.extend_from_slice(b"\r\n\r\n");
+    assert!(req.len() <= max_request_bytes(&limits));
+    let mut d = Decoder::new();
+    assert_eq!(
+        request_with(&mut d, &req, &limits).consumed,
+        req.len(),
+        "valid at every limit"
     );
 }
 

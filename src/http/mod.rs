@@ -22,7 +22,7 @@ pub mod error;
 pub mod limits;
 pub mod response;
 
-pub use codec::{Decoded, Decoder, MAX_HEADERS, Method, Request, Version};
+pub use codec::{Decoded, Decoder, MAX_HEADERS, Method, Request, Version, max_request_bytes};
 pub use date::HttpDate;
 pub use error::HttpError;
 pub use limits::Limits;
