@@ -15,6 +15,44 @@
 //! Invariant: after an [`HttpError`] the connection is answered with
 //! [`write_error`] (which says `Connection: close`) and closed; framing
 //! cannot be trusted past a malformed request.
+//!
+//! One read's worth of the connection loop:
+//!
+//! ```
+//! use coreline::http::{
+//!     CONTINUE, ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_error,
+//!     write_response,
+//! };
+//!
+//! let limits = Limits::default();
+//! let date = HttpDate::default();
+//! let mut decoder = Decoder::new();
+//! // Two pipelined requests, the second not complete yet.
+//! let read: &[u8] = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\n";
+//! let mut out = Vec::new();
+//! let mut start = 0;
+//! loop {
+//!     match decoder.decode(&read[start..], &limits) {
+//!         Ok(Decoded::Request { request, consumed }) => {
+//!             let opts = ResponseOptions::for_request(&request);
+//!             write_response(&mut out, &date, 200, ContentType::Json, b"{}", opts);
+//!             start += consumed;
+//!         }
+//!         Ok(Decoded::Incomplete { send_continue, .. }) => {
+//!             if send_continue {
+//!                 out.extend_from_slice(CONTINUE);
+//!             }
+//!             break; // write `out`, read more, call again on `read[start..]`
+//!         }
+//!         Err(error) => {
+//!             write_error(&mut out, &date, error);
+//!             break; // write `out`, then close
+//!         }
+//!     }
+//! }
+//! assert_eq!(start, 33);
+//! assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! ```
 
 pub mod codec;
 pub mod date;
