@@ -1,0 +1,739 @@
+//! Typed evaluation nodes: the compiled form of an expression.
+//!
+//! There is one node enum per result type ([`BoolNode`], [`IntNode`],
+//! [`FloatNode`], [`StrNode`]), so every operator is chosen for its operand
+//! types when the expression is compiled and evaluation never checks a type
+//! that was already known. `None` is SQL NULL.
+//!
+//! Invariants:
+//! - a node only reads the row columns it was compiled against (by index);
+//! - evaluation never allocates once warm: nodes that produce new text own a
+//!   scratch `String` that is cleared and refilled on every evaluation, and
+//!   text results borrow either that buffer, a row slot or a constant;
+//! - evaluation is total: every operator has a defined result (often NULL)
+//!   for every input, it never panics.
+
+use std::cmp::Ordering;
+
+use super::cast;
+use super::functions::{self, TrimSide};
+use super::like::{LikeTok, Matcher};
+use crate::row::{Row, Val};
+
+/// Evaluation of a typed node against one row.
+pub(crate) trait Eval {
+    /// The non-null result type; borrows the node or the row for `'a`.
+    type Out<'a>: Copy + SqlOrd
+    where
+        Self: 'a;
+
+    /// Evaluates the node; `None` is NULL.
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<Self::Out<'a>>;
+}
+
+/// Spark's total order for one type: `NaN` equals itself and sorts above
+/// every other double, `-0.0 = 0.0`, text compares by UTF-8 bytes.
+pub(crate) trait SqlOrd: Copy {
+    /// Compares two non-null values.
+    fn sql_cmp(self, other: Self) -> Ordering;
+}
+
+impl SqlOrd for bool {
+    #[inline]
+    fn sql_cmp(self, other: bool) -> Ordering {
+        self.cmp(&other)
+    }
+}
+
+impl SqlOrd for i64 {
+    #[inline]
+    fn sql_cmp(self, other: i64) -> Ordering {
+        self.cmp(&other)
+    }
+}
+
+impl SqlOrd for f64 {
+    #[inline]
+    fn sql_cmp(self, other: f64) -> Ordering {
+        match self.partial_cmp(&other) {
+            Some(o) => o,
+            None => self.is_nan().cmp(&other.is_nan()),
+        }
+    }
+}
+
+impl SqlOrd for &str {
+    #[inline]
+    fn sql_cmp(self, other: &str) -> Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+/// Bit set of the orderings for which a comparison is true.
+pub(crate) const LT: u8 = 1;
+/// See [`LT`].
+pub(crate) const EQ: u8 = 2;
+/// See [`LT`].
+pub(crate) const GT: u8 = 4;
+
+#[inline]
+fn holds(mask: u8, ord: Ordering) -> bool {
+    let bit = match ord {
+        Ordering::Less => LT,
+        Ordering::Equal => EQ,
+        Ordering::Greater => GT,
+    };
+    mask & bit != 0
+}
+
+/// Two operands of a binary operator.
+#[derive(Debug, Clone)]
+pub(crate) struct Pair<N>(pub N, pub N);
+
+/// A comparison `l op r`; `mask` says which orderings make it true.
+#[derive(Debug, Clone)]
+pub(crate) struct Cmp<N> {
+    pub l: N,
+    pub r: N,
+    pub mask: u8,
+    /// `<=>` / `IS [NOT] DISTINCT FROM`: two nulls are equal, a null and a
+    /// value are different, the result is never null.
+    pub null_safe: bool,
+}
+
+impl<N: Eval> Cmp<N> {
+    #[inline]
+    fn eval(&mut self, row: &Row) -> Option<bool> {
+        let l = self.l.eval(row);
+        if l.is_none() && !self.null_safe {
+            return None;
+        }
+        let r = self.r.eval(row);
+        match (l, r) {
+            (Some(a), Some(b)) => Some(holds(self.mask, a.sql_cmp(b))),
+            (None, None) if self.null_safe => Some(self.mask & EQ != 0),
+            _ if self.null_safe => Some(self.mask & (LT | GT) != 0),
+            _ => None,
+        }
+    }
+}
+
+/// `x [NOT] IN (items)`.
+#[derive(Debug, Clone)]
+pub(crate) struct InList<N> {
+    pub x: N,
+    pub items: Vec<N>,
+    pub negated: bool,
+}
+
+impl<N: Eval> InList<N> {
+    fn eval(&mut self, row: &Row) -> Option<bool> {
+        let x = self.x.eval(row)?;
+        let mut saw_null = false;
+        for item in self.items.iter_mut() {
+            match item.eval(row) {
+                Some(v) if x.sql_cmp(v) == Ordering::Equal => return Some(!self.negated),
+                Some(_) => {}
+                None => saw_null = true,
+            }
+        }
+        if saw_null { None } else { Some(self.negated) }
+    }
+}
+
+/// `x [NOT] BETWEEN lo AND hi`, i.e. `x >= lo AND x <= hi`.
+#[derive(Debug, Clone)]
+pub(crate) struct Between<N> {
+    pub x: N,
+    pub lo: N,
+    pub hi: N,
+    pub negated: bool,
+}
+
+impl<N: Eval> Between<N> {
+    fn eval(&mut self, row: &Row) -> Option<bool> {
+        let x = self.x.eval(row)?;
+        let above = self.lo.eval(row).map(|lo| x.sql_cmp(lo) != Ordering::Less);
+        let below = self
+            .hi
+            .eval(row)
+            .map(|hi| x.sql_cmp(hi) != Ordering::Greater);
+        let inside = and3(above, below);
+        if self.negated {
+            inside.map(|b| !b)
+        } else {
+            inside
+        }
+    }
+}
+
+#[inline]
+fn and3(l: Option<bool>, r: Option<bool>) -> Option<bool> {
+    match (l, r) {
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (Some(true), Some(true)) => Some(true),
+        _ => None,
+    }
+}
+
+/// Picks the branch of a `CASE`.
+#[derive(Debug, Clone)]
+pub(crate) enum Selector {
+    /// `CASE WHEN cond THEN ...`: the first condition that is true.
+    Searched(Vec<BoolNode>),
+    /// `CASE x WHEN v THEN ...`: the first value equal to `x`.
+    Simple(Box<CaseKey>),
+}
+
+impl Selector {
+    fn select(&mut self, row: &Row) -> Option<usize> {
+        match self {
+            Selector::Searched(conds) => conds.iter_mut().position(|c| c.eval(row) == Some(true)),
+            Selector::Simple(key) => match &mut **key {
+                CaseKey::Bool(k) => k.first(row),
+                CaseKey::Int(k) => k.first(row),
+                CaseKey::Float(k) => k.first(row),
+                CaseKey::Str(k) => k.first(row),
+            },
+        }
+    }
+}
+
+/// The operand and `WHEN` values of a simple `CASE`, by their common type.
+#[derive(Debug, Clone)]
+pub(crate) enum CaseKey {
+    Bool(KeyMatch<BoolNode>),
+    Int(KeyMatch<IntNode>),
+    Float(KeyMatch<FloatNode>),
+    Str(KeyMatch<StrNode>),
+}
+
+/// Finds the first of `values` equal to `operand` (the operand is
+/// evaluated once).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyMatch<N> {
+    pub operand: N,
+    pub values: Vec<N>,
+}
+
+impl<N: Eval> KeyMatch<N> {
+    fn first(&mut self, row: &Row) -> Option<usize> {
+        let key = self.operand.eval(row)?;
+        for (i, v) in self.values.iter_mut().enumerate() {
+            if let Some(v) = v.eval(row)
+                && key.sql_cmp(v) == Ordering::Equal
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// `CASE`: `thens[i]` for the branch the selector picks, else `otherwise`
+/// (NULL when absent).
+#[derive(Debug, Clone)]
+pub(crate) struct Case<N> {
+    pub selector: Selector,
+    pub thens: Vec<N>,
+    pub otherwise: Option<N>,
+}
+
+impl<N: Eval> Case<N> {
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
+        match self.selector.select(row) {
+            Some(i) => self.thens[i].eval(row),
+            None => match &mut self.otherwise {
+                Some(e) => e.eval(row),
+                None => None,
+            },
+        }
+    }
+}
+
+/// `coalesce(args)`: the first non-null argument.
+#[derive(Debug, Clone)]
+pub(crate) struct Coalesce<N> {
+    pub args: Vec<N>,
+}
+
+impl<N: Eval> Coalesce<N> {
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
+        self.args.iter_mut().find_map(|a| a.eval(row))
+    }
+}
+
+/// `least(args)` / `greatest(args)`: nulls are skipped.
+#[derive(Debug, Clone)]
+pub(crate) struct Extreme<N> {
+    pub args: Vec<N>,
+    pub greatest: bool,
+}
+
+impl<N: Eval> Extreme<N> {
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
+        let want = if self.greatest {
+            Ordering::Greater
+        } else {
+            Ordering::Less
+        };
+        let mut best: Option<N::Out<'a>> = None;
+        for a in self.args.iter_mut() {
+            if let Some(v) = a.eval(row) {
+                best = match best {
+                    Some(b) if v.sql_cmp(b) != want => Some(b),
+                    _ => Some(v),
+                };
+            }
+        }
+        best
+    }
+}
+
+/// `s [NOT] LIKE pattern`.
+#[derive(Debug, Clone)]
+pub(crate) struct Like {
+    pub arg: StrNode,
+    pub pattern: LikePattern,
+    pub negated: bool,
+}
+
+/// A LIKE pattern: compiled once when constant, else compiled per row into
+/// a reused token buffer.
+#[derive(Debug, Clone)]
+pub(crate) enum LikePattern {
+    Const(Matcher),
+    Dynamic {
+        pattern: StrNode,
+        escape: char,
+        scratch: Vec<LikeTok>,
+    },
+}
+
+impl Like {
+    fn eval(&mut self, row: &Row) -> Option<bool> {
+        let s = self.arg.eval(row)?;
+        let matched = match &mut self.pattern {
+            LikePattern::Const(m) => m.matches(s),
+            LikePattern::Dynamic {
+                pattern,
+                escape,
+                scratch,
+            } => {
+                let p = pattern.eval(row)?;
+                // An invalid pattern computed at run time yields NULL
+                // (Spark raises an error; evaluation here is total).
+                super::like::tokenize_into(p, *escape, scratch).ok()?;
+                super::like::match_tokens(scratch, s)
+            }
+        };
+        Some(matched != self.negated)
+    }
+}
+
+/// A node of any type, for operators that take every type (`IS NULL`,
+/// `concat`) and for the root of an expression.
+#[derive(Debug, Clone)]
+pub(crate) enum AnyNode {
+    Bool(BoolNode),
+    Int(IntNode),
+    Float(FloatNode),
+    Str(StrNode),
+}
+
+impl AnyNode {
+    /// Evaluates to a borrowed [`Val`].
+    #[inline]
+    pub(crate) fn eval<'a>(&'a mut self, row: &'a Row) -> Val<'a> {
+        match self {
+            AnyNode::Bool(n) => n.eval(row).map_or(Val::Null, Val::Bool),
+            AnyNode::Int(n) => n.eval(row).map_or(Val::Null, Val::Int),
+            AnyNode::Float(n) => n.eval(row).map_or(Val::Null, Val::Float),
+            AnyNode::Str(n) => n.eval(row).map_or(Val::Null, Val::Str),
+        }
+    }
+
+    /// Appends the value formatted as `CAST(x AS string)` would; `false`
+    /// when it is null.
+    fn push_to(&mut self, row: &Row, buf: &mut String) -> bool {
+        match self {
+            AnyNode::Bool(n) => n.eval(row).map(|b| buf.push_str(cast::bool_str(b))),
+            AnyNode::Int(n) => n.eval(row).map(|i| cast::push_int(buf, i)),
+            AnyNode::Float(n) => n.eval(row).map(|f| cast::push_float(buf, f)),
+            AnyNode::Str(n) => n.eval(row).map(|s| buf.push_str(s)),
+        }
+        .is_some()
+    }
+}
+
+/// A node producing a boolean.
+#[derive(Debug, Clone)]
+pub(crate) enum BoolNode {
+    Const(Option<bool>),
+    Col(usize),
+    Not(Box<BoolNode>),
+    And(Box<Pair<BoolNode>>),
+    Or(Box<Pair<BoolNode>>),
+    IsNull {
+        arg: Box<AnyNode>,
+        negated: bool,
+    },
+    /// `arg IS [NOT] TRUE|FALSE`: never null.
+    IsBool {
+        arg: Box<BoolNode>,
+        value: bool,
+        negated: bool,
+    },
+    CmpBool(Box<Cmp<BoolNode>>),
+    CmpInt(Box<Cmp<IntNode>>),
+    CmpFloat(Box<Cmp<FloatNode>>),
+    CmpStr(Box<Cmp<StrNode>>),
+    InBool(Box<InList<BoolNode>>),
+    InInt(Box<InList<IntNode>>),
+    InFloat(Box<InList<FloatNode>>),
+    InStr(Box<InList<StrNode>>),
+    BetweenBool(Box<Between<BoolNode>>),
+    BetweenInt(Box<Between<IntNode>>),
+    BetweenFloat(Box<Between<FloatNode>>),
+    BetweenStr(Box<Between<StrNode>>),
+    Like(Box<Like>),
+    FromInt(Box<IntNode>),
+    FromFloat(Box<FloatNode>),
+    FromStr(Box<StrNode>),
+    Case(Box<Case<BoolNode>>),
+    Coalesce(Box<Coalesce<BoolNode>>),
+    Extreme(Box<Extreme<BoolNode>>),
+}
+
+impl Eval for BoolNode {
+    type Out<'a> = bool;
+
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<bool> {
+        match self {
+            BoolNode::Const(v) => *v,
+            BoolNode::Col(i) => match row.get(*i) {
+                Val::Bool(b) => Some(b),
+                _ => None,
+            },
+            BoolNode::Not(a) => a.eval(row).map(|b| !b),
+            BoolNode::And(p) => match p.0.eval(row) {
+                Some(false) => Some(false),
+                l => match p.1.eval(row) {
+                    Some(false) => Some(false),
+                    Some(true) => l,
+                    None => None,
+                },
+            },
+            BoolNode::Or(p) => match p.0.eval(row) {
+                Some(true) => Some(true),
+                l => match p.1.eval(row) {
+                    Some(true) => Some(true),
+                    Some(false) => l,
+                    None => None,
+                },
+            },
+            BoolNode::IsNull { arg, negated } => Some(arg.eval(row).is_null() != *negated),
+            BoolNode::IsBool {
+                arg,
+                value,
+                negated,
+            } => Some((arg.eval(row) == Some(*value)) != *negated),
+            BoolNode::CmpBool(c) => c.eval(row),
+            BoolNode::CmpInt(c) => c.eval(row),
+            BoolNode::CmpFloat(c) => c.eval(row),
+            BoolNode::CmpStr(c) => c.eval(row),
+            BoolNode::InBool(c) => c.eval(row),
+            BoolNode::InInt(c) => c.eval(row),
+            BoolNode::InFloat(c) => c.eval(row),
+            BoolNode::InStr(c) => c.eval(row),
+            BoolNode::BetweenBool(c) => c.eval(row),
+            BoolNode::BetweenInt(c) => c.eval(row),
+            BoolNode::BetweenFloat(c) => c.eval(row),
+            BoolNode::BetweenStr(c) => c.eval(row),
+            BoolNode::Like(l) => l.eval(row),
+            BoolNode::FromInt(a) => a.eval(row).map(|i| i != 0),
+            BoolNode::FromFloat(a) => a.eval(row).map(|f| f != 0.0),
+            BoolNode::FromStr(a) => a.eval(row).and_then(cast::parse_bool),
+            BoolNode::Case(c) => c.eval(row),
+            BoolNode::Coalesce(c) => c.eval(row),
+            BoolNode::Extreme(c) => c.eval(row),
+        }
+    }
+}
+
+/// A node producing a 64-bit integer. Arithmetic wraps on overflow.
+#[derive(Debug, Clone)]
+pub(crate) enum IntNode {
+    Const(Option<i64>),
+    Col(usize),
+    Neg(Box<IntNode>),
+    Abs(Box<IntNode>),
+    Add(Box<Pair<IntNode>>),
+    Sub(Box<Pair<IntNode>>),
+    Mul(Box<Pair<IntNode>>),
+    Rem(Box<Pair<IntNode>>),
+    /// `round(x, d)` for `d < 0`; `pow10` is `10^-d`, 0 when it exceeds i128.
+    Round {
+        arg: Box<IntNode>,
+        pow10: i128,
+    },
+    Floor(Box<FloatNode>),
+    Ceil(Box<FloatNode>),
+    Length(Box<StrNode>),
+    FromFloat(Box<FloatNode>),
+    FromStr(Box<StrNode>),
+    FromBool(Box<BoolNode>),
+    Case(Box<Case<IntNode>>),
+    Coalesce(Box<Coalesce<IntNode>>),
+    Extreme(Box<Extreme<IntNode>>),
+}
+
+impl Eval for IntNode {
+    type Out<'a> = i64;
+
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<i64> {
+        match self {
+            IntNode::Const(v) => *v,
+            IntNode::Col(i) => match row.get(*i) {
+                Val::Int(v) => Some(v),
+                _ => None,
+            },
+            IntNode::Neg(a) => a.eval(row).map(i64::wrapping_neg),
+            IntNode::Abs(a) => a.eval(row).map(i64::wrapping_abs),
+            IntNode::Add(p) => Some(p.0.eval(row)?.wrapping_add(p.1.eval(row)?)),
+            IntNode::Sub(p) => Some(p.0.eval(row)?.wrapping_sub(p.1.eval(row)?)),
+            IntNode::Mul(p) => Some(p.0.eval(row)?.wrapping_mul(p.1.eval(row)?)),
+            IntNode::Rem(p) => {
+                let a = p.0.eval(row)?;
+                match p.1.eval(row)? {
+                    0 => None,
+                    b => Some(a.wrapping_rem(b)),
+                }
+            }
+            IntNode::Round { arg, pow10 } => {
+                arg.eval(row).map(|x| functions::round_long(x, *pow10))
+            }
+            // `as` saturates and maps NaN to 0, exactly like the JVM's d2l.
+            IntNode::Floor(a) => a.eval(row).map(|f| f.floor() as i64),
+            IntNode::Ceil(a) => a.eval(row).map(|f| f.ceil() as i64),
+            IntNode::Length(a) => a.eval(row).map(|s| s.chars().count() as i64),
+            IntNode::FromFloat(a) => a.eval(row).map(|f| f as i64),
+            IntNode::FromStr(a) => a.eval(row).and_then(cast::parse_long),
+            IntNode::FromBool(a) => a.eval(row).map(i64::from),
+            IntNode::Case(c) => c.eval(row),
+            IntNode::Coalesce(c) => c.eval(row),
+            IntNode::Extreme(c) => c.eval(row),
+        }
+    }
+}
+
+/// A node producing a 64-bit float.
+#[derive(Debug, Clone)]
+pub(crate) enum FloatNode {
+    Const(Option<f64>),
+    Col(usize),
+    FromInt(Box<IntNode>),
+    Neg(Box<FloatNode>),
+    Abs(Box<FloatNode>),
+    Add(Box<Pair<FloatNode>>),
+    Sub(Box<Pair<FloatNode>>),
+    Mul(Box<Pair<FloatNode>>),
+    Div(Box<Pair<FloatNode>>),
+    Rem(Box<Pair<FloatNode>>),
+    Round { arg: Box<FloatNode>, scale: i32 },
+    Sqrt(Box<FloatNode>),
+    Exp(Box<FloatNode>),
+    Ln(Box<FloatNode>),
+    Pow(Box<Pair<FloatNode>>),
+    FromStr(Box<StrNode>),
+    FromBool(Box<BoolNode>),
+    Case(Box<Case<FloatNode>>),
+    Coalesce(Box<Coalesce<FloatNode>>),
+    Extreme(Box<Extreme<FloatNode>>),
+}
+
+impl Eval for FloatNode {
+    type Out<'a> = f64;
+
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<f64> {
+        match self {
+            FloatNode::Const(v) => *v,
+            FloatNode::Col(i) => match row.get(*i) {
+                Val::Float(v) => Some(v),
+                // A float64 column holding an integer (e.g. decoded from
+                // `3`) reads as that number.
+                Val::Int(v) => Some(v as f64),
+                _ => None,
+            },
+            FloatNode::FromInt(a) => a.eval(row).map(|i| i as f64),
+            FloatNode::Neg(a) => a.eval(row).map(|f| -f),
+            FloatNode::Abs(a) => a.eval(row).map(f64::abs),
+            FloatNode::Add(p) => Some(p.0.eval(row)? + p.1.eval(row)?),
+            FloatNode::Sub(p) => Some(p.0.eval(row)? - p.1.eval(row)?),
+            FloatNode::Mul(p) => Some(p.0.eval(row)? * p.1.eval(row)?),
+            FloatNode::Div(p) => {
+                let a = p.0.eval(row)?;
+                let b = p.1.eval(row)?;
+                if b == 0.0 { None } else { Some(a / b) }
+            }
+            FloatNode::Rem(p) => {
+                let a = p.0.eval(row)?;
+                let b = p.1.eval(row)?;
+                if b == 0.0 { None } else { Some(a % b) }
+            }
+            FloatNode::Round { arg, scale } => {
+                arg.eval(row).map(|f| functions::round_double(f, *scale))
+            }
+            FloatNode::Sqrt(a) => a.eval(row).map(f64::sqrt),
+            FloatNode::Exp(a) => a.eval(row).map(f64::exp),
+            FloatNode::Ln(a) => a
+                .eval(row)
+                .and_then(|f| (f > 0.0 || f.is_nan()).then(|| f.ln())),
+            FloatNode::Pow(p) => Some(functions::pow(p.0.eval(row)?, p.1.eval(row)?)),
+            FloatNode::FromStr(a) => a.eval(row).and_then(cast::parse_double),
+            FloatNode::FromBool(a) => a.eval(row).map(|b| if b { 1.0 } else { 0.0 }),
+            FloatNode::Case(c) => c.eval(row),
+            FloatNode::Coalesce(c) => c.eval(row),
+            FloatNode::Extreme(c) => c.eval(row),
+        }
+    }
+}
+
+/// A node producing text. Nodes that build new text own the buffer the
+/// result borrows.
+#[derive(Debug, Clone)]
+pub(crate) enum StrNode {
+    Const(Option<String>),
+    Col(usize),
+    Lower {
+        arg: Box<StrNode>,
+        buf: String,
+    },
+    Upper {
+        arg: Box<StrNode>,
+        buf: String,
+    },
+    /// Trims `chars` (a set of characters; a space when absent) from the
+    /// chosen side(s). The result borrows the argument.
+    Trim {
+        arg: Box<StrNode>,
+        chars: Option<Box<StrNode>>,
+        side: TrimSide,
+    },
+    /// Spark's 1-based `substring`; the result borrows the argument.
+    Substring {
+        arg: Box<StrNode>,
+        pos: Box<IntNode>,
+        len: Option<Box<IntNode>>,
+    },
+    Concat {
+        args: Vec<AnyNode>,
+        buf: String,
+    },
+    FromInt {
+        arg: Box<IntNode>,
+        buf: String,
+    },
+    FromFloat {
+        arg: Box<FloatNode>,
+        buf: String,
+    },
+    FromBool(Box<BoolNode>),
+    Case(Box<Case<StrNode>>),
+    Coalesce(Box<Coalesce<StrNode>>),
+    Extreme(Box<Extreme<StrNode>>),
+}
+
+impl Eval for StrNode {
+    type Out<'a> = &'a str;
+
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<&'a str> {
+        match self {
+            StrNode::Const(v) => v.as_deref(),
+            StrNode::Col(i) => match row.get(*i) {
+                Val::Str(s) => Some(s),
+                _ => None,
+            },
+            StrNode::Lower { arg, buf } => {
+                let s = arg.eval(row)?;
+                buf.clear();
+                functions::push_lower(buf, s);
+                Some(buf.as_str())
+            }
+            StrNode::Upper { arg, buf } => {
+                let s = arg.eval(row)?;
+                buf.clear();
+                functions::push_upper(buf, s);
+                Some(buf.as_str())
+            }
+            StrNode::Trim { arg, chars, side } => {
+                let s = arg.eval(row)?;
+                match chars {
+                    None => Some(functions::trim(s, *side, |c| c == ' ')),
+                    Some(set) => {
+                        let set = set.eval(row)?;
+                        Some(functions::trim(s, *side, |c| set.contains(c)))
+                    }
+                }
+            }
+            StrNode::Substring { arg, pos, len } => {
+                let s = arg.eval(row)?;
+                let pos = pos.eval(row)?;
+                let len = match len {
+                    Some(l) => l.eval(row)?,
+                    None => i64::MAX,
+                };
+                Some(functions::substring(s, pos, len))
+            }
+            StrNode::Concat { args, buf } => {
+                buf.clear();
+                for a in args.iter_mut() {
+                    if !a.push_to(row, buf) {
+                        return None;
+                    }
+                }
+                Some(buf.as_str())
+            }
+            StrNode::FromInt { arg, buf } => {
+                let i = arg.eval(row)?;
+                buf.clear();
+                cast::push_int(buf, i);
+                Some(buf.as_str())
+            }
+            StrNode::FromFloat { arg, buf } => {
+                let f = arg.eval(row)?;
+                buf.clear();
+                cast::push_float(buf, f);
+                Some(buf.as_str())
+            }
+            StrNode::FromBool(a) => a.eval(row).map(cast::bool_str),
+            StrNode::Case(c) => c.eval(row),
+            StrNode::Coalesce(c) => c.eval(row),
+            StrNode::Extreme(c) => c.eval(row),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_order_is_sparks() {
+        assert_eq!(f64::NAN.sql_cmp(f64::NAN), Ordering::Equal);
+        assert_eq!(f64::NAN.sql_cmp(f64::INFINITY), Ordering::Greater);
+        assert_eq!(1.0.sql_cmp(f64::NAN), Ordering::Less);
+        assert_eq!((-0.0f64).sql_cmp(0.0), Ordering::Equal);
+        assert_eq!("a".sql_cmp("b"), Ordering::Less);
+        assert_eq!("é".sql_cmp("z"), Ordering::Greater);
+    }
+
+    #[test]
+    fn comparison_masks() {
+        assert!(holds(LT | EQ, Ordering::Less));
+        assert!(holds(LT | EQ, Ordering::Equal));
+        assert!(!holds(LT | EQ, Ordering::Greater));
+        assert!(holds(LT | GT, Ordering::Greater));
+        assert!(!holds(LT | GT, Ordering::Equal));
+    }
+}
