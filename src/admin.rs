@@ -123,7 +123,8 @@ impl Admin {
                     }
                 }
                 Ok(Decoded::Request { request, .. }) => {
-                    let (status, ct, body, allow) = self.route(request.method, request.path, draining);
+                    let (status, ct, body, allow) =
+                        self.route(request.method, request.path, draining);
                     let mut opts = ResponseOptions::closing();
                     opts.head = request.method == Method::Head;
                     opts.allow = allow;
@@ -147,9 +148,12 @@ impl Admin {
         let get = matches!(method, Method::Get | Method::Head);
         let name = &self.plan.config.service.name;
         match path {
-            "/metrics" | "/stats" | "/health" | "/ready" if !get => {
-                (405, ContentType::Json, error_body("use GET"), Some("GET, HEAD"))
-            }
+            "/metrics" | "/stats" | "/health" | "/ready" if !get => (
+                405,
+                ContentType::Json,
+                error_body("use GET"),
+                Some("GET, HEAD"),
+            ),
             "/metrics" => {
                 let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
                 let extra = format!(
@@ -175,7 +179,12 @@ impl Admin {
             "/health" => (200, ContentType::Json, br#"{"status":"ok"}"#.to_vec(), None),
             "/ready" => {
                 if draining {
-                    (503, ContentType::Json, br#"{"ready":false,"reason":"draining"}"#.to_vec(), None)
+                    (
+                        503,
+                        ContentType::Json,
+                        br#"{"ready":false,"reason":"draining"}"#.to_vec(),
+                        None,
+                    )
                 } else {
                     let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
                     if snaps.len() == self.shards.len() {

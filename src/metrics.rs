@@ -114,7 +114,8 @@ pub struct ShardMetrics {
 impl ShardMetrics {
     /// Metrics for a shard serving routes with these names.
     pub fn new<'a>(route_names: impl IntoIterator<Item = &'a str>) -> ShardMetrics {
-        let mut routes: Vec<RouteMetrics> = route_names.into_iter().map(RouteMetrics::new).collect();
+        let mut routes: Vec<RouteMetrics> =
+            route_names.into_iter().map(RouteMetrics::new).collect();
         routes.push(RouteMetrics::new(UNMATCHED_ROUTE));
         ShardMetrics {
             routes,
@@ -155,8 +156,8 @@ pub const QUANTILES: [(f64, &str); 5] = [
 
 /// Upper bounds (seconds) of the Prometheus histogram buckets.
 const BUCKETS_S: [f64; 19] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
-    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Merges the same route across shards (routes are index-aligned).
@@ -175,7 +176,9 @@ pub fn merge_routes(snapshots: &[ShardSnapshot]) -> Vec<RouteMetrics> {
 }
 
 fn label_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
@@ -204,7 +207,10 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
                 continue;
             }
             let route = label_escape(&r.name);
-            let labels = format!("service=\"{svc}\",shard=\"{}\",route=\"{route}\"", snap.shard);
+            let labels = format!(
+                "service=\"{svc}\",shard=\"{}\",route=\"{route}\"",
+                snap.shard
+            );
             for le in BUCKETS_S {
                 let ns = (le * 1e9) as u64;
                 let n = r.latency.count_between(0, ns);
@@ -219,8 +225,14 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
                 "coreline_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {total}"
             );
             let sum = r.latency.mean() * total as f64 / 1e9;
-            let _ = writeln!(out, "coreline_request_duration_seconds_sum{{{labels}}} {sum}");
-            let _ = writeln!(out, "coreline_request_duration_seconds_count{{{labels}}} {total}");
+            let _ = writeln!(
+                out,
+                "coreline_request_duration_seconds_sum{{{labels}}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "coreline_request_duration_seconds_count{{{labels}}} {total}"
+            );
         }
     }
     out.push_str("# HELP coreline_request_duration_quantile_seconds Server-side latency quantiles per route, merged over shards.\n");
@@ -238,7 +250,13 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
             );
         }
     }
-    let gauges: [(&str, &str, &str, fn(&ShardMetrics) -> u64); 4] = [
+    type Gauge = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ShardMetrics) -> u64,
+    );
+    let gauges: [Gauge; 4] = [
         (
             "coreline_open_connections",
             "gauge",
@@ -308,7 +326,11 @@ fn route_json(r: &RouteMetrics) -> serde_json::Value {
 }
 
 /// Renders `/stats`: per shard and merged quantiles (µs) and counts.
-pub fn render_stats(service: &str, snapshots: &[ShardSnapshot], extra: serde_json::Value) -> String {
+pub fn render_stats(
+    service: &str,
+    snapshots: &[ShardSnapshot],
+    extra: serde_json::Value,
+) -> String {
     let shards: Vec<serde_json::Value> = snapshots
         .iter()
         .map(|s| {

@@ -113,7 +113,9 @@ fn plan_route(
             source,
             route.path_span.clone(),
             &format!("route[{ri}].path"),
-            format!("{HEALTH_PATH} is reserved for load-balancer health checks; choose another path"),
+            format!(
+                "{HEALTH_PATH} is reserved for load-balancer health checks; choose another path"
+            ),
         ));
     }
     if let Some(read) = &route.read {
@@ -129,27 +131,22 @@ fn plan_route(
     for c in &request {
         columns.push(c.clone());
     }
-    // Columns that later steps and the reply may name; `select` narrows it.
-    let mut visible: Vec<usize> = (0..columns.len()).collect();
     let mut steps = Vec::with_capacity(route.steps.len());
     for (si, step) in route.steps.iter().enumerate() {
         let key = |field: &str| step_key(ri, si, field);
-        let scope = scoped(&columns, &visible);
         match step {
             StepConfig::WithColumn { name, expr } => {
                 let name = &name.value;
-                let compiled = compile_at(source, &scope.0, expr, &key("with_column.expr"))?;
+                let compiled = compile_at(source, &columns, expr, &key("with_column.expr"))?;
                 let out = columns.push(Column {
                     name: name.clone(),
                     ty: compiled.ty(),
                     nullable: compiled.nullable(),
                 });
-                visible.retain(|&i| columns.get(i).name != *name);
-                visible.push(out);
                 steps.push(StepPlan::WithColumn {
                     name: name.clone(),
                     out,
-                    expr: remap(compiled, &scope.1),
+                    expr: compiled,
                 });
             }
             StepConfig::Filter {
@@ -157,7 +154,7 @@ fn plan_route(
                 status,
                 message,
             } => {
-                let compiled = compile_at(source, &scope.0, expr, &key("filter.expr"))?;
+                let compiled = compile_at(source, &columns, expr, &key("filter.expr"))?;
                 if compiled.ty() != ColumnType::Boolean {
                     return Err(ConfigError::at(
                         source,
@@ -167,7 +164,7 @@ fn plan_route(
                     ));
                 }
                 steps.push(StepPlan::Filter {
-                    predicate: remap(compiled, &scope.1),
+                    predicate: compiled,
                     status: *status,
                     message: message.clone(),
                 });
@@ -175,8 +172,8 @@ fn plan_route(
             StepConfig::Select { columns: keep } => {
                 let mut kept = Vec::with_capacity(keep.len());
                 for Spanned { value: name, span } in keep {
-                    match visible.iter().find(|&&i| columns.get(i).name == *name) {
-                        Some(&i) => kept.push(i),
+                    match columns.index_of(name) {
+                        Some(i) => kept.push(i),
                         None => {
                             return Err(unknown_column(
                                 source,
@@ -184,12 +181,15 @@ fn plan_route(
                                 &key("select.columns"),
                                 name,
                                 &columns,
-                                &visible,
                             ));
                         }
                     }
                 }
-                visible = kept;
+                for i in 0..columns.len() {
+                    if !kept.contains(&i) {
+                        columns.hide(i);
+                    }
+                }
                 steps.push(StepPlan::Select {
                     columns: keep.iter().map(|c| c.value.clone()).collect(),
                 });
@@ -208,8 +208,8 @@ fn plan_route(
     match &route.reply.columns {
         Some(names) => {
             for Spanned { value: name, span } in names {
-                match visible.iter().find(|&&i| columns.get(i).name == *name) {
-                    Some(&i) => reply.push((name.clone(), i)),
+                match columns.index_of(name) {
+                    Some(i) => reply.push((name.clone(), i)),
                     None => {
                         return Err(unknown_column(
                             source,
@@ -217,14 +217,13 @@ fn plan_route(
                             &format!("route[{ri}].reply.columns"),
                             name,
                             &columns,
-                            &visible,
                         ));
                     }
                 }
             }
         }
         None => {
-            for &i in &visible {
+            for i in (0..columns.len()).filter(|&i| columns.is_visible(i)) {
                 reply.push((columns.get(i).name.clone(), i));
             }
         }
@@ -233,8 +232,8 @@ fn plan_route(
         None => None,
         Some(Spanned { value: name, span }) => {
             let key = format!("route[{ri}].reply.status");
-            let Some(&i) = visible.iter().find(|&&i| columns.get(i).name == *name) else {
-                return Err(unknown_column(source, span, &key, name, &columns, &visible));
+            let Some(i) = columns.index_of(name) else {
+                return Err(unknown_column(source, span, &key, name, &columns));
             };
             if columns.get(i).ty != ColumnType::Int64 {
                 return Err(ConfigError::at(
@@ -263,22 +262,6 @@ fn plan_route(
     })
 }
 
-/// The visible columns as a dense set for the expression compiler, plus the
-/// map from its indexes back to row slots.
-fn scoped(columns: &Columns, visible: &[usize]) -> (Columns, Vec<usize>) {
-    let mut scope = Columns::new();
-    for &i in visible {
-        scope.push(columns.get(i).clone());
-    }
-    (scope, visible.to_vec())
-}
-
-/// Rebinds an expression compiled against a scope to the row's slots.
-fn remap(mut expr: Expr, slots: &[usize]) -> Expr {
-    expr.remap_columns(slots);
-    expr
-}
-
 fn compile_at(
     source: &crate::config::Source,
     scope: &Columns,
@@ -298,9 +281,8 @@ fn unknown_column(
     key: &str,
     name: &str,
     columns: &Columns,
-    visible: &[usize],
 ) -> ConfigError {
-    let known: Vec<&str> = visible.iter().map(|&i| columns.get(i).name.as_str()).collect();
+    let known = columns.visible_names();
     ConfigError::at(
         source,
         span.clone(),
@@ -322,7 +304,11 @@ impl Plan {
             s,
             "  shards: {}{}",
             svc.shards,
-            if svc.shards_auto { " (auto: one per available core)" } else { "" }
+            if svc.shards_auto {
+                " (auto: one per available core)"
+            } else {
+                ""
+            }
         );
         for i in 0..svc.shards {
             let port = if svc.base_port == 0 {
@@ -339,7 +325,11 @@ impl Plan {
         }
         match svc.admin_port {
             Some(p) => {
-                let _ = writeln!(s, "  admin: {}:{p} (/metrics, /stats, /health, /ready)", svc.host);
+                let _ = writeln!(
+                    s,
+                    "  admin: {}:{p} (/metrics, /stats, /health, /ready)",
+                    svc.host
+                );
             }
             None => {
                 let _ = writeln!(s, "  admin: disabled (no admin_port)");
@@ -363,7 +353,14 @@ impl Plan {
             let fields: Vec<String> = r
                 .request
                 .iter()
-                .map(|c| format!("{}: {}{}", c.name, c.ty, if c.nullable { " (nullable)" } else { "" }))
+                .map(|c| {
+                    format!(
+                        "{}: {}{}",
+                        c.name,
+                        c.ty,
+                        if c.nullable { " (nullable)" } else { "" }
+                    )
+                })
                 .collect();
             let _ = writeln!(s, "  request: {{{}}}", fields.join(", "));
             for (i, step) in r.steps.iter().enumerate() {
@@ -424,7 +421,11 @@ impl RoutePlan {
                     predicate,
                     status,
                     message,
-                } => Some(Operator::Filter(Filter::new(predicate.clone(), *status, message))),
+                } => Some(Operator::Filter(Filter::new(
+                    predicate.clone(),
+                    *status,
+                    message,
+                ))),
                 StepPlan::Select { .. } => None,
             })
             .collect();
@@ -586,7 +587,8 @@ impl Router {
     /// for this request while the shard keeps serving.
     pub fn handle(&mut self, i: usize, request: &Request<'_>, body: &mut Vec<u8>) -> u16 {
         let route = &mut self.routes[i];
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| route.handle(request.body, body)));
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| route.handle(request.body, body)));
         match result {
             Ok(status) => status,
             Err(_) => {

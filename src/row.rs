@@ -107,6 +107,9 @@ impl Column {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Columns {
     columns: Vec<Column>,
+    /// Columns a `select` dropped: they keep their slot but can no longer
+    /// be named.
+    hidden: Vec<bool>,
 }
 
 impl Columns {
@@ -119,12 +122,28 @@ impl Columns {
     /// shadowed: later lookups find the new one.
     pub fn push(&mut self, column: Column) -> usize {
         self.columns.push(column);
+        self.hidden.push(false);
         self.columns.len() - 1
     }
 
-    /// The index of the visible column with this name (the last one pushed).
+    /// Hides column `index`: it keeps its slot, but names no longer find it.
+    pub fn hide(&mut self, index: usize) {
+        self.hidden[index] = true;
+    }
+
+    /// True unless the column was hidden or shadowed by a later column of
+    /// the same name.
+    pub fn is_visible(&self, index: usize) -> bool {
+        self.index_of(&self.columns[index].name) == Some(index)
+    }
+
+    /// The index of the visible column with this name (the last one pushed
+    /// that is not hidden).
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.columns.iter().rposition(|c| c.name == name)
+        self.columns
+            .iter()
+            .zip(&self.hidden)
+            .rposition(|(c, &h)| !h && c.name == name)
     }
 
     /// The index of the visible column whose name equals `name` ignoring
@@ -132,7 +151,8 @@ impl Columns {
     pub fn index_of_ignore_case(&self, name: &str) -> Option<usize> {
         self.columns
             .iter()
-            .rposition(|c| c.name.eq_ignore_ascii_case(name))
+            .zip(&self.hidden)
+            .rposition(|(c, &h)| !h && c.name.eq_ignore_ascii_case(name))
     }
 
     /// The column at `index`.
@@ -158,7 +178,13 @@ impl Columns {
     /// The names of the visible columns, for "expected one of" messages.
     pub fn visible_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for c in self.columns.iter().rev() {
+        for (c, _) in self
+            .columns
+            .iter()
+            .zip(&self.hidden)
+            .rev()
+            .filter(|(_, h)| !**h)
+        {
             if !names.contains(&c.name.as_str()) {
                 names.push(&c.name);
             }
@@ -351,6 +377,16 @@ mod tests {
         });
         assert_eq!(cols.index_of("a"), Some(b));
         assert_eq!(cols.visible_names(), vec!["a"]);
+        assert!(!cols.is_visible(0));
+        cols.hide(b);
+        assert_eq!(
+            cols.index_of("a"),
+            Some(0),
+            "the shadowed column shows again"
+        );
+        cols.hide(0);
+        assert_eq!(cols.index_of("a"), None);
+        assert!(cols.visible_names().is_empty());
         for t in [
             ColumnType::Utf8,
             ColumnType::Int64,

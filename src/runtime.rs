@@ -140,7 +140,8 @@ pub fn bind(host: IpAddr, port: u16, what: &str) -> Result<std::net::TcpListener
             }
         }
     };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     // SO_REUSEADDR only lets us rebind while old connections sit in
     // TIME_WAIT; unlike SO_REUSEPORT it never lets two listeners share.
     socket.set_reuse_address(true).map_err(err)?;

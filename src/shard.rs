@@ -714,7 +714,14 @@ fn answer(
     if let Some(path) = allow {
         opts = opts.with_allow(router.allow(path));
     }
-    write_response(out, &shard.date.borrow(), status, ContentType::Json, body, opts);
+    write_response(
+        out,
+        &shard.date.borrow(),
+        status,
+        ContentType::Json,
+        body,
+        opts,
+    );
     (route, status)
 }
 

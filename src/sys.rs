@@ -49,7 +49,7 @@ pub fn memlock_limit() -> io::Result<Option<u64>> {
     Ok(if lim.rlim_cur == libc::RLIM_INFINITY {
         None
     } else {
-        Some(lim.rlim_cur as u64)
+        Some(lim.rlim_cur)
     })
 }
 

@@ -25,11 +25,18 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn check_prints_the_plan() {
     let out = Command::new(BIN)
-        .args(["check", concat!(env!("CARGO_MANIFEST_DIR"), "/configs/hello.toml")])
+        .args([
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/configs/hello.toml"),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("shard 0: core"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:8888"), "{stdout}");
     assert!(stdout.contains("127.0.0.1:8889"), "{stdout}");
@@ -62,9 +69,15 @@ fn bad_configs_exit_2_with_file_line_and_column() {
         let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
-        assert!(stderr.contains(&format!("{name}{line}")), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}{line}")),
+            "{name}: {stderr}"
+        );
     }
-    let out = Command::new(BIN).args(["check", "/no/such/file.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "/no/such/file.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -141,7 +154,10 @@ fn a_taken_port_is_refused_with_its_number() {
 
 #[test]
 fn graceful_shutdown_finishes_in_flight_requests_under_load() {
-    let path = write_config("graceful.toml", &hello_toml(2, "[limits]\ndrain_timeout = \"3s\"\n"));
+    let path = write_config(
+        "graceful.toml",
+        &hello_toml(2, "[limits]\ndrain_timeout = \"3s\"\n"),
+    );
     let mut run = spawn_run(&path);
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));

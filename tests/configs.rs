@@ -17,5 +17,8 @@ fn every_example_config_is_valid() {
         assert!(text.contains("route "), "{text}");
         seen += 1;
     }
-    assert!(seen >= 2, "expected at least hello.toml and one richer example");
+    assert!(
+        seen >= 2,
+        "expected at least hello.toml and one richer example"
+    );
 }

@@ -127,7 +127,9 @@ fn http10_closes_unless_keep_alive() {
     let svc = hello(1);
     let addr = svc.shard_addrs()[0];
     let mut c = Client::connect(addr);
-    c.send(b"POST /my_api HTTP/1.0\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}");
+    c.send(
+        b"POST /my_api HTTP/1.0\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}",
+    );
     let r = c.response();
     assert_eq!(r.status, 200);
     assert!(c.is_closed());
@@ -172,7 +174,10 @@ fn routing_errors_404_405_and_head() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("\r\n\r\n"), "HEAD has no body: {text:?}");
-    assert!(text.to_ascii_lowercase().contains("content-length: 15"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("content-length: 15"),
+        "{text}"
+    );
 }
 
 #[test]

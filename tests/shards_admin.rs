@@ -35,7 +35,12 @@ fn every_shard_answers_on_its_own_port_and_metrics_merge() {
 
     let metrics = admin_get(&svc, "/metrics");
     assert_eq!(metrics.status, 200);
-    assert!(metrics.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = metrics.text();
     assert!(text.contains(
         r#"coreline_requests_total{service="hello",shard="1",route="POST /my_api",status="200"} 20"#

@@ -1486,6 +1486,14 @@ impl Compiler<'_> {
     }
 
     fn function(&mut self, f: &ast::Function, e: &Ast) -> Result<Typed> {
+        // sqlparser reads a few bare keywords (`user`, `current_date`, …) as
+        // argument-less functions; a column of that name wins.
+        if let (FunctionArguments::None, [ObjectNamePart::Identifier(id)]) =
+            (&f.args, f.name.0.as_slice())
+            && self.columns.index_of(&id.value).is_some()
+        {
+            return self.column(id);
+        }
         let name = match f.name.0.as_slice() {
             [ObjectNamePart::Identifier(id)] => id.value.to_ascii_lowercase(),
             _ => {

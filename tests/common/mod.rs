@@ -99,7 +99,8 @@ impl Client {
     /// Reads exactly one response (Content-Length framed). Panics on EOF
     /// before a full response.
     pub fn response(&mut self) -> Response {
-        self.try_response().expect("connection closed before a response")
+        self.try_response()
+            .expect("connection closed before a response")
     }
 
     /// Reads one response, or `None` on a clean EOF (or reset) before any byte.
