@@ -356,7 +356,7 @@ impl Op {
 
     /// The accumulator of a key seen for the first time.
     #[inline]
-    fn init(self, now_ms: i64) -> Acc {
+    pub(crate) fn init(self, now_ms: i64) -> Acc {
         match self {
             Op::FirstSeen => Acc {
                 n: 1,
