@@ -919,6 +919,50 @@ mod tests {
         assert_eq!(v, Val::Int(i64::MAX));
     }
 
+    fn capacities(t: &AggregateTable) -> [usize; 6] {
+        [
+            t.index.capacity(),
+            t.keys.capacity(),
+            t.accs.capacity(),
+            t.marks.capacity(),
+            t.log.slots.capacity(),
+            t.log.accs.capacity(),
+        ]
+    }
+
+    #[test]
+    fn warm_updates_of_existing_keys_grow_nothing() {
+        // A proxy for "no allocation per request": after a warm-up epoch,
+        // updating existing keys (many times each, across a capture with a
+        // recycled spare) leaves every buffer's capacity unchanged.
+        let mut t = table(
+            &[("n", "count()"), ("s", "sum(x)"), ("a", "avg(x)")],
+            ColumnType::Int64,
+        );
+        let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            t.update(Val::Str(k), 0, |_| Val::Int(i as i64)).unwrap();
+        }
+        let mut spare = AggLog::default();
+        t.swap_log(&mut spare);
+        for k in &keys {
+            t.update(Val::Str(k), 0, |_| Val::Int(1)).unwrap();
+        }
+        t.swap_log(&mut spare);
+        let before = capacities(&t);
+        for round in 0..3 {
+            for k in keys.iter().rev() {
+                t.update(Val::Str(k), 0, |_| Val::Int(round)).unwrap();
+            }
+        }
+        t.swap_log(&mut spare);
+        for k in &keys[..500] {
+            t.update(Val::Str(k), 0, |_| Val::Null).unwrap();
+        }
+        assert_eq!(capacities(&t), before);
+        assert_eq!(t.log.slots.len(), 500);
+    }
+
     #[test]
     fn restore_round_trips_every_op() {
         let specs = [
