@@ -1,0 +1,593 @@
+//! Shard files: the Arrow IPC layout of `shard-<i>.arrow`, writing it from
+//! the writer's mirror, and reading it back into shard states.
+//!
+//! # Layout
+//!
+//! One row per (table, key); record batches of at most 65 536 rows, each
+//! holding rows of a single table. Columns:
+//!
+//! | column                 | type            | meaning                                        |
+//! |------------------------|-----------------|------------------------------------------------|
+//! | `table`                | utf8            | the keyed step's name                          |
+//! | `key`                  | utf8            | the key in canonical text: the string itself, an int64 in decimal, `true`/`false` |
+//! | `key_type`             | utf8            | `utf8`, `int64` or `bool`                      |
+//! | `<table>.<output>`     | int64 / float64 | an aggregate output's current value (exactly what a read returns) |
+//! | `<table>.<output>.sum` | float64         | `avg` only: running sum                        |
+//! | `<table>.<output>.n`   | int64           | `avg` only: number of values                   |
+//! | `<table>.value`        | the value type  | a `changed` table's last value                 |
+//!
+//! Columns of other tables are null in a table's rows. The schema metadata
+//! carries `coreline.format`, `coreline.epoch`, `coreline.shard`,
+//! `coreline.kind` (`full`/`delta`), `coreline.base` (deltas) and
+//! `coreline.tables` (the same JSON table list as the manifest), so a file
+//! is self-describing. Delta rows carry a key's full state (an upsert), not
+//! an increment. Read one with pyarrow:
+//! `pyarrow.ipc.open_file("shard-0.arrow").read_all().to_pandas()`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Cursor, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    new_null_array,
+};
+use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+
+use super::manifest::{MANIFEST_FORMAT, SnapshotKind, TableDesc};
+use crate::row::{ColumnType, Val};
+use crate::state::{Acc, AggFn, Op, ShardState, TableKind, TableSpec, key_type_name, owner_shard};
+
+/// Rows per record batch.
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// What a state column holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum What {
+    /// Aggregate output `i`'s value.
+    Value(usize),
+    /// Aggregate output `i`'s running sum (`avg`).
+    AvgSum(usize),
+    /// Aggregate output `i`'s count (`avg`).
+    AvgN(usize),
+    /// A changed table's last value.
+    Changed,
+}
+
+#[derive(Debug, Clone)]
+struct ColDef {
+    table: usize,
+    what: What,
+    ty: ColumnType,
+    name: String,
+}
+
+/// Positions in `Layout::cols` of one aggregate output's columns.
+#[derive(Debug, Clone, Copy)]
+struct OutCols {
+    value: usize,
+    /// `avg` only: running sum and count.
+    avg: Option<(usize, usize)>,
+}
+
+/// The columns of shard files for one table list.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    tables: Vec<TableSpec>,
+    ops: Vec<Vec<Op>>,
+    cols: Vec<ColDef>,
+    /// Per table: its aggregate outputs' columns (empty for `changed`).
+    outputs: Vec<Vec<OutCols>>,
+    /// Per table: the `changed` value column.
+    changed: Vec<Option<usize>>,
+}
+
+/// The value column of an aggregate output.
+fn value_col(table: &str, output: &str) -> String {
+    format!("{table}.{output}")
+}
+
+impl Layout {
+    /// The layout for `tables`; an error if two tables or outputs would
+    /// produce the same column name.
+    pub(crate) fn new(tables: &[TableSpec]) -> Result<Layout, String> {
+        let mut cols = Vec::new();
+        let mut ops = Vec::new();
+        let mut out_cols = Vec::new();
+        let mut changed = Vec::new();
+        for (t, spec) in tables.iter().enumerate() {
+            let mut table_outs = Vec::new();
+            let mut changed_col = None;
+            match &spec.kind {
+                TableKind::Aggregate(outputs) => {
+                    ops.push(outputs.iter().map(Op::of).collect());
+                    for (i, o) in outputs.iter().enumerate() {
+                        let name = value_col(&spec.name, &o.name);
+                        let avg = (o.func == AggFn::Avg).then_some((cols.len(), cols.len() + 1));
+                        table_outs.push(OutCols {
+                            value: cols.len() + if avg.is_some() { 2 } else { 0 },
+                            avg,
+                        });
+                        if o.func == AggFn::Avg {
+                            cols.push(ColDef {
+                                table: t,
+                                what: What::AvgSum(i),
+                                ty: ColumnType::Float64,
+                                name: format!("{name}.sum"),
+                            });
+                            cols.push(ColDef {
+                                table: t,
+                                what: What::AvgN(i),
+                                ty: ColumnType::Int64,
+                                name: format!("{name}.n"),
+                            });
+                        }
+                        cols.push(ColDef {
+                            table: t,
+                            what: What::Value(i),
+                            ty: o.output_type(),
+                            name,
+                        });
+                    }
+                }
+                TableKind::Changed { value_type } => {
+                    ops.push(Vec::new());
+                    changed_col = Some(cols.len());
+                    cols.push(ColDef {
+                        table: t,
+                        what: What::Changed,
+                        ty: *value_type,
+                        name: format!("{}.value", spec.name),
+                    });
+                }
+            }
+            out_cols.push(table_outs);
+            changed.push(changed_col);
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for name in ["table", "key", "key_type"] {
+            seen.insert(name, usize::MAX);
+        }
+        for c in &cols {
+            if let Some(&other) = seen.get(c.name.as_str()) {
+                let owner = |t: usize| {
+                    if t == usize::MAX {
+                        "the file's own columns".to_string()
+                    } else {
+                        format!("table `{}`", tables[t].name)
+                    }
+                };
+                return Err(format!(
+                    "checkpoint column `{}` of table `{}` clashes with {}; rename the step or output",
+                    c.name,
+                    tables[c.table].name,
+                    owner(other)
+                ));
+            }
+            seen.insert(&c.name, c.table);
+        }
+        Ok(Layout {
+            tables: tables.to_vec(),
+            ops,
+            cols,
+            outputs: out_cols,
+            changed,
+        })
+    }
+
+    /// The schema of one file, with its metadata.
+    pub(crate) fn schema(
+        &self,
+        epoch: u64,
+        shard: usize,
+        kind: SnapshotKind,
+        base: Option<u64>,
+    ) -> Schema {
+        let mut fields = vec![
+            Field::new("table", DataType::Utf8, false),
+            Field::new("key", DataType::Utf8, false),
+            Field::new("key_type", DataType::Utf8, false),
+        ];
+        fields.extend(
+            self.cols
+                .iter()
+                .map(|c| Field::new(&c.name, c.ty.to_arrow(), true)),
+        );
+        let descs: Vec<TableDesc> = self.tables.iter().map(TableDesc::of).collect();
+        let mut meta = HashMap::new();
+        meta.insert("coreline.format".to_string(), MANIFEST_FORMAT.to_string());
+        meta.insert("coreline.epoch".to_string(), epoch.to_string());
+        meta.insert("coreline.shard".to_string(), shard.to_string());
+        meta.insert("coreline.kind".to_string(), kind.name().to_string());
+        if let Some(b) = base {
+            meta.insert("coreline.base".to_string(), b.to_string());
+        }
+        meta.insert(
+            "coreline.tables".to_string(),
+            serde_json::to_string(&descs).unwrap_or_default(),
+        );
+        Schema::new_with_metadata(fields, meta)
+    }
+
+    pub(crate) fn tables(&self) -> &[TableSpec] {
+        &self.tables
+    }
+}
+
+/// A `Write` that computes the CRC-32 and length of everything written.
+struct CrcFile {
+    file: File,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl Write for CrcFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// What writing a file produced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub(crate) bytes: u64,
+    pub(crate) crc32: u32,
+    pub(crate) rows: u64,
+}
+
+/// Writes one shard file, batch by batch. Rows are pushed per table.
+pub(crate) struct ShardFileWriter<'l> {
+    layout: &'l Layout,
+    schema: SchemaRef,
+    out: FileWriter<BufWriter<CrcFile>>,
+    rows: u64,
+}
+
+/// One aggregate row: key and the key's accumulators.
+pub(crate) type AggRow<'a> = (Val<'a>, &'a [Acc]);
+
+impl<'l> ShardFileWriter<'l> {
+    /// Creates (truncating) the file at `path`.
+    pub(crate) fn create(
+        path: &Path,
+        layout: &'l Layout,
+        schema: Schema,
+    ) -> Result<ShardFileWriter<'l>, String> {
+        let file = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        let sink = BufWriter::with_capacity(
+            1 << 20,
+            CrcFile {
+                file,
+                crc: crc32fast::Hasher::new(),
+                bytes: 0,
+            },
+        );
+        let schema = Arc::new(schema);
+        let out = FileWriter::try_new(sink, &schema)
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(ShardFileWriter {
+            layout,
+            schema,
+            out,
+            rows: 0,
+        })
+    }
+
+    fn key_columns<'a>(
+        name: &str,
+        keys: impl Iterator<Item = Val<'a>> + Clone,
+        len: usize,
+    ) -> [ArrayRef; 3] {
+        let table = StringArray::from_iter_values(std::iter::repeat_n(name, len));
+        let mut key = StringBuilder::with_capacity(len, len * 8);
+        let mut ibuf = itoa::Buffer::new();
+        for k in keys.clone() {
+            match k {
+                Val::Str(s) => key.append_value(s),
+                Val::Int(i) => key.append_value(ibuf.format(i)),
+                Val::Bool(b) => key.append_value(if b { "true" } else { "false" }),
+                Val::Null | Val::Float(_) => key.append_value(""),
+            }
+        }
+        let key_type = StringArray::from_iter_values(keys.map(key_type_name));
+        [Arc::new(table), Arc::new(key.finish()), Arc::new(key_type)]
+    }
+
+    fn finish_batch(
+        &mut self,
+        table: usize,
+        fixed: [ArrayRef; 3],
+        mut own: impl FnMut(&ColDef) -> ArrayRef,
+        len: usize,
+    ) -> Result<(), String> {
+        let mut columns: Vec<ArrayRef> = fixed.into();
+        for c in &self.layout.cols {
+            columns.push(if c.table == table {
+                own(c)
+            } else {
+                new_null_array(&c.ty.to_arrow(), len)
+            });
+        }
+        let batch =
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())?;
+        self.out.write(&batch).map_err(|e| e.to_string())?;
+        self.rows += len as u64;
+        Ok(())
+    }
+
+    /// Writes aggregate rows of table `table`.
+    pub(crate) fn aggregate_rows<'a>(
+        &mut self,
+        table: usize,
+        rows: impl Iterator<Item = AggRow<'a>>,
+    ) -> Result<(), String> {
+        let name = self.layout.tables[table].name.clone();
+        let ops = self.layout.ops[table].clone();
+        let mut buf: Vec<AggRow<'a>> = Vec::with_capacity(BATCH_ROWS.min(1024));
+        let mut rows = rows.peekable();
+        while rows.peek().is_some() {
+            buf.clear();
+            buf.extend(rows.by_ref().take(BATCH_ROWS));
+            let len = buf.len();
+            let fixed = Self::key_columns(&name, buf.iter().map(|r| r.0), len);
+            let own = |c: &ColDef| -> ArrayRef {
+                match c.what {
+                    What::Value(i) => typed(c.ty, buf.iter().map(|r| ops[i].output(r.1[i]))),
+                    What::AvgSum(i) => Arc::new(Float64Array::from_iter_values(
+                        buf.iter().map(|r| Op::avg_parts(r.1[i]).0),
+                    )),
+                    What::AvgN(i) => Arc::new(Int64Array::from_iter_values(
+                        buf.iter().map(|r| Op::avg_parts(r.1[i]).1),
+                    )),
+                    What::Changed => new_null_array(&c.ty.to_arrow(), len),
+                }
+            };
+            self.finish_batch(table, fixed, own, len)?;
+        }
+        Ok(())
+    }
+
+    /// Writes changed-table rows (key, last value) of table `table`.
+    pub(crate) fn changed_rows<'a>(
+        &mut self,
+        table: usize,
+        rows: impl Iterator<Item = (Val<'a>, Val<'a>)>,
+    ) -> Result<(), String> {
+        let name = self.layout.tables[table].name.clone();
+        let mut buf: Vec<(Val<'a>, Val<'a>)> = Vec::with_capacity(BATCH_ROWS.min(1024));
+        let mut rows = rows.peekable();
+        while rows.peek().is_some() {
+            buf.clear();
+            buf.extend(rows.by_ref().take(BATCH_ROWS));
+            let len = buf.len();
+            let fixed = Self::key_columns(&name, buf.iter().map(|r| r.0), len);
+            let own = |c: &ColDef| typed(c.ty, buf.iter().map(|r| r.1));
+            self.finish_batch(table, fixed, own, len)?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the IPC file, flushes and fsyncs it.
+    pub(crate) fn finish(mut self) -> Result<Written, String> {
+        self.out.finish().map_err(|e| e.to_string())?;
+        let sink = self.out.into_inner().map_err(|e| e.to_string())?;
+        let crc_file = sink.into_inner().map_err(|e| e.error().to_string())?;
+        crc_file
+            .file
+            .sync_all()
+            .map_err(|e| format!("fsync: {e}"))?;
+        Ok(Written {
+            bytes: crc_file.bytes,
+            crc32: crc_file.crc.finalize(),
+            rows: self.rows,
+        })
+    }
+}
+
+/// An arrow array of `ty` from values (values of another type become null).
+fn typed<'a>(ty: ColumnType, vals: impl Iterator<Item = Val<'a>>) -> ArrayRef {
+    match ty {
+        ColumnType::Int64 => Arc::new(Int64Array::from_iter(vals.map(|v| match v {
+            Val::Int(i) => Some(i),
+            _ => None,
+        }))),
+        ColumnType::Float64 => Arc::new(Float64Array::from_iter(vals.map(|v| match v {
+            Val::Float(f) => Some(f),
+            _ => None,
+        }))),
+        ColumnType::Boolean => Arc::new(BooleanArray::from_iter(vals.map(|v| match v {
+            Val::Bool(b) => Some(b),
+            _ => None,
+        }))),
+        ColumnType::Utf8 => {
+            let mut b = StringBuilder::new();
+            for v in vals {
+                match v {
+                    Val::Str(s) => b.append_value(s),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// A typed view of one column of a batch being read.
+enum ColRef<'a> {
+    I(&'a Int64Array),
+    F(&'a Float64Array),
+    B(&'a BooleanArray),
+    S(&'a StringArray),
+}
+
+impl<'a> ColRef<'a> {
+    fn of(array: &'a ArrayRef, ty: ColumnType, name: &str) -> Result<ColRef<'a>, String> {
+        let bad = || {
+            format!(
+                "column `{name}` has type {}, expected {}",
+                array.data_type(),
+                ty.to_arrow()
+            )
+        };
+        Ok(match ty {
+            ColumnType::Int64 => ColRef::I(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?),
+            ColumnType::Float64 => {
+                ColRef::F(array.as_primitive_opt::<Float64Type>().ok_or_else(bad)?)
+            }
+            ColumnType::Boolean => ColRef::B(array.as_boolean_opt().ok_or_else(bad)?),
+            ColumnType::Utf8 => ColRef::S(array.as_string_opt::<i32>().ok_or_else(bad)?),
+        })
+    }
+
+    fn val(&self, row: usize) -> Val<'a> {
+        match self {
+            ColRef::I(a) if a.is_valid(row) => Val::Int(a.value(row)),
+            ColRef::F(a) if a.is_valid(row) => Val::Float(a.value(row)),
+            ColRef::B(a) if a.is_valid(row) => Val::Bool(a.value(row)),
+            ColRef::S(a) if a.is_valid(row) => Val::Str(a.value(row)),
+            _ => Val::Null,
+        }
+    }
+}
+
+/// Where each current output's state comes from in a file written with an
+/// older (or the same) table list.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// Written output index.
+    Output(usize),
+    /// Not in the file: starts empty.
+    Missing,
+}
+
+/// How a written table maps onto the current configuration.
+#[derive(Debug, Clone)]
+pub(crate) enum TableMap {
+    /// Not declared any more: rows are skipped.
+    Dropped,
+    /// Current table id, and per current output its source.
+    Aggregate(usize, Vec<Source>),
+    /// Current table id.
+    Changed(usize),
+}
+
+/// Reads one verified shard file and upserts every row into the shard state
+/// that owns its key among `states`. `written` is the table list the file was
+/// written with, `map` its mapping onto the current tables (by written index).
+pub(crate) fn load_file(
+    bytes: Vec<u8>,
+    written: &Layout,
+    map: &[TableMap],
+    states: &mut [ShardState],
+    now_ms: i64,
+) -> Result<u64, String> {
+    let mut reader = FileReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    let schema = reader.schema();
+    // Resolve every written column's index once per file.
+    let mut col_index = Vec::with_capacity(written.cols.len());
+    for c in &written.cols {
+        col_index.push(
+            schema
+                .index_of(&c.name)
+                .map_err(|_| format!("column `{}` is missing", c.name))?,
+        );
+    }
+    let by_name: HashMap<&str, usize> = written
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let shards = states.len();
+    let mut accs: Vec<Acc> = Vec::new();
+    let mut rows = 0u64;
+    for batch in reader.by_ref() {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let get_str = |name: &str| -> Result<&StringArray, String> {
+            let i = schema
+                .index_of(name)
+                .map_err(|_| format!("column `{name}` is missing"))?;
+            batch
+                .column(i)
+                .as_string_opt::<i32>()
+                .ok_or_else(|| format!("column `{name}` is not utf8"))
+        };
+        let (tables, keys, key_types) = (get_str("table")?, get_str("key")?, get_str("key_type")?);
+        let mut refs: Vec<ColRef<'_>> = Vec::with_capacity(written.cols.len());
+        for (c, &i) in written.cols.iter().zip(&col_index) {
+            refs.push(ColRef::of(batch.column(i), c.ty, &c.name)?);
+        }
+        for row in 0..batch.num_rows() {
+            let tname = tables.value(row);
+            let w = *by_name.get(tname).ok_or_else(|| {
+                format!("row {row} names table `{tname}`, which the file does not declare")
+            })?;
+            let text = keys.value(row);
+            let key = match key_types.value(row) {
+                "utf8" => Val::Str(text),
+                "int64" => Val::Int(
+                    text.parse()
+                        .map_err(|_| format!("key `{text}` is not an int64"))?,
+                ),
+                "bool" => match text {
+                    "true" => Val::Bool(true),
+                    "false" => Val::Bool(false),
+                    _ => return Err(format!("key `{text}` is not a bool")),
+                },
+                t => return Err(format!("unknown key_type `{t}`")),
+            };
+            let owner = owner_shard(key, shards);
+            match &map[w] {
+                TableMap::Dropped => continue,
+                TableMap::Aggregate(id, sources) => {
+                    let current = states[owner]
+                        .aggregate(*id)
+                        .ok_or("internal: table kind changed")?;
+                    accs.clear();
+                    for (j, op) in current.ops().iter().enumerate() {
+                        let acc = match sources[j] {
+                            Source::Output(k) => {
+                                let oc = written.outputs[w][k];
+                                let value = refs[oc.value].val(row);
+                                let (sum, n) = match oc.avg {
+                                    Some((s, n)) => (refs[s].val(row), refs[n].val(row)),
+                                    None => (Val::Null, Val::Null),
+                                };
+                                let sum = if let Val::Float(f) = sum { f } else { 0.0 };
+                                let n = if let Val::Int(n) = n { n } else { 0 };
+                                op.restore(value, sum, n)
+                            }
+                            Source::Missing => op.init(now_ms),
+                        };
+                        accs.push(acc);
+                    }
+                    states[owner]
+                        .restore_aggregate(*id, key, &accs)
+                        .map_err(|e| format!("table `{tname}` key `{text}`: {e}"))?;
+                }
+                TableMap::Changed(id) => {
+                    let value = written.changed[w].map_or(Val::Null, |p| refs[p].val(row));
+                    states[owner]
+                        .restore_changed(*id, key, value)
+                        .map_err(|e| format!("table `{tname}` key `{text}`: {e}"))?;
+                }
+            }
+            rows += 1;
+        }
+    }
+    Ok(rows)
+}

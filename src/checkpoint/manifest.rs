@@ -1,0 +1,377 @@
+//! The checkpoint directory: epoch directories, the `MANIFEST` that commits
+//! an epoch, and retention.
+//!
+//! ```text
+//! dir/
+//!   epoch-12/            a full snapshot
+//!     shard-0.arrow
+//!     shard-1.arrow
+//!     MANIFEST           JSON; written last (temp, fsync, rename, fsync dirs)
+//!   epoch-13/            a delta on top of epoch 12
+//!     ...
+//! ```
+//!
+//! An epoch is committed if and only if its `MANIFEST` exists; a directory
+//! without one is a write that never finished and is ignored (and deleted by
+//! retention once older than the newest committed epoch).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CheckpointError;
+use crate::row::ColumnType;
+use crate::state::{AggOutput, TableKind, TableSpec};
+
+/// The manifest format version written by this build.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The name of the file that commits an epoch.
+pub const MANIFEST_NAME: &str = "MANIFEST";
+
+/// Whether a file holds every key or only the keys changed since its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Every key of the shard.
+    Full,
+    /// Only the keys changed since the base epoch, each with its full state.
+    Delta,
+}
+
+impl SnapshotKind {
+    /// `"full"` or `"delta"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotKind::Full => "full",
+            SnapshotKind::Delta => "delta",
+        }
+    }
+}
+
+/// One shard file of an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The shard that wrote it.
+    pub shard: usize,
+    /// File name inside the epoch directory (`shard-<i>.arrow`).
+    pub path: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 (IEEE, as `crc32fast` and zlib compute it) of the whole file.
+    pub crc32: u32,
+    /// Number of rows (one per key and table).
+    pub rows: u64,
+    /// Full snapshot or delta.
+    pub kind: SnapshotKind,
+    /// For a delta: the epoch it applies on top of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
+}
+
+/// One aggregate output as recorded in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputDesc {
+    /// Output name.
+    pub name: String,
+    /// The spec, e.g. `sum(amount)`.
+    pub spec: String,
+    /// Input column type, for functions that take one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_type: Option<String>,
+    /// Output value type.
+    pub output_type: String,
+}
+
+/// One keyed state table as recorded in a manifest (and in each file's
+/// schema metadata under `coreline.tables`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDesc {
+    /// Step name.
+    pub name: String,
+    /// `"aggregate"` or `"changed"`.
+    pub kind: String,
+    /// Aggregate outputs in declared order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputDesc>,
+    /// For `changed`: the watched value's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<String>,
+}
+
+impl TableDesc {
+    /// The description of a table spec.
+    pub fn of(spec: &TableSpec) -> TableDesc {
+        match &spec.kind {
+            TableKind::Aggregate(outputs) => TableDesc {
+                name: spec.name.clone(),
+                kind: "aggregate".into(),
+                outputs: outputs
+                    .iter()
+                    .map(|o| OutputDesc {
+                        name: o.name.clone(),
+                        spec: o.spec(),
+                        input_type: o.input_type.map(|t| t.name().to_string()),
+                        output_type: o.output_type().name().to_string(),
+                    })
+                    .collect(),
+                value_type: None,
+            },
+            TableKind::Changed { value_type } => TableDesc {
+                name: spec.name.clone(),
+                kind: "changed".into(),
+                outputs: Vec::new(),
+                value_type: Some(value_type.name().to_string()),
+            },
+        }
+    }
+
+    /// The table spec this description records, or why it is unreadable.
+    pub fn to_spec(&self) -> Result<TableSpec, String> {
+        let ty = |t: &str| {
+            ColumnType::parse(t).ok_or_else(|| format!("table `{}`: unknown type `{t}`", self.name))
+        };
+        match self.kind.as_str() {
+            "aggregate" => {
+                let mut outputs = Vec::with_capacity(self.outputs.len());
+                for o in &self.outputs {
+                    let input = match &o.input_type {
+                        Some(t) => Some(ty(t)?),
+                        None => None,
+                    };
+                    let out = AggOutput::parse(o.name.clone(), &o.spec, |_| input)
+                        .map_err(|e| format!("table `{}`: {e}", self.name))?;
+                    outputs.push(out);
+                }
+                Ok(TableSpec::aggregate(self.name.clone(), outputs))
+            }
+            "changed" => {
+                let t = self
+                    .value_type
+                    .as_deref()
+                    .ok_or_else(|| format!("changed table `{}` has no value_type", self.name))?;
+                Ok(TableSpec::changed(self.name.clone(), ty(t)?))
+            }
+            k => Err(format!("table `{}` has unknown kind `{k}`", self.name)),
+        }
+    }
+}
+
+/// The commit record of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_FORMAT`] of the writer.
+    pub format: u32,
+    /// The epoch number (equals the directory's).
+    pub epoch: u64,
+    /// Full snapshot or delta (all files of an epoch share it).
+    pub kind: SnapshotKind,
+    /// For a delta: the committed epoch it builds on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
+    /// Number of shards (and files) that wrote the epoch.
+    pub shards: usize,
+    /// Unix milliseconds when the epoch was committed.
+    pub created_unix_ms: u64,
+    /// The keyed state tables the files hold.
+    pub tables: Vec<TableDesc>,
+    /// One entry per shard, in shard order.
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Internal consistency: epoch matches the directory, one file per shard
+    /// in order, kinds and bases agree.
+    pub(crate) fn check(&self, dir_epoch: u64) -> Result<(), String> {
+        if self.format != MANIFEST_FORMAT {
+            return Err(format!(
+                "manifest format {} is not supported (expected {MANIFEST_FORMAT})",
+                self.format
+            ));
+        }
+        if self.epoch != dir_epoch {
+            return Err(format!(
+                "manifest says epoch {} but lives in epoch-{dir_epoch}",
+                self.epoch
+            ));
+        }
+        if self.files.len() != self.shards || self.shards == 0 {
+            return Err(format!(
+                "manifest lists {} files for {} shards",
+                self.files.len(),
+                self.shards
+            ));
+        }
+        match (self.kind, self.base) {
+            (SnapshotKind::Full, None) => {}
+            (SnapshotKind::Delta, Some(b)) if b < self.epoch => {}
+            (k, b) => {
+                return Err(format!(
+                    "manifest kind {} with base {b:?} is inconsistent",
+                    k.name()
+                ));
+            }
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.shard != i
+                || f.path != shard_file_name(i)
+                || f.kind != self.kind
+                || f.base != self.base
+            {
+                return Err(format!(
+                    "manifest file entry #{i} ({}) is inconsistent",
+                    f.path
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `dir/epoch-<epoch>`.
+pub fn epoch_dir(dir: &Path, epoch: u64) -> PathBuf {
+    dir.join(format!("epoch-{epoch}"))
+}
+
+/// `shard-<shard>.arrow`.
+pub fn shard_file_name(shard: usize) -> String {
+    format!("shard-{shard}.arrow")
+}
+
+fn parse_epoch_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("epoch-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The epoch numbers with a directory in `dir`, ascending. An absent `dir`
+/// has none.
+pub(crate) fn list_epochs(dir: &Path) -> Result<Vec<u64>, CheckpointError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CheckpointError::io("list checkpoint directory", dir, e)),
+    };
+    let mut epochs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| CheckpointError::io("list checkpoint directory", dir, e))?;
+        if let Some(n) = entry.file_name().to_str().and_then(parse_epoch_dir)
+            && entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            epochs.push(n);
+        }
+    }
+    epochs.sort_unstable();
+    Ok(epochs)
+}
+
+/// Why an epoch's manifest could not be used.
+#[derive(Debug)]
+pub(crate) enum ManifestError {
+    /// No `MANIFEST`: the epoch was never committed.
+    Missing,
+    /// Present but unreadable, unparsable or inconsistent.
+    Invalid(String),
+}
+
+/// Reads and checks `dir/epoch-<epoch>/MANIFEST`.
+pub(crate) fn read_manifest(dir: &Path, epoch: u64) -> Result<Manifest, ManifestError> {
+    let path = epoch_dir(dir, epoch).join(MANIFEST_NAME);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ManifestError::Missing),
+        Err(e) => {
+            return Err(ManifestError::Invalid(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| ManifestError::Invalid(format!("{} does not parse: {e}", path.display())))?;
+    m.check(epoch).map_err(ManifestError::Invalid)?;
+    Ok(m)
+}
+
+/// fsyncs a directory, making the entries created in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<(), CheckpointError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CheckpointError::io("fsync directory", path, e))
+}
+
+/// Commits an epoch whose files are written and fsynced: fsyncs the epoch
+/// directory, writes `MANIFEST.tmp`, fsyncs it, renames it to `MANIFEST`,
+/// then fsyncs the epoch directory and `dir` so the commit survives a crash.
+pub(crate) fn commit(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointError> {
+    let edir = epoch_dir(dir, manifest.epoch);
+    sync_dir(&edir)?;
+    let tmp = edir.join("MANIFEST.tmp");
+    let body = serde_json::to_vec_pretty(manifest).map_err(|e| {
+        CheckpointError::io("serialize manifest", &tmp, io::Error::other(e.to_string()))
+    })?;
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    };
+    write().map_err(|e| CheckpointError::io("write manifest", &tmp, e))?;
+    let path = edir.join(MANIFEST_NAME);
+    fs::rename(&tmp, &path)
+        .map_err(|e| CheckpointError::io("rename manifest into place", &path, e))?;
+    sync_dir(&edir)?;
+    sync_dir(dir)
+}
+
+/// Deletes what `retain` no longer needs: keeps the newest `retain`
+/// committed epochs and every epoch their deltas build on; deletes every
+/// other epoch directory older than the newest committed one (committed or
+/// not). Newer uncommitted directories (a write in progress) are left alone.
+/// Returns the deleted epochs; failures to delete are logged and skipped.
+pub(crate) fn apply_retention(dir: &Path, retain: usize) -> Vec<u64> {
+    let epochs = match list_epochs(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "checkpoint retention could not list the directory");
+            return Vec::new();
+        }
+    };
+    let mut committed: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    for &e in &epochs {
+        if let Ok(m) = read_manifest(dir, e) {
+            committed.insert(e, m.base);
+        }
+    }
+    let Some(&newest) = committed.keys().next_back() else {
+        return Vec::new();
+    };
+    let mut keep = BTreeSet::new();
+    for (&e, _) in committed.iter().rev().take(retain.max(1)) {
+        let mut cur = Some(e);
+        while let Some(c) = cur {
+            if !keep.insert(c) {
+                break;
+            }
+            cur = committed.get(&c).copied().flatten();
+        }
+    }
+    let mut deleted = Vec::new();
+    for &e in &epochs {
+        if e < newest && !keep.contains(&e) {
+            let path = epoch_dir(dir, e);
+            match fs::remove_dir_all(&path) {
+                Ok(()) => deleted.push(e),
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "could not delete an old checkpoint epoch");
+                }
+            }
+        }
+    }
+    deleted
+}

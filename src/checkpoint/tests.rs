@@ -1,0 +1,705 @@
+//! End-to-end checkpoint tests over real files: capture, write, commit,
+//! recover, corruption fallback, retention, failures, resharding.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_ipc::reader::FileReader;
+use crossbeam_channel::RecvTimeoutError;
+
+use super::manifest::{epoch_dir, list_epochs, read_manifest};
+use super::*;
+use crate::row::{ColumnType, Val};
+use crate::state::{AggOutput, ShardState, Table, TableSpec, owner_shard};
+
+/// A unique directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "coreline-ckpt-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn specs() -> Vec<TableSpec> {
+    let ty = |c: &str| match c {
+        "amount" => Some(ColumnType::Int64),
+        "price" => Some(ColumnType::Float64),
+        _ => None,
+    };
+    vec![
+        TableSpec::aggregate(
+            "per_user",
+            vec![
+                AggOutput::parse("n", "count()", ty).unwrap(),
+                AggOutput::parse("total", "sum(amount)", ty).unwrap(),
+                AggOutput::parse("mean", "avg(amount)", ty).unwrap(),
+                AggOutput::parse("low", "min(price)", ty).unwrap(),
+                AggOutput::parse("smooth", "ewma(price, 0.25)", ty).unwrap(),
+                AggOutput::parse("last_price", "last(price)", ty).unwrap(),
+                AggOutput::parse("since", "first_seen()", ty).unwrap(),
+            ],
+        ),
+        TableSpec::changed("mode", ColumnType::Utf8),
+        TableSpec::changed("level", ColumnType::Int64),
+    ]
+}
+
+/// Applies one request: key `k` with an amount and a price (either may be
+/// null), to the shard that owns the key.
+fn update(
+    states: &mut [ShardState],
+    k: Val<'_>,
+    amount: Option<i64>,
+    price: Option<f64>,
+    mode: &str,
+) {
+    let owner = owner_shard(k, states.len());
+    let st = &mut states[owner];
+    let a = amount.map_or(Val::Null, Val::Int);
+    let p = price.map_or(Val::Null, Val::Float);
+    st.aggregate_mut(0)
+        .unwrap()
+        .update(k, 1_700_000_000_000, |i| if i <= 2 { a } else { p })
+        .unwrap();
+    st.changed_mut(1)
+        .unwrap()
+        .update(k, Val::Str(mode))
+        .unwrap();
+    if let Some(a) = amount {
+        st.changed_mut(2)
+            .unwrap()
+            .update(k, Val::Int(a % 3))
+            .unwrap();
+    }
+}
+
+fn key(i: u64) -> String {
+    format!("user-{i}")
+}
+
+/// Deterministic pseudo-random updates over `keys` keys.
+fn workload(states: &mut [ShardState], seed: u64, n: usize, keys: u64) {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let k = key(x % keys);
+        let amount = (!x.is_multiple_of(5)).then_some((x % 1000) as i64 - 300);
+        let price = (!x.is_multiple_of(7)).then_some((x % 997) as f64 / 8.0);
+        let mode = ["heat", "cool", "off"][(x % 3) as usize];
+        if x.is_multiple_of(11) {
+            // Some int keys and bool keys too.
+            update(states, Val::Int((x % 50) as i64 - 25), amount, price, mode);
+        } else if x.is_multiple_of(101) {
+            update(states, Val::Bool(x.is_multiple_of(2)), amount, price, mode);
+        } else {
+            update(states, Val::Str(&k), amount, price, mode);
+        }
+    }
+}
+
+/// Every (table, key) → its values, over all shards, independent of which
+/// shard holds a key.
+fn dump(states: &[ShardState]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for st in states {
+        for t in st.tables() {
+            match t {
+                Table::Aggregate(a) => {
+                    for (k, v) in a.iter() {
+                        let prev = out.insert(
+                            format!("{}/{k:?}", a.name()),
+                            format!("{:?}", v.iter().collect::<Vec<_>>()),
+                        );
+                        assert!(prev.is_none(), "key {k:?} on two shards");
+                    }
+                }
+                Table::Changed(c) => {
+                    for (k, v) in c.iter() {
+                        let prev = out.insert(format!("{}/{k:?}", c.name()), format!("{v:?}"));
+                        assert!(prev.is_none(), "key {k:?} on two shards");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_owners(states: &[ShardState]) {
+    for (i, st) in states.iter().enumerate() {
+        for t in st.tables() {
+            match t {
+                Table::Aggregate(a) => a
+                    .iter()
+                    .for_each(|(k, _)| assert_eq!(owner_shard(k, states.len()), i)),
+                Table::Changed(c) => c
+                    .iter()
+                    .for_each(|(k, _)| assert_eq!(owner_shard(k, states.len()), i)),
+            }
+        }
+    }
+}
+
+fn config(dir: &Path) -> CheckpointConfig {
+    CheckpointConfig {
+        // Only forced checkpoints in tests: no timing dependence.
+        interval: Duration::from_secs(3600),
+        ..CheckpointConfig::new(dir)
+    }
+}
+
+struct Harness {
+    handle: CoordinatorHandle,
+    endpoints: Vec<ShardCheckpoint>,
+    states: Vec<ShardState>,
+}
+
+impl Harness {
+    fn start(cfg: CheckpointConfig, shards: usize) -> Harness {
+        let rec = recover(&cfg.dir, shards, &specs()).unwrap();
+        let (handle, endpoints) = Coordinator::start(cfg, &specs(), shards, rec.epoch).unwrap();
+        Harness {
+            handle,
+            endpoints,
+            states: rec.shards,
+        }
+    }
+
+    /// Forces a checkpoint, polling the shards like a runtime would, and
+    /// runs `between` right after every shard took its barrier.
+    fn checkpoint_with(
+        &mut self,
+        mut between: impl FnMut(&mut [ShardState]),
+    ) -> Result<u64, CommitError> {
+        let rx = self.handle.request_checkpoint();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut taken = vec![false; self.states.len()];
+        let mut ran = false;
+        loop {
+            for (i, (ep, st)) in self
+                .endpoints
+                .iter()
+                .zip(self.states.iter_mut())
+                .enumerate()
+            {
+                if ep.poll(st).is_some() {
+                    taken[i] = true;
+                }
+            }
+            if !ran && taken.iter().all(|t| *t) {
+                between(&mut self.states);
+                ran = true;
+            }
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Timeout) => {
+                    assert!(Instant::now() < deadline, "checkpoint hung")
+                }
+                Err(RecvTimeoutError::Disconnected) => panic!("coordinator gone"),
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<u64, CommitError> {
+        self.checkpoint_with(|_| {})
+    }
+
+    fn stop(mut self) -> u64 {
+        let handle = self.handle.clone();
+        let stopper = std::thread::spawn(move || handle.stop());
+        let mut stopped = vec![false; self.states.len()];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !stopped.iter().all(|s| *s) {
+            for (i, (ep, st)) in self
+                .endpoints
+                .iter()
+                .zip(self.states.iter_mut())
+                .enumerate()
+            {
+                if let Some(b) = ep.poll(st) {
+                    stopped[i] = b.then_stop;
+                }
+            }
+            assert!(Instant::now() < deadline, "stop hung");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stopper.join().unwrap().unwrap()
+    }
+}
+
+fn recovered(dir: &Path, shards: usize) -> Recovered {
+    let r = recover(dir, shards, &specs()).unwrap();
+    check_owners(&r.shards);
+    r
+}
+
+#[test]
+fn round_trip_equals_state_at_barrier() {
+    let tmp = TempDir::new("roundtrip");
+    let mut h = Harness::start(config(&tmp.0), 2);
+    workload(&mut h.states, 1, 5_000, 700);
+    let mut at_barrier = BTreeMap::new();
+    let epoch = h
+        .checkpoint_with(|states| {
+            at_barrier = dump(states);
+            // Updates after the barrier must not be in this epoch.
+            workload(states, 2, 2_000, 900);
+        })
+        .unwrap();
+    assert_eq!(epoch, 1);
+    assert_ne!(dump(&h.states), at_barrier);
+    let r = recovered(&tmp.0, 2);
+    assert_eq!(r.epoch, 1);
+    assert_eq!(dump(&r.shards), at_barrier);
+    assert_eq!(r.keys, at_barrier.len());
+    let stats = h.handle.stats();
+    assert_eq!(stats.last_committed_epoch, 1);
+    assert_eq!(stats.committed, 1);
+    assert_eq!(stats.last_kind, Some(SnapshotKind::Full));
+    assert!(stats.last_bytes > 0);
+    assert_eq!(stats.last_rows as usize, at_barrier.len());
+
+    // The next epoch is a delta holding the post-barrier updates.
+    let now = dump(&h.states);
+    assert_eq!(h.checkpoint().unwrap(), 2);
+    let m = read_manifest(&tmp.0, 2).unwrap();
+    assert_eq!((m.kind, m.base), (SnapshotKind::Delta, Some(1)));
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), now);
+    assert_eq!(h.stop(), 3);
+}
+
+#[test]
+fn delta_chains_and_full_every() {
+    let tmp = TempDir::new("chain");
+    let cfg = CheckpointConfig {
+        full_every: 3,
+        retain: 100,
+        ..config(&tmp.0)
+    };
+    let mut h = Harness::start(cfg, 3);
+    let mut expected = Vec::new();
+    for round in 0..7u64 {
+        workload(&mut h.states, 10 + round, 800, 400 + 100 * round);
+        let e = h.checkpoint().unwrap();
+        expected.push((e, dump(&h.states)));
+    }
+    let kinds: Vec<_> = expected
+        .iter()
+        .map(|(e, _)| {
+            let m = read_manifest(&tmp.0, *e).unwrap();
+            (m.kind, m.base)
+        })
+        .collect();
+    use SnapshotKind::{Delta, Full};
+    assert_eq!(
+        kinds,
+        vec![
+            (Full, None),
+            (Delta, Some(1)),
+            (Delta, Some(2)),
+            (Full, None),
+            (Delta, Some(4)),
+            (Delta, Some(5)),
+            (Full, None)
+        ]
+    );
+    // Delta files are smaller than the full snapshot they follow.
+    let size = |e: u64| -> u64 {
+        read_manifest(&tmp.0, e)
+            .unwrap()
+            .files
+            .iter()
+            .map(|f| f.rows)
+            .sum()
+    };
+    assert!(size(5) < size(4), "delta {} vs full {}", size(5), size(4));
+    // Recover each prefix of the chain by hiding the newer epochs.
+    for (e, want) in expected.iter().rev() {
+        let r = recovered(&tmp.0, 3);
+        assert_eq!(r.epoch, *e);
+        assert_eq!(&dump(&r.shards), want, "epoch {e}");
+        fs::remove_file(epoch_dir(&tmp.0, *e).join("MANIFEST")).unwrap();
+    }
+    h.stop();
+}
+
+#[test]
+fn reshard_one_to_two_and_two_to_one() {
+    let tmp = TempDir::new("reshard");
+    let mut h = Harness::start(config(&tmp.0), 1);
+    workload(&mut h.states, 3, 3_000, 500);
+    let one = dump(&h.states);
+    h.checkpoint().unwrap();
+    h.stop();
+
+    let mut h2 = Harness::start(config(&tmp.0), 2);
+    check_owners(&h2.states);
+    assert_eq!(dump(&h2.states), one);
+    assert!(h2.states.iter().all(|s| s.keys() > 0));
+    workload(&mut h2.states, 4, 3_000, 800);
+    let two = dump(&h2.states);
+    // First epoch of a new run is a full snapshot numbered after the old ones.
+    let e = h2.checkpoint().unwrap();
+    assert_eq!(e, 3);
+    assert_eq!(read_manifest(&tmp.0, e).unwrap().kind, SnapshotKind::Full);
+    workload(&mut h2.states, 5, 500, 800);
+    let two_b = dump(&h2.states);
+    h2.checkpoint().unwrap();
+    h2.stop();
+    assert_ne!(two, two_b);
+
+    let r = recovered(&tmp.0, 1);
+    assert_eq!(dump(&r.shards), two_b);
+    let r = recovered(&tmp.0, 5);
+    assert_eq!(dump(&r.shards), two_b);
+}
+
+/// Three committed epochs (two forced, then the final one of a clean stop);
+/// returns each epoch with the state it holds.
+fn three_epochs(dir: &Path, full_every: u32) -> Vec<(u64, BTreeMap<String, String>)> {
+    let cfg = CheckpointConfig {
+        full_every,
+        retain: 10,
+        ..config(dir)
+    };
+    let mut h = Harness::start(cfg, 2);
+    let mut out = Vec::new();
+    for round in 0..2 {
+        workload(&mut h.states, 20 + round, 1_500, 600);
+        let e = h.checkpoint().unwrap();
+        out.push((e, dump(&h.states)));
+    }
+    workload(&mut h.states, 22, 1_500, 600);
+    let last = dump(&h.states);
+    out.push((h.stop(), last));
+    out
+}
+
+#[test]
+fn corrupt_newest_epoch_falls_back() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 5] = [
+        ("flip a byte", |e| {
+            let p = e.join("shard-1.arrow");
+            let mut b = fs::read(&p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 0x40;
+            fs::write(&p, b).unwrap();
+        }),
+        ("truncate", |e| {
+            let p = e.join("shard-0.arrow");
+            let b = fs::read(&p).unwrap();
+            fs::write(&p, &b[..b.len() - 9]).unwrap();
+        }),
+        ("delete a file", |e| {
+            fs::remove_file(e.join("shard-0.arrow")).unwrap()
+        }),
+        ("half-written manifest", |e| {
+            let p = e.join("MANIFEST");
+            let b = fs::read(&p).unwrap();
+            fs::write(&p, &b[..b.len() / 2]).unwrap();
+        }),
+        ("manifest never renamed", |e| {
+            fs::rename(e.join("MANIFEST"), e.join("MANIFEST.tmp")).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let tmp = TempDir::new("corrupt");
+        let epochs = three_epochs(&tmp.0, 1);
+        damage(&epoch_dir(&tmp.0, epochs[2].0));
+        let r = recovered(&tmp.0, 2);
+        assert_eq!(r.epoch, epochs[1].0, "{what}");
+        assert_eq!(dump(&r.shards), epochs[1].1, "{what}");
+        assert_eq!(r.skipped.len(), 1, "{what}");
+        assert_eq!(r.skipped[0].0, epochs[2].0, "{what}");
+    }
+}
+
+#[test]
+fn corrupt_delta_base_falls_back_past_the_chain() {
+    let tmp = TempDir::new("corrupt-base");
+    // full_every 10: epochs 1 (full), 2 and 3 (deltas).
+    let epochs = three_epochs(&tmp.0, 10);
+    let m3 = read_manifest(&tmp.0, epochs[2].0).unwrap();
+    assert_eq!(m3.base, Some(epochs[1].0));
+    // Damage epoch 2: epoch 3 depends on it, so both are unusable.
+    let p = epoch_dir(&tmp.0, epochs[1].0).join("shard-0.arrow");
+    let mut b = fs::read(&p).unwrap();
+    let last = b.len() - 20;
+    b[last] ^= 1;
+    fs::write(&p, b).unwrap();
+    let r = recovered(&tmp.0, 2);
+    assert_eq!(r.epoch, epochs[0].0);
+    assert_eq!(dump(&r.shards), epochs[0].1);
+    assert_eq!(r.skipped.len(), 2);
+}
+
+#[test]
+fn nothing_valid_means_empty_state() {
+    let tmp = TempDir::new("empty");
+    let r = recover(&tmp.0, 2, &specs()).unwrap();
+    assert_eq!((r.epoch, r.keys, r.shards.len()), (0, 0, 2));
+    fs::create_dir_all(epoch_dir(&tmp.0, 4)).unwrap();
+    fs::write(epoch_dir(&tmp.0, 4).join("MANIFEST"), b"{not json").unwrap();
+    fs::write(tmp.0.join("epoch-9"), b"a file, not a directory").unwrap();
+    let r = recover(&tmp.0, 2, &specs()).unwrap();
+    assert_eq!((r.epoch, r.keys), (0, 0));
+    assert_eq!(r.skipped.len(), 1);
+}
+
+#[test]
+fn retention_keeps_newest_and_their_bases() {
+    let tmp = TempDir::new("retain");
+    let cfg = CheckpointConfig {
+        full_every: 3,
+        retain: 2,
+        ..config(&tmp.0)
+    };
+    let mut h = Harness::start(cfg, 2);
+    // A leftover of a crashed write, older than what will be committed.
+    fs::create_dir_all(epoch_dir(&tmp.0, 0)).unwrap();
+    fs::write(epoch_dir(&tmp.0, 0).join("shard-0.arrow"), b"junk").unwrap();
+    let mut seen = Vec::new();
+    for round in 0..5 {
+        workload(&mut h.states, 30 + round, 300, 200);
+        seen.push(h.checkpoint().unwrap());
+    }
+    // 1 full, 2 delta(1), 3 delta(2), 4 full, 5 delta(4): keep 5, 4 (5's base).
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5]);
+    workload(&mut h.states, 40, 300, 200);
+    h.checkpoint().unwrap(); // 6 delta(5): keep 6, 5 and their base 4.
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5, 6]);
+    let want = dump(&h.states);
+    h.stop(); // 7 full: keep 7, 6 and 6's chain 5, 4.
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5, 6, 7]);
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), want);
+}
+
+#[test]
+fn unwritable_directory_fails_then_recovers_complete() {
+    let tmp = TempDir::new("unwritable");
+    let mut h = Harness::start(config(&tmp.0), 2);
+    workload(&mut h.states, 50, 1_000, 300);
+    assert_eq!(h.checkpoint().unwrap(), 1);
+    workload(&mut h.states, 51, 1_000, 600);
+    // Make epoch 2's directory impossible to create (works as root too).
+    fs::write(epoch_dir(&tmp.0, 2), b"in the way").unwrap();
+    let err = h.checkpoint().unwrap_err();
+    assert!(matches!(err, CommitError::Failed { epoch: 2, .. }), "{err}");
+    let stats = h.handle.stats();
+    assert_eq!(
+        (stats.failures, stats.committed, stats.last_committed_epoch),
+        (1, 1, 1)
+    );
+    assert!(
+        stats.last_error.as_deref().unwrap().contains("epoch 2"),
+        "{stats:?}"
+    );
+    assert_eq!(stats.in_flight, None);
+    // Serving went on; the epoch-2 changes must not be lost by the next delta.
+    workload(&mut h.states, 52, 200, 600);
+    fs::remove_file(epoch_dir(&tmp.0, 2)).unwrap();
+    let e = h.checkpoint().unwrap();
+    assert_eq!(e, 3);
+    assert_eq!(read_manifest(&tmp.0, 3).unwrap().kind, SnapshotKind::Full);
+    let want = dump(&h.states);
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), want);
+    // And deltas resume after the full snapshot.
+    workload(&mut h.states, 53, 200, 600);
+    assert_eq!(h.checkpoint().unwrap(), 4);
+    assert_eq!(read_manifest(&tmp.0, 4).unwrap().base, Some(3));
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), dump(&h.states));
+    h.stop();
+}
+
+#[test]
+fn stalled_shard_times_out_then_catches_up() {
+    let tmp = TempDir::new("stall");
+    let cfg = CheckpointConfig {
+        epoch_timeout: Duration::from_millis(200),
+        ..config(&tmp.0)
+    };
+    let mut h = Harness::start(cfg, 2);
+    workload(&mut h.states, 60, 500, 100);
+    // Only shard 0 polls: epoch 1 times out.
+    let rx = h.handle.request_checkpoint();
+    let result = loop {
+        h.endpoints[0].poll(&mut h.states[0]);
+        if let Ok(r) = rx.recv_timeout(Duration::from_millis(5)) {
+            break r;
+        }
+    };
+    let err = result.unwrap_err();
+    assert!(
+        err.to_string().contains("shard(s) 1 did not answer"),
+        "{err}"
+    );
+    // Shard 1 takes the old barrier late, then the next one: all captures
+    // reach the writer in order and epoch 2 (full) is complete.
+    workload(&mut h.states, 61, 500, 100);
+    assert_eq!(h.checkpoint().unwrap(), 2);
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), dump(&h.states));
+    h.stop();
+}
+
+#[test]
+fn stop_takes_a_final_checkpoint() {
+    let tmp = TempDir::new("stop");
+    let mut h = Harness::start(config(&tmp.0), 2);
+    workload(&mut h.states, 70, 1_000, 300);
+    let want = dump(&h.states);
+    let handle = h.handle.clone();
+    assert_eq!(h.stop(), 1);
+    assert_eq!(handle.checkpoint_now(), Err(CommitError::Stopped));
+    assert_eq!(handle.stop(), Err(CommitError::Stopped));
+    let r = recovered(&tmp.0, 2);
+    assert_eq!((r.epoch, dump(&r.shards)), (1, want));
+}
+
+#[test]
+fn shard_file_is_plain_arrow_ipc() {
+    let tmp = TempDir::new("ipc");
+    let mut h = Harness::start(config(&tmp.0), 1);
+    for i in 0..3 {
+        update(
+            &mut h.states,
+            Val::Str("alice"),
+            Some(10 * (i + 1)),
+            Some(2.0),
+            "heat",
+        );
+    }
+    update(&mut h.states, Val::Int(42), None, None, "off");
+    h.checkpoint().unwrap();
+    let m = read_manifest(&tmp.0, 1).unwrap();
+    let bytes = fs::read(epoch_dir(&tmp.0, 1).join("shard-0.arrow")).unwrap();
+    assert_eq!(crc32fast::hash(&bytes), m.files[0].crc32);
+    assert_eq!(bytes.len() as u64, m.files[0].bytes);
+    let reader = FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let schema = reader.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "table",
+            "key",
+            "key_type",
+            "per_user.n",
+            "per_user.total",
+            "per_user.mean.sum",
+            "per_user.mean.n",
+            "per_user.mean",
+            "per_user.low",
+            "per_user.smooth",
+            "per_user.last_price",
+            "per_user.since",
+            "mode.value",
+            "level.value"
+        ]
+    );
+    assert_eq!(schema.metadata()["coreline.kind"], "full");
+    assert_eq!(schema.metadata()["coreline.epoch"], "1");
+    assert!(schema.metadata()["coreline.tables"].contains("ewma(price, 0.25)"));
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 2 + 2 + 1); // per_user: 2 keys, mode: 2, level: 1
+    let first = &batches[0];
+    let col = |name: &str| first.column(schema.index_of(name).unwrap()).clone();
+    assert_eq!(col("key").as_string::<i32>().value(0), "alice");
+    assert_eq!(col("key").as_string::<i32>().value(1), "42");
+    assert_eq!(col("key_type").as_string::<i32>().value(1), "int64");
+    assert_eq!(col("per_user.n").as_primitive::<Int64Type>().value(0), 3);
+    assert_eq!(
+        col("per_user.total").as_primitive::<Int64Type>().value(0),
+        60
+    );
+    assert!(col("per_user.total").is_null(1));
+    assert!(col("mode.value").is_null(0));
+    h.stop();
+}
+
+#[test]
+fn config_changes_are_checked_on_recovery() {
+    let tmp = TempDir::new("config");
+    let mut h = Harness::start(config(&tmp.0), 1);
+    workload(&mut h.states, 80, 500, 50);
+    h.checkpoint().unwrap();
+    h.stop();
+
+    // A table turned into another kind: an error naming it.
+    let mut s = specs();
+    s[1] = TableSpec::aggregate(
+        "mode",
+        vec![AggOutput::parse("n", "count()", |_| None).unwrap()],
+    );
+    let e = recover(&tmp.0, 1, &s).unwrap_err();
+    assert!(e.to_string().contains("table `mode`"), "{e}");
+    // An output whose function changed: an error naming table and output.
+    let mut s = specs();
+    if let crate::state::TableKind::Aggregate(outs) = &mut s[0].kind {
+        outs[1] = AggOutput::parse("total", "max(amount)", |_| Some(ColumnType::Int64)).unwrap();
+    }
+    let e = recover(&tmp.0, 1, &s).unwrap_err();
+    assert!(e.to_string().contains("output `total`"), "{e}");
+    // A dropped table and a new output: ignored / empty, the rest restored.
+    let mut s = specs();
+    s.remove(2);
+    if let crate::state::TableKind::Aggregate(outs) = &mut s[0].kind {
+        outs.push(AggOutput::parse("top", "max(amount)", |_| Some(ColumnType::Int64)).unwrap());
+    }
+    let r = recover(&tmp.0, 1, &s).unwrap();
+    assert_eq!(r.epoch, 2); // 1 forced, 2 the final checkpoint of the stop
+    let t = r.shards[0].aggregate(0).unwrap();
+    assert!(!t.is_empty());
+    assert!(t.iter().all(|(_, v)| v.get(7) == Val::Null));
+    assert!(!r.shards[0].changed(1).unwrap().is_empty());
+}
+
+#[test]
+fn invalid_settings_are_rejected() {
+    let tmp = TempDir::new("settings");
+    let bad = |f: fn(&mut CheckpointConfig)| {
+        let mut c = config(&tmp.0);
+        f(&mut c);
+        Coordinator::start(c, &specs(), 1, 0)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad(|c| c.retain = 0).contains("retain"));
+    assert!(bad(|c| c.full_every = 0).contains("full_every"));
+    assert!(bad(|c| c.interval = Duration::ZERO).contains("interval"));
+    let clash = vec![
+        TableSpec::aggregate(
+            "a.b",
+            vec![AggOutput::parse("c", "count()", |_| None).unwrap()],
+        ),
+        TableSpec::aggregate(
+            "a",
+            vec![AggOutput::parse("b.c", "count()", |_| None).unwrap()],
+        ),
+    ];
+    let e = Coordinator::start(config(&tmp.0), &clash, 1, 0).unwrap_err();
+    assert!(e.to_string().contains("clashes"), "{e}");
+}

@@ -1,0 +1,1004 @@
+//! Per-key aggregates: the function specs, their accumulators and the
+//! [`AggregateTable`] one `aggregate` step owns on one shard.
+//!
+//! Every output keeps one 16-byte [`Acc`] per key, whatever its function, so
+//! a key's accumulators are one contiguous run of `width` `Acc`s in a flat
+//! vector and the delta log copies them with one `memcpy`.
+//!
+//! | function      | `Acc.n`                        | `Acc.v`                        | output            |
+//! |---------------|--------------------------------|--------------------------------|-------------------|
+//! | `count()`     | number of updates              | unused                         | int64             |
+//! | `sum(x)`      | 1 once a non-null value was seen | sum (i64 or f64 bits)        | type of `x`, null before the first value |
+//! | `min`/`max`/`last(x)` | 1 once a value was seen | value (i64 or f64 bits)        | type of `x`, null before the first value |
+//! | `avg(x)`      | number of non-null values      | f64 sum                        | float64, null before the first value |
+//! | `ewma(x, a)`  | 1 once a value was seen        | f64 average: first value, then `a·x + (1-a)·prev` | float64 |
+//! | `first_seen()`| 1                              | unix ms of the key's first update | int64          |
+//!
+//! Nulls in inputs are skipped, as SQL aggregates do; `count()` counts
+//! updates (requests), not values. Integer sums saturate at the `i64` bounds
+//! instead of wrapping.
+
+use hashbrown::HashTable;
+
+use super::key::{Key, KeyError, spread, table_hash};
+use super::log::AggLog;
+use super::{StateError, UpdateError};
+use crate::row::{ColumnType, Val};
+
+/// An aggregate function of an `aggregate` step's output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggFn {
+    /// `count()`: updates seen for the key.
+    Count,
+    /// `sum(x)`: sum of non-null `x`.
+    Sum,
+    /// `min(x)`: smallest non-null `x`.
+    Min,
+    /// `max(x)`: largest non-null `x`.
+    Max,
+    /// `avg(x)`: mean of non-null `x`.
+    Avg,
+    /// `ewma(x, alpha)`: exponentially weighted moving average with smoothing
+    /// factor `alpha` in `(0, 1]` (1 keeps only the latest value).
+    Ewma(f64),
+    /// `last(x)`: the most recent non-null `x`.
+    Last,
+    /// `first_seen()`: unix milliseconds of the key's first update.
+    FirstSeen,
+}
+
+impl AggFn {
+    /// The function name as written in configuration (`ewma` for `Ewma`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AggFn::Count => "count",
+            AggFn::Sum => "sum",
+            AggFn::Min => "min",
+            AggFn::Max => "max",
+            AggFn::Avg => "avg",
+            AggFn::Ewma(_) => "ewma",
+            AggFn::Last => "last",
+            AggFn::FirstSeen => "first_seen",
+        }
+    }
+
+    /// True for the functions that read an input column.
+    pub fn takes_input(&self) -> bool {
+        !matches!(self, AggFn::Count | AggFn::FirstSeen)
+    }
+
+    /// The output type given the input column's type (`None` for `count()`
+    /// and `first_seen()`).
+    pub fn output_type(&self, input: Option<ColumnType>) -> ColumnType {
+        match self {
+            AggFn::Count | AggFn::FirstSeen => ColumnType::Int64,
+            AggFn::Avg | AggFn::Ewma(_) => ColumnType::Float64,
+            AggFn::Sum | AggFn::Min | AggFn::Max | AggFn::Last => {
+                input.unwrap_or(ColumnType::Float64)
+            }
+        }
+    }
+}
+
+const FUNCTIONS: &str =
+    "count(), sum(x), min(x), max(x), avg(x), ewma(x, alpha), last(x), first_seen()";
+
+/// Parses an aggregate spec such as `count()`, `sum(amount)` or
+/// `ewma(latency, 0.1)` into the function and its argument column.
+///
+/// Function names are case-insensitive; whitespace around names and
+/// arguments is ignored. Errors are precise sentences naming the spec.
+pub fn parse_agg(spec: &str) -> Result<(AggFn, Option<String>), String> {
+    let text = spec.trim();
+    let (name, inner) = match (text.find('('), text.strip_suffix(')')) {
+        (Some(open), Some(body)) if open < body.len() => (text[..open].trim(), &body[open + 1..]),
+        _ => {
+            return Err(format!(
+                "`{spec}` is not an aggregate call; expected one of {FUNCTIONS}"
+            ));
+        }
+    };
+    let args: Vec<&str> = if inner.trim().is_empty() {
+        Vec::new()
+    } else {
+        inner.split(',').map(str::trim).collect()
+    };
+    let lower = name.to_ascii_lowercase();
+    let func = match lower.as_str() {
+        "count" => AggFn::Count,
+        "sum" => AggFn::Sum,
+        "min" => AggFn::Min,
+        "max" => AggFn::Max,
+        "avg" | "mean" => AggFn::Avg,
+        "ewma" => AggFn::Ewma(0.0),
+        "last" => AggFn::Last,
+        "first_seen" => AggFn::FirstSeen,
+        _ => {
+            return Err(format!(
+                "unknown aggregate function `{name}` in `{spec}`; expected one of {FUNCTIONS}"
+            ));
+        }
+    };
+    match func {
+        AggFn::Count | AggFn::FirstSeen => {
+            if !args.is_empty() {
+                return Err(format!(
+                    "`{lower}()` takes no argument, found `{}` in `{spec}`",
+                    inner.trim()
+                ));
+            }
+            Ok((func, None))
+        }
+        AggFn::Ewma(_) => {
+            if args.len() != 2 {
+                return Err(format!(
+                    "`ewma` takes a column and a smoothing factor, e.g. `ewma(x, 0.1)`; found {} argument(s) in `{spec}`",
+                    args.len()
+                ));
+            }
+            let column = column_arg(args[0], spec)?;
+            let alpha: f64 = args[1].parse().map_err(|_| {
+                format!(
+                    "`{}` in `{spec}` is not a number; the ewma smoothing factor must be in (0, 1]",
+                    args[1]
+                )
+            })?;
+            if !(alpha > 0.0 && alpha <= 1.0) {
+                return Err(format!(
+                    "ewma smoothing factor {alpha} in `{spec}` is out of range; expected a number in (0, 1]"
+                ));
+            }
+            Ok((AggFn::Ewma(alpha), Some(column)))
+        }
+        _ => {
+            if args.len() != 1 {
+                return Err(format!(
+                    "`{lower}` takes exactly one column argument, e.g. `{lower}(amount)`; found {} in `{spec}`",
+                    args.len()
+                ));
+            }
+            Ok((func, Some(column_arg(args[0], spec)?)))
+        }
+    }
+}
+
+fn column_arg(arg: &str, spec: &str) -> Result<String, String> {
+    let name = arg
+        .strip_prefix('"')
+        .and_then(|a| a.strip_suffix('"'))
+        .unwrap_or(arg);
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '(' | ')' | ',' | '"'))
+    {
+        return Err(format!(
+            "`{arg}` in `{spec}` is not a column name; aggregate arguments are plain column names"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// One output of an `aggregate` step: its name, function and input column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggOutput {
+    /// The output column name.
+    pub name: String,
+    /// The aggregate function.
+    pub func: AggFn,
+    /// The input column name, for functions that take one.
+    pub input: Option<String>,
+    /// The input column's type, for functions that take one.
+    pub input_type: Option<ColumnType>,
+}
+
+impl AggOutput {
+    /// An output from a parsed function and its input column with its type.
+    /// Checks that the function takes an input exactly when one is given and
+    /// that the input is numeric (`int64` or `float64`).
+    pub fn new(
+        name: impl Into<String>,
+        func: AggFn,
+        input: Option<(String, ColumnType)>,
+    ) -> Result<AggOutput, StateError> {
+        let name = name.into();
+        match (&input, func.takes_input()) {
+            (None, true) => {
+                return Err(StateError::Output {
+                    output: name,
+                    message: format!("{}(...) needs an input column", func.name()),
+                });
+            }
+            (Some((col, _)), false) => {
+                return Err(StateError::Output {
+                    output: name,
+                    message: format!("{}() takes no input column, got `{col}`", func.name()),
+                });
+            }
+            (Some((col, ty)), true) if !ty.is_numeric() => {
+                return Err(StateError::Output {
+                    output: name,
+                    message: format!(
+                        "{}({col}) needs an int64 or float64 column; `{col}` is {ty}",
+                        func.name()
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let (input, input_type) = match input {
+            Some((c, t)) => (Some(c), Some(t)),
+            None => (None, None),
+        };
+        Ok(AggOutput {
+            name,
+            func,
+            input,
+            input_type,
+        })
+    }
+
+    /// Parses `spec` (see [`parse_agg`]) and resolves its argument's type
+    /// with `column_type` (the route's columns at this step).
+    pub fn parse(
+        name: impl Into<String>,
+        spec: &str,
+        column_type: impl FnOnce(&str) -> Option<ColumnType>,
+    ) -> Result<AggOutput, StateError> {
+        let name = name.into();
+        let (func, arg) = parse_agg(spec).map_err(|message| StateError::Output {
+            output: name.clone(),
+            message,
+        })?;
+        let input = match arg {
+            Some(col) => match column_type(&col) {
+                Some(ty) => Some((col, ty)),
+                None => {
+                    return Err(StateError::Output {
+                        output: name,
+                        message: format!("`{spec}` reads column `{col}`, which does not exist"),
+                    });
+                }
+            },
+            None => None,
+        };
+        AggOutput::new(name, func, input)
+    }
+
+    /// The type of this output's values.
+    pub fn output_type(&self) -> ColumnType {
+        self.func.output_type(self.input_type)
+    }
+
+    /// The spec as configuration would write it, e.g. `ewma(x, 0.1)`.
+    pub fn spec(&self) -> String {
+        let col = self.input.as_deref().unwrap_or("");
+        match self.func {
+            AggFn::Ewma(a) => format!("ewma({col}, {a})"),
+            f => format!("{}({col})", f.name()),
+        }
+    }
+}
+
+/// One output's accumulator for one key; see the module table for what `n`
+/// and `v` hold per function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Acc {
+    pub(crate) n: i64,
+    pub(crate) v: u64,
+}
+
+impl Acc {
+    #[inline]
+    fn f(self) -> f64 {
+        f64::from_bits(self.v)
+    }
+    #[inline]
+    fn i(self) -> i64 {
+        self.v as i64
+    }
+}
+
+/// The resolved operation of one output: function plus input type, decided
+/// once when the table is built so the hot path matches on one small enum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Op {
+    Count,
+    SumI,
+    SumF,
+    MinI,
+    MinF,
+    MaxI,
+    MaxF,
+    Avg,
+    Ewma(f64),
+    LastI,
+    LastF,
+    FirstSeen,
+}
+
+impl Op {
+    pub(crate) fn of(out: &AggOutput) -> Op {
+        let int = out.input_type == Some(ColumnType::Int64);
+        match out.func {
+            AggFn::Count => Op::Count,
+            AggFn::FirstSeen => Op::FirstSeen,
+            AggFn::Avg => Op::Avg,
+            AggFn::Ewma(a) => Op::Ewma(a),
+            AggFn::Sum if int => Op::SumI,
+            AggFn::Sum => Op::SumF,
+            AggFn::Min if int => Op::MinI,
+            AggFn::Min => Op::MinF,
+            AggFn::Max if int => Op::MaxI,
+            AggFn::Max => Op::MaxF,
+            AggFn::Last if int => Op::LastI,
+            AggFn::Last => Op::LastF,
+        }
+    }
+
+    #[inline]
+    fn int_input(self) -> bool {
+        matches!(self, Op::SumI | Op::MinI | Op::MaxI | Op::LastI)
+    }
+
+    /// Checks an input before anything is changed, so a bad request leaves
+    /// the key untouched.
+    #[inline]
+    fn check(self, input: Val<'_>) -> Result<(), &'static str> {
+        match (self, input) {
+            (Op::Count | Op::FirstSeen, _) | (_, Val::Null | Val::Int(_)) => Ok(()),
+            (op, Val::Float(_)) if !op.int_input() => Ok(()),
+            (_, Val::Float(_)) => Err("float64"),
+            (_, Val::Bool(_)) => Err("bool"),
+            (_, Val::Str(_)) => Err("utf8"),
+        }
+    }
+
+    /// The accumulator of a key seen for the first time.
+    #[inline]
+    pub(crate) fn init(self, now_ms: i64) -> Acc {
+        match self {
+            Op::FirstSeen => Acc {
+                n: 1,
+                v: now_ms as u64,
+            },
+            _ => Acc::default(),
+        }
+    }
+
+    /// Folds one (checked) input into the accumulator.
+    #[inline]
+    fn fold(self, acc: &mut Acc, input: Val<'_>) {
+        if let Op::Count = self {
+            acc.n = acc.n.saturating_add(1);
+            return;
+        }
+        let (int, float) = match input {
+            Val::Int(i) => (i, i as f64),
+            Val::Float(f) => (0, f),
+            _ => return,
+        };
+        let first = acc.n == 0;
+        match self {
+            Op::Count | Op::FirstSeen => return,
+            Op::SumI => {
+                acc.v = if first {
+                    int
+                } else {
+                    acc.i().saturating_add(int)
+                } as u64
+            }
+            Op::SumF => acc.v = (if first { float } else { acc.f() + float }).to_bits(),
+            Op::MinI => acc.v = if first { int } else { acc.i().min(int) } as u64,
+            Op::MinF => acc.v = (if first { float } else { acc.f().min(float) }).to_bits(),
+            Op::MaxI => acc.v = if first { int } else { acc.i().max(int) } as u64,
+            Op::MaxF => acc.v = (if first { float } else { acc.f().max(float) }).to_bits(),
+            Op::LastI => acc.v = int as u64,
+            Op::LastF => acc.v = float.to_bits(),
+            Op::Ewma(a) => {
+                acc.v = (if first {
+                    float
+                } else {
+                    a * float + (1.0 - a) * acc.f()
+                })
+                .to_bits()
+            }
+            Op::Avg => {
+                acc.v = (if first { float } else { acc.f() + float }).to_bits();
+                acc.n += 1;
+                return;
+            }
+        }
+        acc.n = 1;
+    }
+
+    /// The output value of an accumulator.
+    #[inline]
+    pub(crate) fn output(self, acc: Acc) -> Val<'static> {
+        match self {
+            Op::Count => Val::Int(acc.n),
+            Op::FirstSeen => Val::Int(acc.i()),
+            _ if acc.n == 0 => Val::Null,
+            Op::Avg => Val::Float(acc.f() / acc.n as f64),
+            Op::SumI | Op::MinI | Op::MaxI | Op::LastI => Val::Int(acc.i()),
+            Op::SumF | Op::MinF | Op::MaxF | Op::LastF | Op::Ewma(_) => Val::Float(acc.f()),
+        }
+    }
+
+    /// Rebuilds an accumulator from what a checkpoint file stores: the
+    /// output value, plus the running sum and count for `avg`.
+    pub(crate) fn restore(self, value: Val<'_>, avg_sum: f64, avg_n: i64) -> Acc {
+        match (self, value) {
+            (Op::Avg, _) => Acc {
+                n: avg_n,
+                v: avg_sum.to_bits(),
+            },
+            (Op::Count, Val::Int(n)) => Acc { n, v: 0 },
+            (Op::FirstSeen, Val::Int(ms)) => Acc { n: 1, v: ms as u64 },
+            (_, Val::Int(i)) if self.int_input() => Acc { n: 1, v: i as u64 },
+            (_, Val::Float(f)) if !self.int_input() => Acc {
+                n: 1,
+                v: f.to_bits(),
+            },
+            _ => Acc::default(),
+        }
+    }
+
+    /// The accumulator's running sum and count, for `avg` outputs in files.
+    pub(crate) fn avg_parts(acc: Acc) -> (f64, i64) {
+        (acc.f(), acc.n)
+    }
+}
+
+/// One key's output values, borrowed from its table. Values are numbers or
+/// null, so they are `Val<'static>` and can be stored anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct AggValues<'a> {
+    ops: &'a [Op],
+    accs: &'a [Acc],
+}
+
+impl<'a> AggValues<'a> {
+    /// Number of outputs.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True for a table without outputs (never built).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The value of output `i` (in the step's declared order).
+    #[inline]
+    pub fn get(&self, i: usize) -> Val<'static> {
+        self.ops[i].output(self.accs[i])
+    }
+
+    /// All output values in declared order.
+    pub fn iter(&self) -> impl Iterator<Item = Val<'static>> + 'a {
+        let (ops, accs) = (self.ops, self.accs);
+        ops.iter().zip(accs).map(|(op, acc)| op.output(*acc))
+    }
+}
+
+/// Hash table entry: the key's slot and its stored 32-bit hash, so probing
+/// and growing never touch the key itself (8 bytes per key).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    pub(crate) slot: u32,
+    pub(crate) hash: u32,
+}
+
+/// Finds `key` (with table hash `hash`) in `index`, comparing against `keys`.
+#[inline]
+pub(crate) fn find_slot(
+    index: &HashTable<Entry>,
+    keys: &[Key],
+    key: Val<'_>,
+    hash: u32,
+) -> Option<usize> {
+    index
+        .find(spread(hash), |e| {
+            e.hash == hash && keys[e.slot as usize].eq_val(key)
+        })
+        .map(|e| e.slot as usize)
+}
+
+/// Per-key aggregate state of one `aggregate` step on one shard.
+///
+/// Keys live in slots numbered in insertion order; slots are never removed,
+/// so a slot number names the same key for the table's whole life (the
+/// checkpoint writer's mirror relies on that). Updating an existing key does
+/// not allocate; a new key allocates its owned copy (and amortized growth).
+#[derive(Debug)]
+pub struct AggregateTable {
+    name: String,
+    outputs: Vec<AggOutput>,
+    ops: Box<[Op]>,
+    index: HashTable<Entry>,
+    keys: Vec<Key>,
+    accs: Vec<Acc>,
+    /// Per slot: where the key's record sits in the current delta log (valid
+    /// only if `log.slots[mark] == slot`, which makes a stale mark harmless).
+    marks: Vec<u32>,
+    log: AggLog,
+    logging: bool,
+}
+
+impl AggregateTable {
+    pub(crate) fn new(name: String, outputs: Vec<AggOutput>, logging: bool) -> AggregateTable {
+        let ops = outputs.iter().map(Op::of).collect();
+        AggregateTable {
+            name,
+            outputs,
+            ops,
+            index: HashTable::new(),
+            keys: Vec::new(),
+            accs: Vec::new(),
+            marks: Vec::new(),
+            log: AggLog::default(),
+            logging,
+        }
+    }
+
+    /// The step name this table belongs to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The outputs, in declared order.
+    pub fn outputs(&self) -> &[AggOutput] {
+        &self.outputs
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no key was ever updated.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Reserves room for `additional` more keys, so that growing the index
+    /// (an O(keys) rehash) happens now rather than under a request.
+    pub fn reserve(&mut self, additional: usize) {
+        self.index.reserve(additional, |e| spread(e.hash));
+        self.keys.reserve(additional);
+        self.accs.reserve(additional * self.ops.len());
+        self.marks.reserve(additional);
+    }
+
+    pub(crate) fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Folds one request into `key`'s accumulators and returns the updated
+    /// output values.
+    ///
+    /// `input(i)` is the value of output `i`'s input column (called for every
+    /// output, in order; the value is ignored for `count()` and
+    /// `first_seen()`). An `int64` input is accepted where `float64` is
+    /// expected; any other type mismatch is an error and leaves the key
+    /// unchanged. `now_ms` (unix ms) is recorded by `first_seen()` when the
+    /// key is new.
+    #[inline]
+    pub fn update<'v>(
+        &mut self,
+        key: Val<'_>,
+        now_ms: i64,
+        input: impl Fn(usize) -> Val<'v>,
+    ) -> Result<AggValues<'_>, UpdateError> {
+        Key::check(key)?;
+        for (i, op) in self.ops.iter().enumerate() {
+            op.check(input(i)).map_err(|got| UpdateError::Input {
+                output: i,
+                expected: self.outputs[i].input_type.unwrap_or(ColumnType::Float64),
+                got,
+            })?;
+        }
+        let hash = table_hash(key);
+        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+            Some(slot) => slot,
+            None => self.insert(key, hash, now_ms)?,
+        };
+        let w = self.ops.len();
+        let accs = &mut self.accs[slot * w..slot * w + w];
+        for (i, (op, acc)) in self.ops.iter().zip(accs.iter_mut()).enumerate() {
+            op.fold(acc, input(i));
+        }
+        self.log_slot(slot);
+        Ok(AggValues {
+            ops: &self.ops,
+            accs: &self.accs[slot * w..slot * w + w],
+        })
+    }
+
+    /// The key's current output values, without changing anything (the read
+    /// route). `None` for an unknown (or null/float) key.
+    pub fn get(&self, key: Val<'_>) -> Option<AggValues<'_>> {
+        Key::check(key).ok()?;
+        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let w = self.ops.len();
+        Some(AggValues {
+            ops: &self.ops,
+            accs: &self.accs[slot * w..slot * w + w],
+        })
+    }
+
+    /// Every key with its values, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (Val<'_>, AggValues<'_>)> {
+        let w = self.ops.len();
+        self.keys.iter().enumerate().map(move |(slot, k)| {
+            (
+                k.as_val(),
+                AggValues {
+                    ops: &self.ops,
+                    accs: &self.accs[slot * w..slot * w + w],
+                },
+            )
+        })
+    }
+
+    fn insert(&mut self, key: Val<'_>, hash: u32, now_ms: i64) -> Result<usize, UpdateError> {
+        let slot = self.keys.len();
+        if slot >= u32::MAX as usize {
+            return Err(UpdateError::Full);
+        }
+        let owned = Key::from_val(key)?;
+        self.index.insert_unique(
+            spread(hash),
+            Entry {
+                slot: slot as u32,
+                hash,
+            },
+            |e| spread(e.hash),
+        );
+        self.keys.push(owned);
+        self.accs.extend(self.ops.iter().map(|op| op.init(now_ms)));
+        self.marks.push(u32::MAX);
+        if self.logging {
+            self.log.new_keys.push(key);
+        }
+        Ok(slot)
+    }
+
+    /// Records the slot's current accumulators in the delta log: appended the
+    /// first time the slot changes in this epoch, overwritten in place after
+    /// that, so the log holds at most one record per key.
+    #[inline]
+    fn log_slot(&mut self, slot: usize) {
+        if !self.logging {
+            return;
+        }
+        let w = self.ops.len();
+        let src = &self.accs[slot * w..slot * w + w];
+        let pos = self.marks[slot] as usize;
+        if self.log.slots.get(pos) == Some(&(slot as u32)) {
+            self.log.accs[pos * w..pos * w + w].copy_from_slice(src);
+        } else {
+            self.marks[slot] = self.log.slots.len() as u32;
+            self.log.slots.push(slot as u32);
+            self.log.accs.extend_from_slice(src);
+        }
+    }
+
+    /// Sets `key`'s accumulators to `accs` (recovery), inserting the key if
+    /// needed; logged like an update so the next capture carries it.
+    pub(crate) fn restore(&mut self, key: Val<'_>, accs: &[Acc]) -> Result<(), UpdateError> {
+        Key::check(key)?;
+        let hash = table_hash(key);
+        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+            Some(slot) => slot,
+            None => self.insert(key, hash, 0)?,
+        };
+        let w = self.ops.len();
+        self.accs[slot * w..slot * w + w].copy_from_slice(accs);
+        self.log_slot(slot);
+        Ok(())
+    }
+
+    /// Swaps the active delta log with `spare` (cleared first); O(1).
+    pub(crate) fn swap_log(&mut self, spare: &mut AggLog) {
+        spare.clear();
+        spare.slot_base = self.keys.len();
+        std::mem::swap(&mut self.log, spare);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn accs_of(&self, key: Val<'_>) -> Option<&[Acc]> {
+        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let w = self.ops.len();
+        Some(&self.accs[slot * w..slot * w + w])
+    }
+}
+
+impl From<KeyError> for UpdateError {
+    fn from(e: KeyError) -> UpdateError {
+        UpdateError::Key(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(name: &str, spec: &str, ty: ColumnType) -> AggOutput {
+        AggOutput::parse(name, spec, |_| Some(ty)).unwrap()
+    }
+
+    #[test]
+    fn parse_agg_accepts_every_function() {
+        assert_eq!(parse_agg("count()").unwrap(), (AggFn::Count, None));
+        assert_eq!(parse_agg(" COUNT( ) ").unwrap(), (AggFn::Count, None));
+        assert_eq!(parse_agg("first_seen()").unwrap(), (AggFn::FirstSeen, None));
+        for (s, f) in [
+            ("sum(amount)", AggFn::Sum),
+            ("min( amount )", AggFn::Min),
+            ("max(amount)", AggFn::Max),
+            ("avg(amount)", AggFn::Avg),
+            ("last(amount)", AggFn::Last),
+        ] {
+            assert_eq!(
+                parse_agg(s).unwrap(),
+                (f, Some("amount".to_string())),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            parse_agg("ewma(x, 0.1)").unwrap(),
+            (AggFn::Ewma(0.1), Some("x".to_string()))
+        );
+        assert_eq!(
+            parse_agg("ewma(x,1)").unwrap(),
+            (AggFn::Ewma(1.0), Some("x".to_string()))
+        );
+    }
+
+    #[test]
+    fn parse_agg_errors_are_precise() {
+        let err = |s: &str| parse_agg(s).unwrap_err();
+        assert!(
+            err("count(x)").contains("takes no argument"),
+            "{}",
+            err("count(x)")
+        );
+        assert!(err("sum()").contains("exactly one column"));
+        assert!(err("sum(a, b)").contains("exactly one column"));
+        assert!(err("median(x)").contains("unknown aggregate function `median`"));
+        assert!(err("sum").contains("not an aggregate call"));
+        assert!(err("ewma(x)").contains("smoothing factor"));
+        assert!(err("ewma(x, 0)").contains("out of range"));
+        assert!(err("ewma(x, 1.5)").contains("out of range"));
+        assert!(err("ewma(x, NaN)").contains("out of range"));
+        assert!(err("ewma(x, abc)").contains("not a number"));
+        assert!(err("sum(a b)").contains("not a column name"));
+    }
+
+    #[test]
+    fn output_types_follow_input_types() {
+        let ty = |s, t| out("o", s, t).output_type();
+        assert_eq!(ty("count()", ColumnType::Utf8), ColumnType::Int64);
+        assert_eq!(ty("sum(x)", ColumnType::Int64), ColumnType::Int64);
+        assert_eq!(ty("sum(x)", ColumnType::Float64), ColumnType::Float64);
+        assert_eq!(ty("max(x)", ColumnType::Int64), ColumnType::Int64);
+        assert_eq!(ty("last(x)", ColumnType::Float64), ColumnType::Float64);
+        assert_eq!(ty("avg(x)", ColumnType::Int64), ColumnType::Float64);
+        assert_eq!(ty("ewma(x, 0.5)", ColumnType::Int64), ColumnType::Float64);
+        assert_eq!(ty("first_seen()", ColumnType::Int64), ColumnType::Int64);
+        let e = AggOutput::parse("o", "sum(name)", |_| Some(ColumnType::Utf8)).unwrap_err();
+        assert!(
+            e.to_string().contains("needs an int64 or float64 column"),
+            "{e}"
+        );
+        let e = AggOutput::parse("o", "sum(nope)", |_| None).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    fn table(specs: &[(&str, &str)], ty: ColumnType) -> AggregateTable {
+        AggregateTable::new(
+            "t".into(),
+            specs.iter().map(|(n, s)| out(n, s, ty)).collect(),
+            true,
+        )
+    }
+
+    #[test]
+    fn int_aggregates_with_nulls() {
+        let mut t = table(
+            &[
+                ("n", "count()"),
+                ("s", "sum(x)"),
+                ("lo", "min(x)"),
+                ("hi", "max(x)"),
+                ("a", "avg(x)"),
+                ("l", "last(x)"),
+                ("f", "first_seen()"),
+            ],
+            ColumnType::Int64,
+        );
+        let vals = |v: AggValues<'_>| v.iter().collect::<Vec<_>>();
+        // A null first: counted, but no value yet.
+        let v = vals(t.update(Val::Str("k"), 1000, |_| Val::Null).unwrap());
+        assert_eq!(
+            v,
+            vec![
+                Val::Int(1),
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Int(1000)
+            ]
+        );
+        t.update(Val::Str("k"), 2000, |_| Val::Int(5)).unwrap();
+        t.update(Val::Str("k"), 3000, |_| Val::Null).unwrap();
+        let v = vals(t.update(Val::Str("k"), 4000, |_| Val::Int(-3)).unwrap());
+        assert_eq!(
+            v,
+            vec![
+                Val::Int(4),
+                Val::Int(2),
+                Val::Int(-3),
+                Val::Int(5),
+                Val::Float(1.0),
+                Val::Int(-3),
+                Val::Int(1000)
+            ]
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(vals(t.get(Val::Str("k")).unwrap()), v);
+        assert!(t.get(Val::Str("other")).is_none());
+        assert!(t.get(Val::Null).is_none());
+    }
+
+    #[test]
+    fn float_aggregates_and_ewma() {
+        let mut t = table(
+            &[
+                ("s", "sum(x)"),
+                ("lo", "min(x)"),
+                ("hi", "max(x)"),
+                ("e", "ewma(x, 0.5)"),
+                ("l", "last(x)"),
+            ],
+            ColumnType::Float64,
+        );
+        t.update(Val::Int(7), 0, |_| Val::Float(2.0)).unwrap();
+        // Int input coerced for float outputs.
+        t.update(Val::Int(7), 0, |_| Val::Int(4)).unwrap();
+        let v: Vec<_> = t
+            .update(Val::Int(7), 0, |_| Val::Float(1.0))
+            .unwrap()
+            .iter()
+            .collect();
+        // ewma: 2 -> 0.5*4+0.5*2=3 -> 0.5*1+0.5*3=2
+        assert_eq!(
+            v,
+            vec![
+                Val::Float(7.0),
+                Val::Float(1.0),
+                Val::Float(4.0),
+                Val::Float(2.0),
+                Val::Float(1.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_leave_key_unchanged() {
+        let mut t = table(&[("n", "count()"), ("s", "sum(x)")], ColumnType::Int64);
+        t.update(Val::Bool(true), 0, |_| Val::Int(1)).unwrap();
+        let e = t
+            .update(Val::Bool(true), 0, |_| Val::Float(1.5))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            UpdateError::Input {
+                output: 1,
+                expected: ColumnType::Int64,
+                got: "float64"
+            }
+        );
+        assert_eq!(t.get(Val::Bool(true)).unwrap().get(0), Val::Int(1));
+        assert_eq!(
+            t.update(Val::Null, 0, |_| Val::Int(1)).unwrap_err(),
+            UpdateError::Key(KeyError::Null)
+        );
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn integer_sum_saturates() {
+        let mut t = table(&[("s", "sum(x)")], ColumnType::Int64);
+        t.update(Val::Int(1), 0, |_| Val::Int(i64::MAX)).unwrap();
+        let v = t.update(Val::Int(1), 0, |_| Val::Int(10)).unwrap().get(0);
+        assert_eq!(v, Val::Int(i64::MAX));
+    }
+
+    fn capacities(t: &AggregateTable) -> [usize; 6] {
+        [
+            t.index.capacity(),
+            t.keys.capacity(),
+            t.accs.capacity(),
+            t.marks.capacity(),
+            t.log.slots.capacity(),
+            t.log.accs.capacity(),
+        ]
+    }
+
+    #[test]
+    fn warm_updates_of_existing_keys_grow_nothing() {
+        // A proxy for "no allocation per request": after a warm-up epoch,
+        // updating existing keys (many times each, across a capture with a
+        // recycled spare) leaves every buffer's capacity unchanged.
+        let mut t = table(
+            &[("n", "count()"), ("s", "sum(x)"), ("a", "avg(x)")],
+            ColumnType::Int64,
+        );
+        let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            t.update(Val::Str(k), 0, |_| Val::Int(i as i64)).unwrap();
+        }
+        let mut spare = AggLog::default();
+        t.swap_log(&mut spare);
+        for k in &keys {
+            t.update(Val::Str(k), 0, |_| Val::Int(1)).unwrap();
+        }
+        t.swap_log(&mut spare);
+        let before = capacities(&t);
+        for round in 0..3 {
+            for k in keys.iter().rev() {
+                t.update(Val::Str(k), 0, |_| Val::Int(round)).unwrap();
+            }
+        }
+        t.swap_log(&mut spare);
+        for k in &keys[..500] {
+            t.update(Val::Str(k), 0, |_| Val::Null).unwrap();
+        }
+        assert_eq!(capacities(&t), before);
+        assert_eq!(t.log.slots.len(), 500);
+    }
+
+    #[test]
+    fn restore_round_trips_every_op() {
+        let specs = [
+            ("n", "count()"),
+            ("s", "sum(x)"),
+            ("lo", "min(x)"),
+            ("a", "avg(x)"),
+            ("e", "ewma(x, 0.3)"),
+            ("f", "first_seen()"),
+        ];
+        for ty in [ColumnType::Int64, ColumnType::Float64] {
+            let mut t = table(&specs, ty);
+            let x = |i: i64| {
+                if ty == ColumnType::Int64 {
+                    Val::Int(i)
+                } else {
+                    Val::Float(i as f64 * 0.7)
+                }
+            };
+            for i in 0..5 {
+                t.update(Val::Str("a"), 10 + i, |_| x(i)).unwrap();
+            }
+            t.update(Val::Str("b"), 99, |_| Val::Null).unwrap();
+            for key in [Val::Str("a"), Val::Str("b")] {
+                let accs = t.accs_of(key).unwrap().to_vec();
+                let restored: Vec<Acc> = t
+                    .ops()
+                    .iter()
+                    .zip(&accs)
+                    .map(|(op, acc)| {
+                        let (s, n) = Op::avg_parts(*acc);
+                        op.restore(op.output(*acc), s, n)
+                    })
+                    .collect();
+                assert_eq!(restored, accs, "{ty} {key:?}");
+            }
+        }
+    }
+}
