@@ -210,3 +210,251 @@ pub fn admin_get(service: &Service, path: &str) -> Response {
     let mut c = Client::connect(service.admin_addr().expect("admin configured"));
     c.get(path)
 }
+
+// ---------------------------------------------------------------------------
+// Real `coreline run` processes (tests/checkpoint.rs, tests/routing.rs).
+// ---------------------------------------------------------------------------
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_coreline");
+
+/// A fresh directory under the system temp dir, removed on drop unless the
+/// test panicked (then its path is printed so the files can be inspected).
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "coreline-{tag}-{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+
+    pub fn join(&self, p: impl AsRef<std::path::Path>) -> std::path::PathBuf {
+        self.path.join(p)
+    }
+
+    /// Writes `text` to `name` in this directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let path = self.path.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A running `coreline run CONFIG` process: its shard and admin addresses
+/// (from the `listening …` lines) and a log file holding its stderr.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub shards: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub log: std::path::PathBuf,
+}
+
+impl Proc {
+    /// Starts `coreline run config` and waits for its `ready` line. Panics
+    /// with the process's log if it exits first.
+    pub fn spawn(config: &std::path::Path) -> Proc {
+        Proc::try_spawn(config).unwrap_or_else(|log| panic!("coreline run failed to start:\n{log}"))
+    }
+
+    /// Like [`Proc::spawn`], but returns the process's log when it exits
+    /// before `ready`.
+    pub fn try_spawn(config: &std::path::Path) -> Result<Proc, String> {
+        use std::io::BufRead;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let log = config.with_extension(format!("run{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
+        let mut child = std::process::Command::new(BIN)
+            .arg("run")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn coreline");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut shards = Vec::new();
+        let mut admin = None;
+        let mut ready = false;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening admin addr=") {
+                admin = Some(addr.trim().parse().unwrap());
+            } else if let Some(rest) = line.strip_prefix("listening shard=") {
+                let (i, addr) = rest.split_once(" addr=").expect("listening line");
+                assert_eq!(i.parse::<usize>().unwrap(), shards.len(), "{line}");
+                shards.push(addr.trim().parse().unwrap());
+            } else if line.starts_with("ready ") {
+                ready = true;
+                break;
+            }
+        }
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        // Keep draining stdout so that a later println! in the server never
+        // meets a closed pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Proc {
+            child,
+            shards,
+            admin,
+            log,
+        })
+    }
+
+    /// The process's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (`kill -9`) and reap: no drain, no final checkpoint.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM (graceful stop) without waiting.
+    pub fn sigterm(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit; panics (after killing it) if it does
+    /// not within `within`. Returns the exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "coreline did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM, then waits (10 s) for exit code 0.
+    pub fn stop(mut self) {
+        self.sigterm();
+        let code = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(code, Some(0), "graceful stop; log:\n{}", self.log_text());
+    }
+
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the config has an admin_port")
+    }
+
+    /// `GET path` on the admin port.
+    pub fn admin_get(&self, path: &str) -> Response {
+        Client::connect(self.admin_addr()).get(path)
+    }
+
+    /// `POST path` (empty body) on the admin port.
+    pub fn admin_post(&self, path: &str) -> Response {
+        Client::connect(self.admin_addr()).post(path, "")
+    }
+
+    /// `GET /stats` as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        let r = self.admin_get("/stats");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// `POST /checkpoint`: the committed epoch. Panics unless 200.
+    pub fn checkpoint(&self) -> u64 {
+        let r = self.admin_post("/checkpoint");
+        assert_eq!(
+            r.status,
+            200,
+            "POST /checkpoint: {}\nlog:\n{}",
+            r.text(),
+            self.log_text()
+        );
+        r.json()["epoch"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("POST /checkpoint answered {}", r.text()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a
+/// query value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Rewrites an example config for a test: every line whose key (before `=`)
+/// is in `set` gets the new value, e.g. `("base_port", "0")`; `dir` lines
+/// are matched the same way. Panics if a key is not found.
+pub fn rewrite_config(text: &str, set: &[(&str, &str)]) -> String {
+    let mut found = vec![false; set.len()];
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match set.iter().position(|(k, _)| *k == key) {
+            Some(i) if !line.trim_start().starts_with('#') => {
+                found[i] = true;
+                out.push_str(&format!("{key} = {}\n", set[i].1));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for (i, (k, _)) in set.iter().enumerate() {
+        assert!(found[i], "no `{k} = ...` line to rewrite");
+    }
+    out
+}
