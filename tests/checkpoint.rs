@@ -1,0 +1,1012 @@
+//! Keyed state survives restarts: epoch checkpoints over real `coreline run`
+//! processes. `kill -9` at random moments (also while a checkpoint is being
+//! written) restores exactly a committed epoch; restarts may change the shard
+//! count; a corrupt newest epoch falls back to the previous one; an
+//! unwritable directory never stops serving; a graceful stop loses nothing;
+//! pyarrow reads the shard files.
+//!
+//! Checkpoints run with `interval = "1h"` unless a test says otherwise and
+//! are forced with `POST /checkpoint`, so each test knows exactly which
+//! updates a committed epoch holds. Random choices come from a seed printed
+//! at the start of each test; set `CORELINE_TEST_SEED` to replay one.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Client, Proc, TempDir, parse_response, percent_encode};
+use coreline::row::Val;
+use coreline::state::owner_shard;
+
+// ---------------------------------------------------------------------------
+// The service under test
+// ---------------------------------------------------------------------------
+
+/// Per-user counters plus a `changed` table, checkpointed into `state/`
+/// next to the config file.
+fn config(shards: usize, interval: &str) -> String {
+    format!(
+        r#"
+[service]
+name = "counters"
+host = "127.0.0.1"
+base_port = 0
+shards = {shards}
+admin_port = 0
+
+[limits]
+drain_timeout = "5s"
+
+[checkpoint]
+dir = "state"
+interval = "{interval}"
+retain = 3
+full_every = 3
+
+[[route]]
+method = "POST"
+path = "/events"
+request = {{ user = "utf8", amount = "int64" }}
+
+  [[route.step]]
+  aggregate = {{ name = "user_counts", key = "user", outputs = {{ n = "count()", total = "sum(amount)", mean = "avg(amount)", hi = "max(amount)", lo = "min(amount)", smooth = "ewma(amount, 0.1)", latest = "last(amount)", since = "first_seen()" }} }}
+
+  [[route.step]]
+  changed = {{ name = "big", key = "user", value = "amount >= 100", output = "big_changed" }}
+
+  [route.reply]
+  columns = ["user", "n", "total", "big_changed"]
+
+[[route]]
+method = "GET"
+path = "/counts"
+read = "user_counts"
+
+[[route]]
+method = "GET"
+path = "/big"
+read = "big"
+"#
+    )
+}
+
+/// Users with characters that need JSON escaping or percent-encoding.
+const USERS: [&str; 10] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "zoë", "Mr Smith", "user/7", "50% off",
+];
+
+/// What the client expects one user's state to be.
+#[derive(Debug, Clone, PartialEq)]
+struct UserModel {
+    n: i64,
+    total: i64,
+    hi: i64,
+    lo: i64,
+    latest: i64,
+    smooth: f64,
+    big: bool,
+}
+
+/// The expected state of every user that has one.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    users: BTreeMap<String, UserModel>,
+}
+
+impl Model {
+    /// Applies one update; returns the expected `(n, total, big_changed)`.
+    fn apply(&mut self, user: &str, amount: i64) -> (i64, i64, bool) {
+        let big = amount >= 100;
+        match self.users.get_mut(user) {
+            None => {
+                self.users.insert(
+                    user.to_string(),
+                    UserModel {
+                        n: 1,
+                        total: amount,
+                        hi: amount,
+                        lo: amount,
+                        latest: amount,
+                        smooth: amount as f64,
+                        big,
+                    },
+                );
+                (1, amount, true)
+            }
+            Some(u) => {
+                u.n += 1;
+                u.total += amount;
+                u.hi = u.hi.max(amount);
+                u.lo = u.lo.min(amount);
+                u.latest = amount;
+                u.smooth = 0.1 * amount as f64 + 0.9 * u.smooth;
+                let changed = u.big != big;
+                u.big = big;
+                (u.n, u.total, changed)
+            }
+        }
+    }
+}
+
+/// Every read answer for every user in the universe: `"counts <user>"` and
+/// `"big <user>"` → the 200 body, or `None` for a 404.
+type State = BTreeMap<String, Option<String>>;
+
+/// Sends one update on `c` and checks the reply against the model.
+fn update(c: &mut Client, model: &mut Model, user: &str, amount: i64) {
+    let body = format!(
+        r#"{{"user":{},"amount":{amount}}}"#,
+        serde_json::to_string(user).unwrap()
+    );
+    let r = c.post("/events", &body);
+    assert_eq!(r.status, 200, "POST /events {body}: {}", r.text());
+    let (n, total, changed) = model.apply(user, amount);
+    let j = r.json();
+    assert_eq!(j["user"], user, "{}", r.text());
+    assert_eq!(j["n"], n, "count of {user}: {}", r.text());
+    assert_eq!(j["total"], total, "sum of {user}: {}", r.text());
+    assert_eq!(j["big_changed"], changed, "changed of {user}: {}", r.text());
+}
+
+/// `count` random updates for random users of `users`, each on a random
+/// shard port (so about half are forwarded with two shards).
+fn random_updates(
+    rng: &mut Rng,
+    clients: &mut [Client],
+    model: &mut Model,
+    users: &[String],
+    count: usize,
+) {
+    for _ in 0..count {
+        let user = &users[rng.below(users.len())];
+        let amount = rng.below(200) as i64;
+        let c = rng.below(clients.len());
+        update(&mut clients[c], model, user, amount);
+    }
+}
+
+fn clients(p: &Proc) -> Vec<Client> {
+    p.shards.iter().map(|a| Client::connect(*a)).collect()
+}
+
+/// One GET: the 200 body or `None` for 404; anything else fails the test.
+fn read(c: &mut Client, route: &str, user: &str) -> Option<String> {
+    let r = c.get(&format!("{route}?key={}", percent_encode(user)));
+    match r.status {
+        200 => Some(r.text().to_string()),
+        404 => {
+            assert_eq!(r.json()["field"], "key", "{}", r.text());
+            None
+        }
+        s => panic!("GET {route} for {user:?}: {s} {}", r.text()),
+    }
+}
+
+/// Reads every user's state through `addr`.
+fn read_state(addr: SocketAddr, users: &[String]) -> State {
+    let mut c = Client::connect(addr);
+    let mut s = State::new();
+    for u in users {
+        s.insert(format!("counts {u}"), read(&mut c, "/counts", u));
+        s.insert(format!("big {u}"), read(&mut c, "/big", u));
+    }
+    s
+}
+
+/// Reads the state through every shard port and checks they agree.
+fn read_state_everywhere(p: &Proc, users: &[String]) -> State {
+    let first = read_state(p.shards[0], users);
+    for (i, addr) in p.shards.iter().enumerate().skip(1) {
+        assert_eq!(
+            read_state(*addr, users),
+            first,
+            "shard {i} answers reads differently from shard 0"
+        );
+    }
+    first
+}
+
+/// Checks read answers against the model, field by field (and in order).
+fn check_model(state: &State, model: &Model, users: &[String]) {
+    for u in users {
+        let counts = &state[&format!("counts {u}")];
+        let big = &state[&format!("big {u}")];
+        let Some(m) = model.users.get(u) else {
+            assert_eq!(counts, &None, "{u} should be unknown");
+            assert_eq!(big, &None, "{u} should be unknown");
+            continue;
+        };
+        let text = counts
+            .as_deref()
+            .unwrap_or_else(|| panic!("{u} missing from /counts"));
+        let j: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(j["key"], u.as_str(), "{text}");
+        assert_eq!(j["n"], m.n, "{u}: {text}");
+        assert_eq!(j["total"], m.total, "{u}: {text}");
+        assert_eq!(j["hi"], m.hi, "{u}: {text}");
+        assert_eq!(j["lo"], m.lo, "{u}: {text}");
+        assert_eq!(j["latest"], m.latest, "{u}: {text}");
+        let mean = j["mean"].as_f64().unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            (mean - m.total as f64 / m.n as f64).abs() < 1e-9 * (1.0 + mean.abs()),
+            "{u}: {text}"
+        );
+        let smooth = j["smooth"].as_f64().unwrap_or_else(|| panic!("{text}"));
+        assert!(
+            (smooth - m.smooth).abs() < 1e-6 * (1.0 + smooth.abs()),
+            "{u}: smooth {smooth} != {}: {text}",
+            m.smooth
+        );
+        assert!(j["since"].as_i64().is_some_and(|t| t > 0), "{text}");
+        // Outputs in declared order.
+        let order = [
+            "\"key\"",
+            "\"n\"",
+            "\"total\"",
+            "\"mean\"",
+            "\"hi\"",
+            "\"lo\"",
+            "\"smooth\"",
+            "\"latest\"",
+            "\"since\"",
+        ];
+        let at: Vec<usize> = order
+            .iter()
+            .map(|k| text.find(k).unwrap_or_else(|| panic!("{k} in {text}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "order: {text}");
+
+        let text = big
+            .as_deref()
+            .unwrap_or_else(|| panic!("{u} missing from /big"));
+        let j: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(j["key"], u.as_str(), "{text}");
+        assert_eq!(j["value"], m.big, "{u}: {text}");
+    }
+}
+
+fn ckpt_stats(p: &Proc) -> serde_json::Value {
+    let s = p.stats();
+    let c = s["checkpoint"].clone();
+    assert!(c.is_object(), "/stats has no checkpoint object: {s}");
+    c
+}
+
+fn restored_epoch(p: &Proc) -> u64 {
+    let c = ckpt_stats(p);
+    c["restored_epoch"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("restored_epoch: {c}"))
+}
+
+fn users_of(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// A small deterministic generator (xorshift64*), seeded per test.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded(test: &str) -> Rng {
+        let seed = std::env::var("CORELINE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{test}: CORELINE_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Sends updates for `users` on a fresh connection until `stop` or until
+/// the connection fails; returns how many were acknowledged.
+fn hammer(addr: SocketAddr, users: Vec<String>, stop: Arc<AtomicBool>) -> u64 {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut acked = 0;
+    let mut buf = Vec::new();
+    let mut i = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let body = format!(
+            r#"{{"user":{},"amount":{}}}"#,
+            serde_json::to_string(&users[i % users.len()]).unwrap(),
+            i % 250
+        );
+        i += 1;
+        let req = format!(
+            "POST /events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(req.as_bytes()).is_err() {
+            return acked;
+        }
+        loop {
+            if let Some((r, used)) = parse_response(&buf) {
+                buf.drain(..used);
+                assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+                acked += 1;
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            match std::io::Read::read(&mut s, &mut chunk) {
+                Ok(0) | Err(_) => return acked,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+    acked
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn epoch_dir(state: &Path, epoch: u64) -> PathBuf {
+    state.join(format!("epoch-{epoch}"))
+}
+
+/// Polls `cond` every 20 ms for up to 10 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The value of the first sample of `metric` in Prometheus text.
+fn metric(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .find(|l| {
+            l.starts_with(metric)
+                && matches!(l.as_bytes().get(metric.len()), Some(b' ') | Some(b'{'))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} sample in /metrics:\n{text}"))
+}
+
+// ---------------------------------------------------------------------------
+// 1. kill -9 restores exactly the committed epoch
+// ---------------------------------------------------------------------------
+
+/// Rounds of: restart, check the restored state, committed updates (forced
+/// checkpoints), uncommitted updates, `kill -9`. The kill happens (by
+/// round) right after acknowledged updates, right after sending
+/// `POST /checkpoint` without waiting for it (the state must then be the
+/// previous OR the new epoch, never anything else), or while another
+/// connection is streaming updates.
+#[test]
+fn kill9_restores_exactly_the_committed_epoch() {
+    let tmp = TempDir::new("ckpt-kill9");
+    let cfg = tmp.write("counters.toml", &config(2, "1h"));
+    let mut rng = Rng::seeded("kill9_restores_exactly_the_committed_epoch");
+    let users = users_of(&USERS);
+
+    let mut committed = (0u64, Model::default());
+    let mut committed_state: State = users
+        .iter()
+        .flat_map(|u| [(format!("counts {u}"), None), (format!("big {u}"), None)])
+        .collect();
+    // A kill during a checkpoint: the state the new epoch would hold.
+    let mut pending: Option<(Model, State)> = None;
+
+    for round in 0..6 {
+        let p = Proc::spawn(&cfg);
+        let restored = read_state_everywhere(&p, &users);
+        let epoch = restored_epoch(&p);
+        match pending.take() {
+            Some((model, state)) if restored == state && restored != committed_state => {
+                assert!(
+                    epoch > committed.0,
+                    "round {round}: restored the new epoch's state but restored_epoch = {epoch}"
+                );
+                committed = (epoch, model);
+            }
+            _ => {
+                assert_eq!(
+                    restored, committed_state,
+                    "round {round}: the restored state is not the committed epoch {}",
+                    committed.0
+                );
+                assert_eq!(epoch, committed.0, "round {round}: restored_epoch");
+            }
+        }
+        check_model(&restored, &committed.1, &users);
+        if round == 5 {
+            p.kill9();
+            break;
+        }
+
+        let mut model = committed.1.clone();
+        let mut cs = clients(&p);
+        // Committed: one to three batches, each followed by a forced
+        // checkpoint (full_every = 3, so deltas on top of fulls too).
+        for _ in 0..1 + rng.below(3) {
+            let n = 1 + rng.below(30);
+            random_updates(&mut rng, &mut cs, &mut model, &users, n);
+            let e = p.checkpoint();
+            assert!(e > committed.0, "epoch {e} after {}", committed.0);
+            committed = (e, model.clone());
+        }
+        committed_state = read_state_everywhere(&p, &users);
+        check_model(&committed_state, &model, &users);
+
+        // Not committed.
+        let n = 1 + rng.below(30);
+        random_updates(&mut rng, &mut cs, &mut model, &users, n);
+        drop(cs);
+
+        match round % 3 {
+            0 => p.kill9(),
+            1 => {
+                let now = read_state(p.shards[0], &users);
+                check_model(&now, &model, &users);
+                pending = Some((model, now));
+                let mut admin = TcpStream::connect(p.admin.unwrap()).unwrap();
+                admin
+                    .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                    .unwrap();
+                std::thread::sleep(Duration::from_micros(rng.below(4000) as u64));
+                p.kill9();
+            }
+            _ => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let threads: Vec<_> = p
+                    .shards
+                    .iter()
+                    .map(|a| {
+                        let (a, u, s) = (*a, users.clone(), stop.clone());
+                        std::thread::spawn(move || hammer(a, u, s))
+                    })
+                    .collect();
+                std::thread::sleep(Duration::from_millis(20 + rng.below(60) as u64));
+                p.kill9();
+                stop.store(true, Ordering::Relaxed);
+                for t in threads {
+                    t.join().unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Epochs also commit on their own every `interval`: once an epoch that
+/// started after the updates has committed, `kill -9` loses none of them.
+#[test]
+fn interval_epochs_commit_without_being_asked() {
+    let tmp = TempDir::new("ckpt-interval");
+    let cfg = tmp.write("counters.toml", &config(2, "100ms"));
+    let mut rng = Rng::seeded("interval_epochs_commit_without_being_asked");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    random_updates(&mut rng, &mut clients(&p), &mut model, &users, 60);
+    let expected = read_state_everywhere(&p, &users);
+    check_model(&expected, &model, &users);
+    // Epoch c0 + 1 may have started before the last update; c0 + 2 starts
+    // after c0 + 1 finished, so after this point.
+    let c0 = ckpt_stats(&p)["last_committed_epoch"].as_u64().unwrap_or(0);
+    eventually("two more committed epochs", || {
+        ckpt_stats(&p)["last_committed_epoch"].as_u64().unwrap_or(0) >= c0 + 2
+    });
+    let c = ckpt_stats(&p);
+    assert!(c["committed"].as_u64().unwrap() >= 2, "{c}");
+    assert_eq!(c["failures"], 0, "{c}");
+    let metrics = p.admin_get("/metrics");
+    let last = metric(metrics.text(), "coreline_checkpoint_last_committed_epoch");
+    assert!(last >= (c0 + 2) as f64, "{}", metrics.text());
+    p.kill9();
+
+    let p = Proc::spawn(&cfg);
+    assert_eq!(read_state_everywhere(&p, &users), expected);
+    assert!(restored_epoch(&p) >= c0 + 2);
+    let metrics = p.admin_get("/metrics");
+    assert_eq!(
+        metric(metrics.text(), "coreline_checkpoint_restored_epoch"),
+        restored_epoch(&p) as f64
+    );
+    p.kill9();
+}
+
+// ---------------------------------------------------------------------------
+// 2. A different shard count on restart re-hashes every key
+// ---------------------------------------------------------------------------
+
+#[test]
+fn restart_with_another_shard_count_keeps_every_key() {
+    let tmp = TempDir::new("ckpt-reshard");
+    let cfg = tmp.write("counters.toml", &config(1, "1h"));
+    let mut rng = Rng::seeded("restart_with_another_shard_count_keeps_every_key");
+    let mut users = users_of(&USERS);
+    users.extend((0..30).map(|i| format!("u{i}")));
+    let owners: Vec<usize> = users.iter().map(|u| owner_shard(Val::Str(u), 2)).collect();
+    assert!(owners.contains(&0) && owners.contains(&1));
+
+    // 1 shard.
+    let p = Proc::spawn(&cfg);
+    assert_eq!(p.shards.len(), 1);
+    let mut model = Model::default();
+    let mut cs = clients(&p);
+    for u in &users {
+        update(&mut cs[0], &mut model, u, rng.below(200) as i64);
+    }
+    random_updates(&mut rng, &mut cs, &mut model, &users, 100);
+    let e1 = p.checkpoint();
+    let state1 = read_state(p.shards[0], &users);
+    check_model(&state1, &model, &users);
+    drop(cs);
+    p.kill9();
+
+    // 1 -> 2 shards: every key readable on both ports, then updated through
+    // the port that does NOT own it.
+    std::fs::write(&cfg, config(2, "1h")).unwrap();
+    let p = Proc::spawn(&cfg);
+    assert_eq!(p.shards.len(), 2);
+    assert_eq!(restored_epoch(&p), e1);
+    assert_eq!(read_state_everywhere(&p, &users), state1);
+    let mut cs = clients(&p);
+    for (u, owner) in users.iter().zip(&owners) {
+        update(&mut cs[1 - owner], &mut model, u, rng.below(200) as i64);
+    }
+    random_updates(&mut rng, &mut cs, &mut model, &users, 50);
+    let e2 = p.checkpoint();
+    let state2 = read_state_everywhere(&p, &users);
+    check_model(&state2, &model, &users);
+    let s = p.stats();
+    for i in 0..2 {
+        assert!(
+            s["shards"][i]["forwarded_requests"].as_u64().unwrap() > 0,
+            "shard {i} forwarded nothing: {s}"
+        );
+    }
+    drop(cs);
+    p.kill9();
+
+    // 2 -> 1 shard.
+    std::fs::write(&cfg, config(1, "1h")).unwrap();
+    let p = Proc::spawn(&cfg);
+    assert_eq!(p.shards.len(), 1);
+    assert_eq!(restored_epoch(&p), e2);
+    assert_eq!(read_state(p.shards[0], &users), state2);
+    let mut cs = clients(&p);
+    random_updates(&mut rng, &mut cs, &mut model, &users, 20);
+    check_model(&read_state(p.shards[0], &users), &model, &users);
+    p.kill9();
+}
+
+// ---------------------------------------------------------------------------
+// 3. A corrupt newest epoch falls back to the previous one
+// ---------------------------------------------------------------------------
+
+#[test]
+fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
+    let tmp = TempDir::new("ckpt-corrupt");
+    let cfg = tmp.write("counters.toml", &config(2, "1h"));
+    let mut rng = Rng::seeded("corrupt_newest_epoch_falls_back_to_the_previous_one");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut cs = clients(&p);
+    let mut model = Model::default();
+    random_updates(&mut rng, &mut cs, &mut model, &users[..7], 40);
+    let ea = p.checkpoint();
+    let state_a = read_state_everywhere(&p, &users);
+    check_model(&state_a, &model, &users);
+    // Epoch B changes keys on both shards and adds new ones.
+    for u in &users {
+        update(&mut cs[0], &mut model, u, rng.below(200) as i64);
+    }
+    let eb = p.checkpoint();
+    assert!(eb > ea);
+    let state_b = read_state_everywhere(&p, &users);
+    assert_ne!(state_a, state_b);
+    drop(cs);
+    p.kill9();
+
+    let state_dir = tmp.join("state");
+    for e in [ea, eb] {
+        for f in ["MANIFEST", "shard-0.arrow", "shard-1.arrow"] {
+            let path = epoch_dir(&state_dir, e).join(f);
+            assert!(path.is_file(), "{} is missing", path.display());
+        }
+    }
+
+    type Corrupt = fn(&Path);
+    let cases: [(&str, Option<Corrupt>); 5] = [
+        ("intact", None),
+        (
+            "flipped bytes in shard-1.arrow",
+            Some(|d| {
+                let path = d.join("shard-1.arrow");
+                let mut bytes = std::fs::read(&path).unwrap();
+                let mid = bytes.len() / 2;
+                for b in &mut bytes[mid..mid + 8] {
+                    *b ^= 0xff;
+                }
+                std::fs::write(&path, bytes).unwrap();
+            }),
+        ),
+        (
+            "deleted shard-0.arrow",
+            Some(|d| std::fs::remove_file(d.join("shard-0.arrow")).unwrap()),
+        ),
+        (
+            "truncated MANIFEST",
+            Some(|d| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("MANIFEST"))
+                    .unwrap();
+                let len = f.metadata().unwrap().len();
+                f.set_len(len / 2).unwrap();
+            }),
+        ),
+        (
+            "no MANIFEST (never committed)",
+            Some(|d| std::fs::remove_file(d.join("MANIFEST")).unwrap()),
+        ),
+    ];
+    for (name, corrupt) in cases {
+        let case = TempDir::new("ckpt-corrupt-case");
+        copy_dir(&state_dir, &case.join("state"));
+        let cfg = case.write("counters.toml", &config(2, "1h"));
+        if let Some(corrupt) = corrupt {
+            corrupt(&epoch_dir(&case.join("state"), eb));
+        }
+        let p = Proc::spawn(&cfg);
+        let (want_epoch, want_state) = match corrupt {
+            None => (eb, &state_b),
+            Some(_) => (ea, &state_a),
+        };
+        assert_eq!(
+            read_state_everywhere(&p, &users),
+            *want_state,
+            "{name}: restored state is not epoch {want_epoch}'s"
+        );
+        assert_eq!(restored_epoch(&p), want_epoch, "{name}");
+        // The fallback run checkpoints again into a new epoch.
+        let e = p.checkpoint();
+        assert!(e > eb, "{name}: new epoch {e} must not reuse {eb}");
+        p.kill9();
+        let p = Proc::spawn(&cfg);
+        assert_eq!(restored_epoch(&p), e, "{name}");
+        assert_eq!(read_state(p.shards[1], &users), *want_state, "{name}");
+        p.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. An unwritable checkpoint directory never stops serving
+// ---------------------------------------------------------------------------
+
+/// Makes `dir` unwritable and returns how to undo it. Tests may run as
+/// root, for whom a 0o500 directory is still writable: then the directory is
+/// moved away and a regular file takes its place, so creating an epoch
+/// directory in it fails.
+fn break_dir(dir: &Path) -> Box<dyn FnOnce()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set_mode = |m: u32| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m));
+    set_mode(0o500).unwrap();
+    let probe = dir.join("probe");
+    if std::fs::File::create(&probe).is_err() {
+        let dir = dir.to_path_buf();
+        return Box::new(move || {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap()
+        });
+    }
+    std::fs::remove_file(&probe).unwrap();
+    set_mode(0o755).unwrap();
+    let moved = dir.with_extension("moved");
+    std::fs::rename(dir, &moved).unwrap();
+    std::fs::write(dir, "not a directory").unwrap();
+    let dir = dir.to_path_buf();
+    Box::new(move || {
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::rename(&moved, &dir).unwrap();
+    })
+}
+
+#[test]
+fn unwritable_directory_fails_epochs_but_never_serving() {
+    let tmp = TempDir::new("ckpt-unwritable");
+    let cfg = tmp.write("counters.toml", &config(2, "200ms"));
+    let mut rng = Rng::seeded("unwritable_directory_fails_epochs_but_never_serving");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut cs = clients(&p);
+    let mut model = Model::default();
+    random_updates(&mut rng, &mut cs, &mut model, &users, 30);
+    p.checkpoint();
+
+    let fix = break_dir(&tmp.join("state"));
+    random_updates(&mut rng, &mut cs, &mut model, &users, 30);
+    let r = p.admin_post("/checkpoint");
+    assert_eq!(
+        r.status,
+        500,
+        "POST /checkpoint on a broken dir: {}",
+        r.text()
+    );
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    let c = ckpt_stats(&p);
+    assert!(c["failures"].as_u64().unwrap() >= 1, "{c}");
+    assert!(c["last_error"].is_string(), "{c}");
+    let metrics = p.admin_get("/metrics");
+    assert!(metric(metrics.text(), "coreline_checkpoint_failures_total") >= 1.0);
+    // Serving goes on, on both shards, forwarded or not.
+    random_updates(&mut rng, &mut cs, &mut model, &users, 30);
+    check_model(&read_state_everywhere(&p, &users), &model, &users);
+    let failed_at = c["last_committed_epoch"].as_u64().unwrap_or(0);
+
+    fix();
+    // The next interval epoch commits by itself...
+    eventually("an epoch to commit after the directory was fixed", || {
+        ckpt_stats(&p)["last_committed_epoch"].as_u64().unwrap_or(0) > failed_at
+    });
+    // ...and so does a forced one.
+    let e = p.checkpoint();
+    assert!(e > failed_at);
+    let expected = read_state_everywhere(&p, &users);
+    drop(cs);
+    p.kill9();
+
+    // Updates made while the directory was broken are in the new epochs.
+    let p = Proc::spawn(&cfg);
+    assert!(restored_epoch(&p) >= e);
+    assert_eq!(read_state_everywhere(&p, &users), expected);
+    check_model(&expected, &model, &users);
+    p.kill9();
+}
+
+// ---------------------------------------------------------------------------
+// 5. A graceful stop loses nothing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn graceful_stop_then_restart_loses_nothing() {
+    let tmp = TempDir::new("ckpt-graceful");
+    let cfg = tmp.write("counters.toml", &config(2, "1h"));
+    let mut rng = Rng::seeded("graceful_stop_then_restart_loses_nothing");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    random_updates(&mut rng, &mut clients(&p), &mut model, &users, 80);
+
+    // Load on both ports while the stop arrives: one user per connection,
+    // amount 1, counting what was sent and what was acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for k in 0..4 {
+        let addr = p.shards[k % 2];
+        let user = format!("load-{k}");
+        let (stop, sent, acked) = (
+            stop.clone(),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (s2, a2) = (sent.clone(), acked.clone());
+        let body = format!(r#"{{"user":"{user}","amount":1}}"#);
+        let t = std::thread::spawn(move || {
+            let req = format!(
+                "POST /events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut c = Client::connect(addr);
+            while !stop.load(Ordering::Relaxed) {
+                s2.fetch_add(1, Ordering::SeqCst);
+                if c.stream.write_all(req.as_bytes()).is_err() {
+                    return;
+                }
+                match c.try_response() {
+                    Some(r) => {
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        a2.fetch_add(1, Ordering::SeqCst);
+                        if r.header("connection") == Some("close") {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+        load.push((user, sent, acked, t));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut p = p;
+    p.sigterm();
+    let code = p.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "log:\n{}", p.log_text());
+    stop.store(true, Ordering::Relaxed);
+    let mut load_users = Vec::new();
+    for (user, sent, acked, t) in load {
+        t.join().unwrap();
+        load_users.push((
+            user,
+            sent.load(Ordering::SeqCst),
+            acked.load(Ordering::SeqCst),
+        ));
+    }
+    assert!(load_users.iter().all(|(_, _, a)| *a > 0), "{load_users:?}");
+
+    let p = Proc::spawn(&cfg);
+    assert!(restored_epoch(&p) >= 1);
+    check_model(&read_state_everywhere(&p, &users), &model, &users);
+    let mut c = Client::connect(p.shards[1]);
+    for (user, sent, acked) in &load_users {
+        let body = read(&mut c, "/counts", user).unwrap_or_else(|| panic!("{user} lost"));
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = j["n"].as_u64().unwrap();
+        assert!(
+            *acked <= n && n <= *sent,
+            "{user}: {acked} acknowledged, {sent} sent, {n} restored"
+        );
+        assert_eq!(j["total"], n, "{body}");
+    }
+    p.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 6. pyarrow reads a shard file
+// ---------------------------------------------------------------------------
+
+const PYARROW_SCRIPT: &str = r#"
+import json, sys
+import pyarrow.ipc as ipc
+table = ipc.open_file(sys.argv[1]).read_all()
+meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+print(json.dumps({
+    "rows": table.num_rows,
+    "columns": table.column_names,
+    "types": [str(f.type) for f in table.schema],
+    "meta": meta,
+    "data": table.to_pylist(),
+}))
+"#;
+
+#[test]
+fn pyarrow_reads_a_checkpoint_file() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        if std::env::var("CORELINE_SKIP_PYARROW").as_deref() == Ok("1") {
+            eprintln!("pyarrow_reads_a_checkpoint_file: skipped (CORELINE_SKIP_PYARROW=1)");
+            return;
+        }
+        panic!(
+            "python3 with pyarrow is required to check that checkpoint files are real Arrow IPC: \
+             install it with `python3 -m pip install pyarrow` (.ci/run does), \
+             or set CORELINE_SKIP_PYARROW=1 to skip this test"
+        );
+    }
+
+    let tmp = TempDir::new("ckpt-pyarrow");
+    let cfg = tmp.write("counters.toml", &config(1, "1h"));
+    let mut rng = Rng::seeded("pyarrow_reads_a_checkpoint_file");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    let mut cs = clients(&p);
+    for u in &users {
+        update(&mut cs[0], &mut model, u, 100 + rng.below(100) as i64);
+    }
+    random_updates(&mut rng, &mut cs, &mut model, &users, 50);
+    let e = p.checkpoint();
+    drop(cs);
+    p.kill9();
+
+    let file = epoch_dir(&tmp.join("state"), e).join("shard-0.arrow");
+    let out = std::process::Command::new("python3")
+        .args(["-c", PYARROW_SCRIPT])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow could not read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let columns: Vec<&str> = j["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "table",
+            "key",
+            "key_type",
+            "user_counts.n",
+            "user_counts.total",
+            "user_counts.mean.sum",
+            "user_counts.mean.n",
+            "user_counts.mean",
+            "user_counts.hi",
+            "user_counts.lo",
+            "user_counts.smooth",
+            "user_counts.latest",
+            "user_counts.since",
+            "big.value",
+        ]
+    );
+    let types: Vec<&str> = j["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "string", "string", "string", "int64", "int64", "double", "int64", "double", "int64",
+            "int64", "double", "int64", "int64", "bool",
+        ]
+    );
+    // One row per (table, key): every user in both tables (the first epoch
+    // of a run is a full snapshot).
+    assert_eq!(j["rows"], 2 * users.len(), "{}", j["data"]);
+    assert_eq!(j["meta"]["coreline.epoch"], e.to_string());
+    assert_eq!(j["meta"]["coreline.shard"], "0");
+    assert_eq!(j["meta"]["coreline.kind"], "full");
+    for row in j["data"].as_array().unwrap() {
+        let user = row["key"].as_str().unwrap();
+        let m = &model.users[user];
+        assert_eq!(row["key_type"], "utf8");
+        match row["table"].as_str().unwrap() {
+            "user_counts" => {
+                assert_eq!(row["user_counts.n"], m.n, "{row}");
+                assert_eq!(row["user_counts.total"], m.total, "{row}");
+                assert_eq!(row["user_counts.mean.n"], m.n, "{row}");
+                assert_eq!(row["user_counts.hi"], m.hi, "{row}");
+                assert_eq!(row["user_counts.lo"], m.lo, "{row}");
+                assert_eq!(row["user_counts.latest"], m.latest, "{row}");
+                assert!(row["big.value"].is_null(), "{row}");
+            }
+            "big" => {
+                assert_eq!(row["big.value"], m.big, "{row}");
+                assert!(row["user_counts.n"].is_null(), "{row}");
+            }
+            t => panic!("unexpected table {t}: {row}"),
+        }
+    }
+}
