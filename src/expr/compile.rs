@@ -1487,6 +1487,14 @@ impl Compiler<'_> {
 
     fn function(&mut self, f: &ast::Function, e: &Ast) -> Result<Typed> {
         let name = match f.name.0.as_slice() {
+            // sqlparser reads `user`, `current_date`, ... as calls without
+            // parentheses; a column of that name is what was meant.
+            [ObjectNamePart::Identifier(id)]
+                if matches!(f.args, FunctionArguments::None)
+                    && self.columns.index_of(&id.value).is_some() =>
+            {
+                return self.column(id);
+            }
             [ObjectNamePart::Identifier(id)] => id.value.to_ascii_lowercase(),
             _ => {
                 return Err(self.error(
