@@ -1252,7 +1252,7 @@ fn keywords_work_as_column_names() {
     let e = compile("current_time", &c).unwrap_err();
     assert!(
         e.message
-            .starts_with("function \"current_time\" does not exist"),
+            .starts_with("unknown column \"current_time\"; known columns: user,"),
         "{}",
         e.message
     );
