@@ -1486,14 +1486,6 @@ impl Compiler<'_> {
     }
 
     fn function(&mut self, f: &ast::Function, e: &Ast) -> Result<Typed> {
-        // sqlparser reads a few bare keywords (`user`, `current_date`, …) as
-        // argument-less functions; a column of that name wins.
-        if let (FunctionArguments::None, [ObjectNamePart::Identifier(id)]) =
-            (&f.args, f.name.0.as_slice())
-            && self.columns.index_of(&id.value).is_some()
-        {
-            return self.column(id);
-        }
         let name = match f.name.0.as_slice() {
             // sqlparser reads `user`, `current_date`, ... as calls without
             // parentheses; a column of that name is what was meant.
