@@ -196,7 +196,9 @@ pub fn run_on_owner(state: &mut ShardState, op: &KeyedOp) -> KeyedReply {
             match t.update(key.as_val(), *now_ms, |i| {
                 inputs.get(i).map_or(Val::Null, Owned::as_val)
             }) {
-                Ok(values) => KeyedReply::Values(Some(values.iter().map(Owned::from_val).collect())),
+                Ok(values) => {
+                    KeyedReply::Values(Some(values.iter().map(Owned::from_val).collect()))
+                }
                 Err(e) => KeyedReply::Failed(500, format!("state update failed: {e}")),
             }
         }
