@@ -11,10 +11,12 @@ use coreline::expr;
 use coreline::http::{
     ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response,
 };
-use coreline::pipeline::{Match, Router, plan};
+use coreline::operator::Ctx;
+use coreline::pipeline::{Match, Outcome, Router, plan};
 use coreline::reply::ReplyEncoder;
 use coreline::row::{Column, ColumnType, Columns, Row};
 use coreline::schema::RequestSchema;
+use coreline::state::ShardState;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const BODY: &[u8] = br#"{"foo":"hello world","bar":42}"#;
@@ -121,7 +123,14 @@ fn whole_path(c: &mut Criterion) {
     let mut out = Vec::with_capacity(4096);
     let mut body = Vec::with_capacity(256);
 
+    let mut state = ShardState::without_checkpoints(&[]).unwrap();
     let mut serve = |input: &[u8], out: &mut Vec<u8>| {
+        let mut ctx = Ctx {
+            state: &mut state,
+            shard: 0,
+            shards: 1,
+            now_ms: 0,
+        };
         let mut start = 0;
         out.clear();
         while start < input.len() {
@@ -132,7 +141,10 @@ fn whole_path(c: &mut Criterion) {
             };
             body.clear();
             let status = match router.find(request.method, request.path) {
-                Match::Route(i) => router.handle(i, &request, &mut body),
+                Match::Route(i) => match router.handle(i, &request, &mut ctx, &mut body) {
+                    Outcome::Done(status) => status,
+                    _ => unreachable!(),
+                },
                 _ => unreachable!(),
             };
             write_response(

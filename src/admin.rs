@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 
+use crate::checkpoint::CoordinatorHandle;
 use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
@@ -32,6 +33,7 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 pub struct Admin {
     plan: Arc<Plan>,
     shards: Vec<Sender<ShardCommand>>,
+    coordinator: Option<CoordinatorHandle>,
     started: Instant,
 }
 
@@ -45,12 +47,90 @@ pub struct AdminHandle {
 
 impl Admin {
     /// An admin endpoint for a plan's shards.
-    pub fn new(plan: Arc<Plan>, shards: Vec<Sender<ShardCommand>>) -> Admin {
+    pub fn new(
+        plan: Arc<Plan>,
+        shards: Vec<Sender<ShardCommand>>,
+        coordinator: Option<CoordinatorHandle>,
+    ) -> Admin {
         Admin {
             plan,
             shards,
+            coordinator,
             started: Instant::now(),
         }
+    }
+
+    fn checkpoint_json(&self) -> serde_json::Value {
+        match &self.coordinator {
+            None => serde_json::Value::Null,
+            Some(c) => {
+                let s = c.stats();
+                serde_json::json!({
+                    "restored_epoch": s.restored_epoch,
+                    "last_committed_epoch": s.last_committed_epoch,
+                    "last_kind": s.last_kind.map(|k| format!("{k:?}").to_lowercase()),
+                    "last_commit_unix_ms": s.last_commit_unix_ms,
+                    "last_duration_ms": s.last_duration.as_secs_f64() * 1000.0,
+                    "last_bytes": s.last_bytes,
+                    "last_rows": s.last_rows,
+                    "committed": s.committed,
+                    "failures": s.failures,
+                    "last_error": s.last_error,
+                    "in_flight": s.in_flight,
+                })
+            }
+        }
+    }
+
+    fn checkpoint_metrics(&self, name: &str) -> String {
+        let Some(c) = &self.coordinator else {
+            return String::new();
+        };
+        let s = c.stats();
+        let mut out = String::new();
+        for (metric, kind, help, value) in [
+            (
+                "coreline_checkpoint_restored_epoch",
+                "gauge",
+                "Epoch the state was restored from at start.",
+                s.restored_epoch as f64,
+            ),
+            (
+                "coreline_checkpoint_last_committed_epoch",
+                "gauge",
+                "Newest committed epoch.",
+                s.last_committed_epoch as f64,
+            ),
+            (
+                "coreline_checkpoint_committed_total",
+                "counter",
+                "Epochs committed since start.",
+                s.committed as f64,
+            ),
+            (
+                "coreline_checkpoint_failures_total",
+                "counter",
+                "Epochs that failed to commit.",
+                s.failures as f64,
+            ),
+            (
+                "coreline_checkpoint_last_duration_seconds",
+                "gauge",
+                "Barrier to manifest commit of the newest epoch.",
+                s.last_duration.as_secs_f64(),
+            ),
+            (
+                "coreline_checkpoint_last_bytes",
+                "gauge",
+                "Bytes written by the newest epoch.",
+                s.last_bytes as f64,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric}{{service=\"{name}\"}} {value}\n"
+            ));
+        }
+        out
     }
 
     /// Serves on `listener` from a new thread.
@@ -162,7 +242,7 @@ impl Admin {
                     self.started.elapsed().as_secs_f64(),
                     name.replace('"', "\\\""),
                     snaps.len()
-                );
+                ) + &self.checkpoint_metrics(&name.replace('"', "\\\""));
                 let text = render_prometheus(name, &snaps, &extra);
                 (200, ContentType::Prometheus, text.into_bytes(), None)
             }
@@ -172,6 +252,7 @@ impl Admin {
                     "uptime_seconds": self.started.elapsed().as_secs_f64(),
                     "shards_reporting": snaps.len(),
                     "shards_total": self.shards.len(),
+                    "checkpoint": self.checkpoint_json(),
                 });
                 let text = render_stats(name, &snaps, extra);
                 (200, ContentType::Json, text.into_bytes(), None)
@@ -204,12 +285,31 @@ impl Admin {
                     }
                 }
             }
-            "/checkpoint" => (
-                501,
-                ContentType::Json,
-                error_body("checkpoints are not supported by this build"),
-                None,
-            ),
+            "/checkpoint" if method != Method::Post => {
+                (405, ContentType::Json, error_body("use POST"), Some("POST"))
+            }
+            "/checkpoint" => match &self.coordinator {
+                None => (
+                    501,
+                    ContentType::Json,
+                    error_body("checkpoints are not configured: add a [checkpoint] table"),
+                    None,
+                ),
+                Some(c) => match c.checkpoint_now() {
+                    Ok(epoch) => (
+                        200,
+                        ContentType::Json,
+                        format!("{{\"epoch\":{epoch}}}").into_bytes(),
+                        None,
+                    ),
+                    Err(e) => (
+                        500,
+                        ContentType::Json,
+                        error_body(&format!("checkpoint failed: {e}")),
+                        None,
+                    ),
+                },
+            },
             _ => (
                 404,
                 ContentType::Json,

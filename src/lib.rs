@@ -26,6 +26,7 @@
 //! - [`runtime`]: start shards and the coordinator, signals, shutdown.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, health).
 //! - [`state`]: keyed operator state.
+//! - [`forward`]: messages that run a keyed step on its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod config;
 pub mod expr;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod operator;

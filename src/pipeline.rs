@@ -14,11 +14,15 @@ use std::panic::AssertUnwindSafe;
 
 use crate::config::{ConfigError, RouteConfig, ServiceConfig, Spanned, StepConfig, step_key};
 use crate::expr::{self, Expr};
+use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::http::{Method, Request};
-use crate::operator::{Filter, Flow, Operator, WithColumn};
-use crate::reply::{ReplyEncoder, write_error_json};
-use crate::row::{Column, ColumnType, Columns, Row};
+use crate::operator::{
+    Aggregate, Changed, Ctx, Filter, Flow, Keyed, Operator, WithColumn, read_state,
+};
+use crate::reply::{ReplyEncoder, write_error_json, write_json_string, write_json_value};
+use crate::row::{Column, ColumnType, Columns, Row, Slot, Val};
 use crate::schema::RequestSchema;
+use crate::state::{AggOutput, TableKind, TableSpec, owner_shard};
 
 /// The path every shard answers for load-balancer health checks.
 pub const HEALTH_PATH: &str = "/health";
@@ -31,6 +35,9 @@ pub struct Plan {
     pub config: ServiceConfig,
     /// One compiled route per `[[route]]`, in file order.
     pub routes: Vec<RoutePlan>,
+    /// Keyed state tables, in the order their steps appear; a table's
+    /// index is its state id.
+    pub tables: Vec<TableSpec>,
 }
 
 /// One route, compiled.
@@ -52,6 +59,22 @@ pub struct RoutePlan {
     pub reply: Vec<(String, usize)>,
     /// Slot of the int64 column that gives the HTTP status, if any.
     pub status_column: Option<usize>,
+    /// For a `read` route: the table it reads.
+    pub read: Option<ReadPlan>,
+}
+
+/// A `read` route: `GET path?key=…` answers a key's state.
+#[derive(Debug, Clone)]
+pub struct ReadPlan {
+    /// State table id.
+    pub table: usize,
+    /// Table name.
+    pub name: String,
+    /// Type of the table's key column.
+    pub key_type: ColumnType,
+    /// Names of the values a key's state holds (aggregate outputs, or
+    /// `value` for a `changed` table).
+    pub values: Vec<String>,
 }
 
 /// One compiled step.
@@ -80,6 +103,8 @@ pub enum StepPlan {
         /// The kept columns.
         columns: Vec<String>,
     },
+    /// `aggregate` or `changed`: a keyed state update.
+    Keyed(Keyed),
 }
 
 fn http_method(m: crate::config::Method) -> Method {
@@ -95,17 +120,69 @@ fn http_method(m: crate::config::Method) -> Method {
 
 /// Compiles and checks a configuration.
 pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
-    let mut routes = Vec::with_capacity(config.routes.len());
+    // Pipelines first, collecting keyed tables; read routes may name a
+    // table declared by a later route.
+    let mut tables: Vec<(TableSpec, ColumnType)> = Vec::new();
+    let mut routes: Vec<Option<RoutePlan>> = Vec::with_capacity(config.routes.len());
     for (ri, route) in config.routes.iter().enumerate() {
-        routes.push(plan_route(&config, ri, route)?);
+        routes.push(match route.read {
+            None => Some(plan_route(&config, ri, route, &mut tables)?),
+            Some(_) => None,
+        });
     }
-    Ok(Plan { config, routes })
+    for (ri, route) in config.routes.iter().enumerate() {
+        if let Some(read) = &route.read {
+            let Some(table) = tables.iter().position(|(t, _)| t.name == read.value) else {
+                let names: Vec<&str> = tables.iter().map(|(t, _)| t.name.as_str()).collect();
+                return Err(ConfigError::at(
+                    &config.source,
+                    read.span.clone(),
+                    &format!("route[{ri}].read"),
+                    format!(
+                        "no keyed step is named \"{}\"; expected one of: {}",
+                        read.value,
+                        names.join(", ")
+                    ),
+                ));
+            };
+            let (spec, key_type) = &tables[table];
+            let values = match &spec.kind {
+                TableKind::Aggregate(outputs) => outputs.iter().map(|o| o.name.clone()).collect(),
+                TableKind::Changed { .. } => vec!["value".to_string()],
+            };
+            routes[ri] = Some(RoutePlan {
+                method: http_method(route.method),
+                path: route.path.clone(),
+                name: format!("{} {}", route.method, route.path),
+                request: Vec::new(),
+                columns: Columns::new(),
+                steps: Vec::new(),
+                reply: Vec::new(),
+                status_column: None,
+                read: Some(ReadPlan {
+                    table,
+                    name: spec.name.clone(),
+                    key_type: *key_type,
+                    values,
+                }),
+            });
+        }
+    }
+    Ok(Plan {
+        config,
+        routes: routes
+            .into_iter()
+            .map(|r| r.expect("every route planned"))
+            .collect(),
+        tables: tables.into_iter().map(|(t, _)| t).collect(),
+    })
 }
 
 fn plan_route(
     config: &ServiceConfig,
     ri: usize,
     route: &RouteConfig,
+    tables: &mut Vec<(TableSpec, ColumnType)>,
 ) -> Result<RoutePlan, ConfigError> {
     let source = &config.source;
     if route.path == HEALTH_PATH {
@@ -118,14 +195,6 @@ fn plan_route(
             ),
         ));
     }
-    if let Some(read) = &route.read {
-        return Err(ConfigError::at(
-            source,
-            read.span.clone(),
-            &format!("route[{ri}].read"),
-            "read routes need keyed state, which this build does not support yet",
-        ));
-    }
     let mut columns = Columns::new();
     let request: Vec<Column> = route.request.iter().map(|f| f.column.clone()).collect();
     for c in &request {
@@ -133,11 +202,11 @@ fn plan_route(
     }
     let mut steps = Vec::with_capacity(route.steps.len());
     for (si, step) in route.steps.iter().enumerate() {
-        let key = |field: &str| step_key(ri, si, field);
+        let at = |field: &str| step_key(ri, si, field);
         match step {
             StepConfig::WithColumn { name, expr } => {
                 let name = &name.value;
-                let compiled = compile_at(source, &columns, expr, &key("with_column.expr"))?;
+                let compiled = compile_at(source, &columns, expr, &at("with_column.expr"))?;
                 let out = columns.push(Column {
                     name: name.clone(),
                     ty: compiled.ty(),
@@ -154,12 +223,12 @@ fn plan_route(
                 status,
                 message,
             } => {
-                let compiled = compile_at(source, &columns, expr, &key("filter.expr"))?;
+                let compiled = compile_at(source, &columns, expr, &at("filter.expr"))?;
                 if compiled.ty() != ColumnType::Boolean {
                     return Err(ConfigError::at(
                         source,
                         expr.span.clone(),
-                        &key("filter.expr"),
+                        &at("filter.expr"),
                         format!("a filter needs a bool expression, found {}", compiled.ty()),
                     ));
                 }
@@ -178,7 +247,7 @@ fn plan_route(
                             return Err(unknown_column(
                                 source,
                                 span,
-                                &key("select.columns"),
+                                &at("select.columns"),
                                 name,
                                 &columns,
                             ));
@@ -194,13 +263,80 @@ fn plan_route(
                     columns: keep.iter().map(|c| c.value.clone()).collect(),
                 });
             }
-            StepConfig::Aggregate { name, .. } | StepConfig::Changed { name, .. } => {
-                return Err(ConfigError::at(
+            StepConfig::Aggregate { name, key, outputs } => {
+                let (key_slot, key_type) = key_column(source, &columns, key, &at("aggregate.key"))?;
+                let mut specs = Vec::with_capacity(outputs.len());
+                let mut inputs = Vec::with_capacity(outputs.len());
+                for o in outputs {
+                    let spec = AggOutput::parse(o.name.value.clone(), &o.spec.value, |col| {
+                        columns.index_of(col).map(|i| columns.get(i).ty)
+                    })
+                    .map_err(|e| {
+                        ConfigError::at(
+                            source,
+                            o.spec.span.clone(),
+                            &at(&format!("aggregate.outputs.{}", o.name.value)),
+                            e.to_string(),
+                        )
+                    })?;
+                    inputs.push(spec.input.as_ref().and_then(|c| columns.index_of(c)));
+                    specs.push(spec);
+                }
+                let outs = specs
+                    .iter()
+                    .map(|o| {
+                        columns.push(Column {
+                            name: o.name.clone(),
+                            ty: o.output_type(),
+                            nullable: true,
+                        })
+                    })
+                    .collect();
+                let table = add_table(
                     source,
-                    name.span.clone(),
-                    &format!("route[{ri}].step[{si}]"),
-                    "keyed state steps (aggregate, changed) are not supported by this build yet",
-                ));
+                    tables,
+                    TableSpec::aggregate(name.value.clone(), specs),
+                    key_type,
+                    name,
+                    &at("aggregate.name"),
+                )?;
+                steps.push(StepPlan::Keyed(Keyed::Aggregate(Aggregate {
+                    table,
+                    key: key_slot,
+                    key_name: key.value.clone(),
+                    inputs,
+                    outs,
+                })));
+            }
+            StepConfig::Changed {
+                name,
+                key,
+                value,
+                output,
+            } => {
+                let (key_slot, key_type) = key_column(source, &columns, key, &at("changed.key"))?;
+                let compiled = compile_at(source, &columns, value, &at("changed.value"))?;
+                let table = add_table(
+                    source,
+                    tables,
+                    TableSpec::changed(name.value.clone(), compiled.ty()),
+                    key_type,
+                    name,
+                    &at("changed.name"),
+                )?;
+                let out = columns.push(Column {
+                    name: output.value.clone(),
+                    ty: ColumnType::Boolean,
+                    nullable: false,
+                });
+                steps.push(StepPlan::Keyed(Keyed::Changed(Changed {
+                    table,
+                    key: key_slot,
+                    key_name: key.value.clone(),
+                    value: compiled,
+                    out,
+                    scratch: Slot::default(),
+                })));
             }
         }
     }
@@ -259,7 +395,55 @@ fn plan_route(
         steps,
         reply,
         status_column,
+        read: None,
     })
+}
+
+fn key_column(
+    source: &crate::config::Source,
+    columns: &Columns,
+    key: &Spanned<String>,
+    at: &str,
+) -> Result<(usize, ColumnType), ConfigError> {
+    let Some(i) = columns.index_of(&key.value) else {
+        return Err(unknown_column(source, &key.span, at, &key.value, columns));
+    };
+    let ty = columns.get(i).ty;
+    if ty == ColumnType::Float64 {
+        return Err(ConfigError::at(
+            source,
+            key.span.clone(),
+            at,
+            format!(
+                "key column \"{}\" is float64; keys must be utf8, int64 or bool",
+                key.value
+            ),
+        ));
+    }
+    Ok((i, ty))
+}
+
+fn add_table(
+    source: &crate::config::Source,
+    tables: &mut Vec<(TableSpec, ColumnType)>,
+    spec: TableSpec,
+    key_type: ColumnType,
+    name: &Spanned<String>,
+    at: &str,
+) -> Result<usize, ConfigError> {
+    if tables.iter().any(|(t, _)| t.name == spec.name) {
+        return Err(ConfigError::at(
+            source,
+            name.span.clone(),
+            at,
+            format!(
+                "another keyed step is already named \"{}\"; names must be unique",
+                spec.name
+            ),
+        ));
+    }
+    tables.push((spec, key_type));
+    Ok(tables.len() - 1)
 }
 
 fn compile_at(
@@ -348,8 +532,28 @@ impl Plan {
             l.max_connections,
             l.drain_timeout
         );
+        if let Some(cp) = &self.config.checkpoint {
+            let _ = writeln!(
+                s,
+                "  checkpoints: {} every {:?}, keep {}, full snapshot every {} epochs",
+                cp.dir.display(),
+                cp.interval,
+                cp.retain,
+                cp.full_every
+            );
+        }
         for r in &self.routes {
             let _ = writeln!(s, "route {}", r.name);
+            if let Some(read) = &r.read {
+                let _ = writeln!(
+                    s,
+                    "  read: {}?key=<{}> -> {{key, {}}} (from the key's owner shard)",
+                    read.name,
+                    read.key_type,
+                    read.values.join(", ")
+                );
+                continue;
+            }
             let fields: Vec<String> = r
                 .request
                 .iter()
@@ -390,6 +594,34 @@ impl Plan {
                     StepPlan::Select { columns } => {
                         let _ = writeln!(s, "  step {i}: select {}", columns.join(", "));
                     }
+                    StepPlan::Keyed(Keyed::Aggregate(a)) => {
+                        let table = &self.tables[a.table];
+                        let outs: Vec<String> = a
+                            .outs
+                            .iter()
+                            .map(|&o| {
+                                let c = r.columns.get(o);
+                                format!("{}: {}", c.name, c.ty)
+                            })
+                            .collect();
+                        let _ = writeln!(
+                            s,
+                            "  step {i}: aggregate {} by {} (state on the key's owner shard)  -> {}",
+                            table.name,
+                            a.key_name,
+                            outs.join(", ")
+                        );
+                    }
+                    StepPlan::Keyed(Keyed::Changed(c)) => {
+                        let _ = writeln!(
+                            s,
+                            "  step {i}: changed {} by {} on {}  -> {}: bool",
+                            self.tables[c.table].name,
+                            c.key_name,
+                            c.value.source(),
+                            r.columns.get(c.out).name
+                        );
+                    }
                 }
             }
             let reply: Vec<String> = r
@@ -427,6 +659,7 @@ impl RoutePlan {
                     message,
                 ))),
                 StepPlan::Select { .. } => None,
+                StepPlan::Keyed(k) => Some(Operator::Keyed(k.clone())),
             })
             .collect();
         Route {
@@ -438,6 +671,8 @@ impl RoutePlan {
             ops,
             reply: ReplyEncoder::new(&self.reply),
             status_column: self.status_column,
+            read: self.read.clone(),
+            key_text: String::new(),
         }
     }
 }
@@ -453,38 +688,265 @@ pub struct Route {
     ops: Vec<Operator>,
     reply: ReplyEncoder,
     status_column: Option<usize>,
+    read: Option<ReadPlan>,
+    /// The percent-decoded `key` of a read request.
+    key_text: String,
+}
+
+/// What running a request through a route came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Answered: the status; the body is written.
+    Done(u16),
+    /// Step `step` needs the key's owner shard `owner` to run `op`; resume
+    /// with [`Router::resume`] once the reply is back.
+    Forward {
+        /// The keyed step's index among the route's operators.
+        step: usize,
+        /// Owner shard.
+        owner: usize,
+        /// What the owner must run.
+        op: KeyedOp,
+    },
 }
 
 impl Route {
-    /// Runs one request body through the route: decode, steps, reply. Writes
-    /// the JSON response body into `body` and returns the status.
-    pub fn handle(&mut self, request_body: &[u8], body: &mut Vec<u8>) -> u16 {
-        if let Err(e) = self.schema.decode(request_body, &mut self.row) {
-            e.write_json(body);
-            return e.status;
+    /// Runs one request through the route: decode, steps, reply. Writes the
+    /// JSON response body into `body`.
+    pub fn handle(
+        &mut self,
+        request: &Request<'_>,
+        ctx: &mut Ctx<'_>,
+        body: &mut Vec<u8>,
+    ) -> Outcome {
+        if self.read.is_some() {
+            return self.read(request.query, ctx, body);
         }
-        for op in &mut self.ops {
-            if let Flow::Reply(status) = op.apply(&mut self.row, body) {
-                return status;
+        if let Err(e) = self.schema.decode(request.body, &mut self.row) {
+            e.write_json(body);
+            return Outcome::Done(e.status);
+        }
+        self.run_from(0, ctx, body)
+    }
+
+    /// The row being processed, to save while a forward is in flight (other
+    /// requests on this shard reuse the route's row meanwhile).
+    pub fn row(&self) -> &Row {
+        &self.row
+    }
+
+    /// Restores a saved row, the reply of the owner for operator `step`, and
+    /// goes on with the steps after it.
+    pub fn resume(
+        &mut self,
+        saved: &Row,
+        step: usize,
+        reply: KeyedReply,
+        ctx: &mut Ctx<'_>,
+        body: &mut Vec<u8>,
+    ) -> Outcome {
+        if let Some(read) = &self.read {
+            return match reply {
+                KeyedReply::Values(Some(values)) => {
+                    write_read(body, read, saved.get(0), &values);
+                    Outcome::Done(200)
+                }
+                KeyedReply::Values(None) => {
+                    not_found(body, saved.get(0));
+                    Outcome::Done(404)
+                }
+                KeyedReply::Failed(status, message) => {
+                    write_error_json(body, &message, None);
+                    Outcome::Done(status)
+                }
+                other => {
+                    write_error_json(body, &format!("unexpected reply {other:?}"), None);
+                    Outcome::Done(500)
+                }
+            };
+        }
+        self.row.clone_from(saved);
+        let Operator::Keyed(op) = &self.ops[step] else {
+            write_error_json(body, "resumed at a step that is not keyed", None);
+            return Outcome::Done(500);
+        };
+        match op.accept(&mut self.row, reply, body) {
+            Flow::Continue => self.run_from(step + 1, ctx, body),
+            Flow::Reply(status) => Outcome::Done(status),
+            Flow::Forward(_) => Outcome::Done(500),
+        }
+    }
+
+    fn run_from(&mut self, first: usize, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Outcome {
+        for step in first..self.ops.len() {
+            match self.ops[step].apply(&mut self.row, ctx, body) {
+                Flow::Continue => {}
+                Flow::Reply(status) => return Outcome::Done(status),
+                Flow::Forward(owner) => {
+                    let Operator::Keyed(op) = &self.ops[step] else {
+                        unreachable!("only keyed steps forward")
+                    };
+                    return Outcome::Forward {
+                        step,
+                        owner,
+                        op: op.forward_op(&self.row, ctx.now_ms),
+                    };
+                }
             }
         }
         self.reply.encode(&self.row, body);
         match self.status_column {
-            None => 200,
+            None => Outcome::Done(200),
             Some(i) => match self.row.get(i) {
-                crate::row::Val::Int(s) if (200..=599).contains(&s) => s as u16,
-                crate::row::Val::Null => 200,
+                Val::Int(s) if (200..=599).contains(&s) => Outcome::Done(s as u16),
+                Val::Null => Outcome::Done(200),
                 other => {
                     body.clear();
                     let message = format!(
-                        "status column \"{}\" holds {other:?}, not an HTTP status 200..599",
+                        "route {}: the status column holds {other:?}, not an HTTP status 200..599",
                         self.name
                     );
                     write_error_json(body, &message, None);
-                    500
+                    Outcome::Done(500)
                 }
             },
         }
+    }
+
+    /// `GET path?key=…` on a read route.
+    fn read(&mut self, query: &str, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Outcome {
+        let read = self.read.as_ref().expect("read route");
+        let Some(raw) = query_param(query, "key") else {
+            write_error_json(body, "missing query parameter \"key\"", Some("key"));
+            return Outcome::Done(400);
+        };
+        if !percent_decode(raw, &mut self.key_text) {
+            write_error_json(
+                body,
+                "query parameter \"key\" is not valid percent-encoded UTF-8",
+                Some("key"),
+            );
+            return Outcome::Done(400);
+        }
+        let key = match read.key_type {
+            ColumnType::Utf8 => Val::Str(&self.key_text),
+            ColumnType::Int64 => match self.key_text.parse::<i64>() {
+                Ok(i) => Val::Int(i),
+                Err(_) => {
+                    write_error_json(
+                        body,
+                        &format!("key must be an int64, found \"{}\"", self.key_text),
+                        Some("key"),
+                    );
+                    return Outcome::Done(400);
+                }
+            },
+            ColumnType::Boolean => match self.key_text.as_str() {
+                "true" => Val::Bool(true),
+                "false" => Val::Bool(false),
+                other => {
+                    write_error_json(
+                        body,
+                        &format!("key must be true or false, found \"{other}\""),
+                        Some("key"),
+                    );
+                    return Outcome::Done(400);
+                }
+            },
+            ColumnType::Float64 => unreachable!("float keys are refused by the plan"),
+        };
+        // The key travels in slot 0 of the route's (otherwise unused) row.
+        if self.row.width() == 0 {
+            self.row = Row::with_width(1);
+        }
+        let owner = owner_shard(key, ctx.shards);
+        if owner != ctx.shard {
+            let op = KeyedOp::Read {
+                table: read.table,
+                key: Owned::from_val(key),
+            };
+            self.row.slot_mut(0).set(key);
+            return Outcome::Forward { step: 0, owner, op };
+        }
+        match read_state(ctx.state, read.table, key) {
+            Some(values) => {
+                write_read(body, read, key, &values);
+                Outcome::Done(200)
+            }
+            None => {
+                not_found(body, key);
+                Outcome::Done(404)
+            }
+        }
+    }
+}
+
+fn write_read(body: &mut Vec<u8>, read: &ReadPlan, key: Val<'_>, values: &[Owned]) {
+    body.extend_from_slice(b"{\"key\":");
+    write_json_value(body, key);
+    for (name, v) in read.values.iter().zip(values) {
+        body.push(b',');
+        write_json_string(body, name);
+        body.push(b':');
+        write_json_value(body, v.as_val());
+    }
+    body.push(b'}');
+}
+
+fn not_found(body: &mut Vec<u8>, key: Val<'_>) {
+    let mut k = Vec::new();
+    write_json_value(&mut k, key);
+    write_error_json(
+        body,
+        &format!("no state for key {}", String::from_utf8_lossy(&k)),
+        Some("key"),
+    );
+}
+
+/// The raw value of `name` in a query string.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Percent-decodes `raw` (and `+` as space) into `out`; false if the result
+/// is not UTF-8 or an escape is malformed.
+fn percent_decode(raw: &str, out: &mut String) -> bool {
+    let bytes = raw.as_bytes();
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return false;
+                };
+                buf.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            b'+' => {
+                buf.push(b' ');
+                i += 1;
+            }
+            b => {
+                buf.push(b);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(buf) {
+        Ok(s) => {
+            *out = s;
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -583,20 +1045,52 @@ impl Router {
         self.paths[path].1
     }
 
-    /// Runs route `i` on a request; panics inside the pipeline become a 500
-    /// for this request while the shard keeps serving.
-    pub fn handle(&mut self, i: usize, request: &Request<'_>, body: &mut Vec<u8>) -> u16 {
+    /// Runs route `i` on a request; a panic inside the pipeline becomes a
+    /// 500 for this request while the shard keeps serving.
+    pub fn handle(
+        &mut self,
+        i: usize,
+        request: &Request<'_>,
+        ctx: &mut Ctx<'_>,
+        body: &mut Vec<u8>,
+    ) -> Outcome {
         let route = &mut self.routes[i];
         let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| route.handle(request.body, body)));
-        match result {
-            Ok(status) => status,
-            Err(_) => {
-                body.clear();
-                write_error_json(body, "internal error while running the route's steps", None);
-                tracing::error!(route = %route.name, "a step panicked; answered 500");
-                500
-            }
+            std::panic::catch_unwind(AssertUnwindSafe(|| route.handle(request, ctx, body)));
+        contain(result, &route.name, body)
+    }
+
+    /// Resumes route `i` after a forward (see [`Route::resume`]).
+    pub fn resume(
+        &mut self,
+        i: usize,
+        saved: &Row,
+        step: usize,
+        reply: KeyedReply,
+        ctx: &mut Ctx<'_>,
+        body: &mut Vec<u8>,
+    ) -> Outcome {
+        let route = &mut self.routes[i];
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            route.resume(saved, step, reply, ctx, body)
+        }));
+        contain(result, &route.name, body)
+    }
+
+    /// Route `i`'s current row.
+    pub fn row(&self, i: usize) -> &Row {
+        self.routes[i].row()
+    }
+}
+
+fn contain(result: std::thread::Result<Outcome>, route: &str, body: &mut Vec<u8>) -> Outcome {
+    match result {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            body.clear();
+            write_error_json(body, "internal error while running the route's steps", None);
+            tracing::error!(route, "a step panicked; answered 500");
+            Outcome::Done(500)
         }
     }
 }

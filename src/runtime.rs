@@ -18,9 +18,11 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{Admin, AdminHandle};
+use crate::checkpoint::{self, Coordinator, CoordinatorHandle, ShardCheckpoint};
 use crate::metrics::ShardSnapshot;
 use crate::pipeline::{Plan, Router};
-use crate::shard::{self, ShardCommand, ShardSetup};
+use crate::shard::{self, Peers, ShardCommand, ShardSetup};
+use crate::state::ShardState;
 
 /// io_uring registered memory per shard. Network shards do no direct file
 /// I/O, so glommio's 10 MiB default would only eat into `RLIMIT_MEMLOCK`
@@ -73,6 +75,9 @@ pub enum StartError {
     /// A shard failed while starting.
     #[error("{0}")]
     Shard(String),
+    /// State could not be restored, or checkpoints not set up.
+    #[error("checkpoints: {0}")]
+    Checkpoint(String),
 }
 
 /// Picks the cores for the shards: the configured list, or the first
@@ -155,6 +160,9 @@ pub struct Service {
     plan: Arc<Plan>,
     shards: Vec<ShardHandle>,
     admin: Option<AdminHandle>,
+    coordinator: Option<CoordinatorHandle>,
+    drained: Receiver<usize>,
+    restored_epoch: u64,
 }
 
 struct ShardHandle {
@@ -171,6 +179,9 @@ impl Service {
         let svc = &plan.config.service;
         let cores = shard_cores(&plan)?;
         check_memlock(svc.shards)?;
+
+        // State first: listeners open only once it is loaded.
+        let (states, endpoints, coordinator, restored_epoch) = restore(&plan)?;
 
         let mut listeners = Vec::with_capacity(svc.shards);
         for i in 0..svc.shards {
@@ -189,8 +200,16 @@ impl Service {
         };
 
         let (ready_tx, ready_rx) = unbounded::<Result<(), String>>();
+        let (drained_tx, drained_rx) = unbounded::<usize>();
         let mut shards = Vec::with_capacity(svc.shards);
+        let peers = Peers::mesh(svc.shards, plan.config.limits.max_connections + 64);
+        let mut per_shard = states
+            .into_iter()
+            .zip(endpoints)
+            .zip(peers)
+            .map(|((s, e), p)| (s, e, p));
         for (i, listener) in listeners.into_iter().enumerate() {
+            let (state, checkpoint, peers) = per_shard.next().expect("one state per shard");
             let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 addr: SocketAddr::new(svc.host, 0),
                 what: format!("shard {i}"),
@@ -205,6 +224,11 @@ impl Service {
                 limits: plan.config.limits,
                 io_memory: SHARD_IO_MEMORY,
                 commands: rx,
+                shards: svc.shards,
+                state,
+                checkpoint,
+                peers,
+                drained: drained_tx.clone(),
             };
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
@@ -222,6 +246,9 @@ impl Service {
             plan: plan.clone(),
             shards,
             admin: None,
+            coordinator,
+            drained: drained_rx,
+            restored_epoch,
         };
         for _ in 0..service.shards.len() {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -240,7 +267,8 @@ impl Service {
         }
         if let Some(listener) = admin_listener {
             let senders = service.shards.iter().map(|s| s.commands.clone()).collect();
-            service.admin = Some(Admin::new(plan, senders).spawn(listener));
+            service.admin =
+                Some(Admin::new(plan, senders, service.coordinator.clone()).spawn(listener));
         }
         Ok(service)
     }
@@ -266,14 +294,51 @@ impl Service {
         collect_snapshots(&senders, Duration::from_secs(2))
     }
 
-    /// Drains and stops every shard (bounded by the drain timeout), then the
-    /// admin endpoint. Returns once all shard threads have exited.
+    /// The epoch state was restored from at start (0: none).
+    pub fn restored_epoch(&self) -> u64 {
+        self.restored_epoch
+    }
+
+    /// The checkpoint coordinator, when checkpoints are configured.
+    pub fn coordinator(&self) -> Option<&CoordinatorHandle> {
+        self.coordinator.as_ref()
+    }
+
+    /// Drains and stops every shard (bounded by the drain timeout), takes
+    /// the final checkpoint, then stops the admin endpoint. Returns once all
+    /// shard threads have exited.
     pub fn stop(&mut self) {
+        if self.shards.iter().all(|s| s.thread.is_none()) {
+            return;
+        }
         if let Some(admin) = &self.admin {
             admin.set_draining();
         }
         for s in &self.shards {
             let _ = s.commands.send(ShardCommand::Shutdown);
+        }
+        let wait = self.plan.config.limits.drain_timeout + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + wait;
+        let mut drained = 0;
+        while drained < self.shards.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.drained.recv_timeout(left) {
+                Ok(_) => drained += 1,
+                Err(_) => {
+                    tracing::warn!(drained, "not every shard drained in time");
+                    break;
+                }
+            }
+        }
+        // Every request is answered: the final epoch holds every update.
+        if let Some(coordinator) = self.coordinator.take() {
+            match coordinator.stop() {
+                Ok(epoch) => tracing::info!(epoch, "final checkpoint committed"),
+                Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+            }
+        }
+        for s in &self.shards {
+            let _ = s.commands.send(ShardCommand::Exit);
         }
         for s in &mut self.shards {
             if let Some(t) = s.thread.take() {
@@ -290,6 +355,55 @@ impl Drop for Service {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+type Restored = (
+    Vec<ShardState>,
+    Vec<Option<ShardCheckpoint>>,
+    Option<CoordinatorHandle>,
+    u64,
+);
+
+/// Loads the newest valid checkpoint (re-hashed to the current shard count)
+/// and starts the epoch coordinator; or, without `[checkpoint]`, empty state.
+fn restore(plan: &Plan) -> Result<Restored, StartError> {
+    let shards = plan.config.service.shards;
+    let Some(cp) = &plan.config.checkpoint else {
+        let mut states = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            states.push(
+                ShardState::without_checkpoints(&plan.tables)
+                    .map_err(|e| StartError::Checkpoint(e.to_string()))?,
+            );
+        }
+        return Ok((states, (0..shards).map(|_| None).collect(), None, 0));
+    };
+    let recovered = checkpoint::recover(&cp.dir, shards, &plan.tables)
+        .map_err(|e| StartError::Checkpoint(format!("{}: {e}", cp.dir.display())))?;
+    for (epoch, why) in &recovered.skipped {
+        tracing::warn!(epoch, reason = %why, "skipped a damaged checkpoint");
+    }
+    tracing::info!(
+        epoch = recovered.epoch,
+        keys = recovered.keys,
+        dir = %cp.dir.display(),
+        "state restored"
+    );
+    let config = checkpoint::CheckpointConfig {
+        dir: cp.dir.clone(),
+        interval: cp.interval,
+        retain: cp.retain,
+        full_every: u32::try_from(cp.full_every).unwrap_or(u32::MAX),
+        ..checkpoint::CheckpointConfig::new(&cp.dir)
+    };
+    let (handle, endpoints) = Coordinator::start(config, &plan.tables, shards, recovered.epoch)
+        .map_err(|e| StartError::Checkpoint(e.to_string()))?;
+    Ok((
+        recovered.shards,
+        endpoints.into_iter().map(Some).collect(),
+        Some(handle),
+        recovered.epoch,
+    ))
 }
 
 /// Asks every shard for a snapshot and waits (bounded) for the answers.

@@ -36,17 +36,30 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
+use std::task::{Poll, Waker};
+
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
+use crate::checkpoint::ShardCheckpoint;
+use crate::forward::{KeyedOp, KeyedReply, ShardMessage};
+use crate::operator::{Ctx, run_on_owner};
+use crate::pipeline::Outcome;
+use crate::row::Row;
+use crate::state::ShardState;
+
 use crate::http::{
-    ContentType, Decoded, Decoder, HttpDate, Limits, Request, ResponseOptions, write_response,
+    ContentType, Decoded, Decoder, HttpDate, Limits, Request, ResponseOptions, write_error,
+    write_response,
 };
 use crate::metrics::{ShardMetrics, ShardSnapshot};
 use crate::pipeline::{Match, Router};
@@ -58,8 +71,46 @@ use crate::sys::{self, Half};
 pub enum ShardCommand {
     /// Send a copy of the shard's metrics to this channel.
     Snapshot(Sender<ShardSnapshot>),
-    /// Stop accepting, drain and exit.
+    /// Stop accepting and drain; report on `drained` when done, then keep
+    /// serving forwarded operations and checkpoint barriers until `Exit`.
     Shutdown,
+    /// Leave: the final checkpoint (if any) is committed.
+    Exit,
+}
+
+/// The shard's ends of the channels to every other shard: `senders[j]` goes
+/// to shard `j`, `receivers` come from every other shard (`None` at the
+/// shard's own index).
+pub struct Peers {
+    /// Senders to shard j.
+    pub senders: Vec<Option<SharedSender<ShardMessage>>>,
+    /// Receivers from every other shard.
+    pub receivers: Vec<SharedReceiver<ShardMessage>>,
+}
+
+impl Peers {
+    /// The full mesh of channels for `shards` shards. Each channel holds
+    /// `capacity` messages; a connection has at most one forward in flight,
+    /// so `capacity` ≥ connections per shard makes a full channel, and so a
+    /// cycle of shards blocked on each other, impossible.
+    pub fn mesh(shards: usize, capacity: usize) -> Vec<Peers> {
+        let mut peers: Vec<Peers> = (0..shards)
+            .map(|_| Peers {
+                senders: (0..shards).map(|_| None).collect(),
+                receivers: Vec::new(),
+            })
+            .collect();
+        for from in 0..shards {
+            for to in 0..shards {
+                if from != to {
+                    let (tx, rx) = glommio::channels::shared_channel::new_bounded(capacity);
+                    peers[from].senders[to] = Some(tx);
+                    peers[to].receivers.push(rx);
+                }
+            }
+        }
+        peers
+    }
 }
 
 /// Everything a shard needs, prepared on the main thread.
@@ -79,6 +130,16 @@ pub struct ShardSetup {
     pub io_memory: usize,
     /// Commands from the coordinator.
     pub commands: Receiver<ShardCommand>,
+    /// Number of shards (for owner hashing).
+    pub shards: usize,
+    /// This shard's keyed state (restored from a checkpoint, or empty).
+    pub state: ShardState,
+    /// The shard's checkpoint endpoint, when checkpoints are configured.
+    pub checkpoint: Option<ShardCheckpoint>,
+    /// Channels to the other shards.
+    pub peers: Peers,
+    /// Told this shard's index once it has drained after `Shutdown`.
+    pub drained: Sender<usize>,
 }
 
 /// How often the housekeeping task runs: commands are picked up within this
@@ -116,6 +177,14 @@ pub fn run(setup: ShardSetup, ready: Sender<Result<(), String>>) {
     executor.run(serve(setup, ready));
 }
 
+/// The reply slot of a connection with a forward in flight.
+#[derive(Default)]
+struct ForwardSlot {
+    generation: Cell<u64>,
+    reply: RefCell<Option<KeyedReply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
 /// A connection's phase, as the timeout sweep sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -137,6 +206,8 @@ struct ConnTimer {
     /// Set by the sweep (or drain) when the connection must stop; says which
     /// phase expired.
     expired: Cell<Option<Phase>>,
+    /// Where the owner shard's reply to this connection's forward lands.
+    forward: ForwardSlot,
 }
 
 impl ConnTimer {
@@ -163,6 +234,25 @@ struct Shard {
     /// Buffers of closed connections, reused by new ones.
     buffers: RefCell<Vec<Buffers>>,
     draining: Cell<bool>,
+    shards: usize,
+    state: RefCell<ShardState>,
+    checkpoint: Option<ShardCheckpoint>,
+    /// Senders to the other shards (`None` at our own index).
+    peers: Vec<Option<ConnectedSender<ShardMessage>>>,
+}
+
+impl Shard {
+    fn ctx<'a>(&self, state: &'a mut ShardState) -> Ctx<'a> {
+        Ctx {
+            state,
+            shard: self.index,
+            shards: self.shards,
+            now_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
 }
 
 async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
@@ -173,11 +263,35 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         router,
         limits,
         commands,
+        shards,
+        state,
+        checkpoint,
+        peers,
+        drained,
         ..
     } = setup;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    // SAFETY-free hand-over: glommio takes ownership of the descriptor.
-    let listener = into_glommio_listener(listener);
+    let listener = sys::glommio_listener(listener);
+
+    // Receivers connect in their own tasks so that every shard's senders
+    // can connect meanwhile, whatever order the shards start in.
+    let (inbox_tx, inbox_rx) = glommio::channels::local_channel::new_unbounded();
+    let inbox_tx = Rc::new(inbox_tx);
+    for rx in peers.receivers {
+        let inbox_tx = inbox_tx.clone();
+        glommio::spawn_local(async move {
+            let _ = inbox_tx.try_send(rx.connect().await);
+        })
+        .detach();
+    }
+    drop(inbox_tx);
+    let mut connected = Vec::with_capacity(shards);
+    for tx in peers.senders {
+        connected.push(match tx {
+            Some(tx) => Some(tx.connect().await),
+            None => None,
+        });
+    }
     let route_names: Vec<String> = router.route_names();
     let date = HttpDate::new(SystemTime::now());
     let shard = Rc::new(Shard {
@@ -191,6 +305,10 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         conns: RefCell::new(Vec::new()),
         buffers: RefCell::new(Vec::new()),
         draining: Cell::new(false),
+        shards,
+        state: RefCell::new(state),
+        checkpoint,
+        peers: connected,
     });
 
     let ex = glommio::executor();
@@ -203,9 +321,20 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
     let housekeeping_queue =
         ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "housekeeping");
 
+    let mut inboxes = Vec::new();
+    for _ in 1..shards {
+        if let Some(rx) = inbox_rx.recv().await {
+            inboxes.push(
+                glommio::spawn_local_into(inbox(shard.clone(), rx), conn_queue)
+                    .expect("task queue exists"),
+            );
+        }
+    }
+
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let (exit_tx, exit_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let keeper = glommio::spawn_local_into(
-        housekeeping(shard.clone(), commands, stop_tx),
+        housekeeping(shard.clone(), commands, stop_tx, exit_tx),
         housekeeping_queue,
     )
     .expect("task queue exists");
@@ -214,15 +343,59 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
     accept_loop(&shard, &listener, stop_rx, conn_queue).await;
     drop(listener);
     drain(&shard).await;
+    let _ = drained.send(index);
+    // Other shards may still forward to us, and the final checkpoint needs
+    // our state: serve both until told to exit.
+    exit_rx.recv().await;
     keeper.cancel().await;
+    for task in inboxes {
+        task.cancel().await;
+    }
 }
 
-fn into_glommio_listener(listener: std::net::TcpListener) -> TcpListener {
-    use std::os::fd::FromRawFd;
-    let fd = listener.into_raw_fd();
-    // SAFETY: `fd` is a bound, listening TCP socket we own (just released by
-    // `into_raw_fd`); glommio's listener takes over closing it.
-    unsafe { TcpListener::from_raw_fd(fd) }
+/// Runs operations other shards forward to this one and delivers the
+/// replies to our own forwarded requests.
+async fn inbox(shard: Rc<Shard>, rx: ConnectedReceiver<ShardMessage>) {
+    while let Some(message) = rx.recv().await {
+        match message {
+            ShardMessage::Request {
+                from,
+                slot,
+                generation,
+                op,
+            } => {
+                let reply = run_on_owner(&mut shard.state.borrow_mut(), &op);
+                let Some(Some(tx)) = shard.peers.get(from) else {
+                    continue;
+                };
+                let message = ShardMessage::Reply {
+                    slot,
+                    generation,
+                    reply,
+                };
+                // Channels hold as many messages as a shard has connections,
+                // so this only waits if the origin shard is not reading.
+                let _ = tx.send(message).await;
+            }
+            ShardMessage::Reply {
+                slot,
+                generation,
+                reply,
+            } => {
+                let conns = shard.conns.borrow();
+                let Some(Some(conn)) = conns.get(slot) else {
+                    continue;
+                };
+                let f = &conn.forward;
+                if f.generation.get() == generation {
+                    *f.reply.borrow_mut() = Some(reply);
+                    if let Some(w) = f.waker.borrow_mut().take() {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn accept_loop(
@@ -262,6 +435,7 @@ async fn accept_loop(
             phase: Cell::new(Phase::Idle),
             deadline: Cell::new(Instant::now() + shard.limits.idle_timeout),
             expired: Cell::new(None),
+            forward: ForwardSlot::default(),
         });
         let slot = register(shard, timer.clone());
         {
@@ -280,6 +454,7 @@ async fn accept_loop(
                 let mut conn = Connection {
                     shard: &conn_shard,
                     timer: &timer,
+                    slot,
                     bufs: buffers,
                     decoder: Decoder::new(),
                     in_body: false,
@@ -340,6 +515,7 @@ async fn housekeeping(
     shard: Rc<Shard>,
     commands: Receiver<ShardCommand>,
     stop: glommio::channels::local_channel::LocalSender<()>,
+    exit: glommio::channels::local_channel::LocalSender<()>,
 ) {
     let limits = shard.limits;
     let shortest = limits
@@ -365,7 +541,15 @@ async fn housekeeping(
                         let _ = stop.try_send(());
                     }
                 }
+                ShardCommand::Exit => {
+                    let _ = exit.try_send(());
+                }
             }
+        }
+        if let Some(ep) = &shard.checkpoint {
+            // Between two requests: this task never runs inside one, so the
+            // state is a consistent cut. Capturing swaps the delta logs out.
+            let _ = ep.poll(&mut shard.state.borrow_mut());
         }
         let wall = SystemTime::now();
         let second = wall
@@ -436,6 +620,8 @@ struct Buffers {
     /// `(route, status, complete-at)` of the responses in `out`, recorded
     /// once `out` is handed to the socket.
     pending: Vec<(usize, u16, Instant)>,
+    /// A route's row, saved while the request waits for its owner shard.
+    saved: Row,
 }
 
 /// Initial read buffer size; grows up to the head + body limits for large
@@ -451,6 +637,7 @@ impl Buffers {
             out: Vec::with_capacity(READ_BUFFER),
             body: Vec::with_capacity(1024),
             pending: Vec::with_capacity(32),
+            saved: Row::default(),
         }
     }
 
@@ -496,19 +683,41 @@ impl Buffers {
 struct Connection<'s> {
     shard: &'s Shard,
     timer: &'s ConnTimer,
+    /// This connection's index in the shard's connection table, where
+    /// forwarded replies find it.
+    slot: usize,
     bufs: Buffers,
     decoder: Decoder,
     /// The last decode stopped inside a body (for the timeout phase).
     in_body: bool,
 }
 
+/// A request waiting for its keyed step to run on the owner shard.
+struct Forward {
+    route: usize,
+    step: usize,
+    owner: usize,
+    op: KeyedOp,
+    opts: ResponseOptions,
+    complete: Instant,
+}
+
 /// What the decode loop decided about the connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
 enum After {
     /// Keep reading.
     Continue,
     /// Write what is pending, then close.
     Close,
+    /// Write what is pending, run a forward, then go on decoding.
+    Forward(Forward),
+}
+
+/// What answering one request came to.
+enum Answer {
+    /// The response is in `out`.
+    Done { route: usize, status: u16 },
+    /// The request waits for its owner shard.
+    Forward(Forward),
 }
 
 impl Connection<'_> {
@@ -519,7 +728,7 @@ impl Connection<'_> {
         let limits = self.shard.limits;
         // Head, body and chunk framing; the decoder reports the precise error
         // long before this guard matters.
-        let buffer_limit = limits.max_header_bytes + limits.max_body_bytes + 64 * 1024;
+        let buffer_limit = crate::http::max_request_bytes(&limits);
         loop {
             self.bufs.make_room(buffer_limit)?;
             let end = self.bufs.end;
@@ -529,40 +738,117 @@ impl Connection<'_> {
                 return Ok(false);
             }
             self.bufs.end += n;
-            let after = self.decode_all();
-            if !self.bufs.out.is_empty() {
-                self.timer.phase.set(Phase::Busy);
-                stream.write_all(&self.bufs.out).await?;
-                self.bufs.out.clear();
-                let done = Instant::now();
-                self.record(done);
+            let mut after = self.decode_all();
+            while let After::Forward(forward) = after {
+                // Earlier responses go out now rather than wait for the owner.
+                self.flush(stream).await?;
+                after = self.run_forward(forward).await;
+                if matches!(after, After::Continue) {
+                    after = self.decode_all();
+                }
             }
-            if after == After::Close {
+            self.flush(stream).await?;
+            if matches!(after, After::Close) {
                 return Ok(true);
             }
             self.set_read_phase();
         }
     }
 
-    /// Closes our sending half, then reads and discards what the peer still
-    /// sends for a short while. Closing a socket with unread input makes the
-    /// kernel send a reset, which can destroy the error response we just
-    /// wrote before the client reads it (RFC 9112 §9.6).
-    async fn linger(&mut self, stream: &mut TcpStream) {
-        const LINGER: Duration = Duration::from_secs(1);
-        const LINGER_BYTES: usize = 256 * 1024;
-        if stream.close().await.is_err() {
-            return;
+    /// Writes pending responses and records their latency.
+    async fn flush(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+        if self.bufs.out.is_empty() {
+            return Ok(());
         }
         self.timer.phase.set(Phase::Busy);
-        self.timer.deadline.set(Instant::now() + LINGER);
-        let mut discarded = 0;
-        while discarded < LINGER_BYTES {
-            match stream.read(&mut self.bufs.buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => discarded += n,
+        stream.write_all(&self.bufs.out).await?;
+        self.bufs.out.clear();
+        self.record(Instant::now());
+        Ok(())
+    }
+
+    /// Sends a keyed step to its owner, waits for the reply, and finishes the
+    /// request (which may forward again, for a later keyed step).
+    async fn run_forward(&mut self, mut forward: Forward) -> After {
+        let shard = self.shard;
+        // Other requests on this shard reuse the route's row while we wait.
+        self.bufs
+            .saved
+            .clone_from(shard.router.borrow().row(forward.route));
+        loop {
+            shard.metrics.borrow_mut().forwarded_requests += 1;
+            let reply = self.forward(forward.owner, forward.op).await;
+            let outcome = {
+                let mut state = shard.state.borrow_mut();
+                let mut ctx = shard.ctx(&mut state);
+                self.bufs.body.clear();
+                shard.router.borrow_mut().resume(
+                    forward.route,
+                    &self.bufs.saved,
+                    forward.step,
+                    reply,
+                    &mut ctx,
+                    &mut self.bufs.body,
+                )
+            };
+            match outcome {
+                Outcome::Done(status) => {
+                    write_response(
+                        &mut self.bufs.out,
+                        &shard.date.borrow(),
+                        status,
+                        ContentType::Json,
+                        &self.bufs.body,
+                        forward.opts,
+                    );
+                    self.bufs
+                        .pending
+                        .push((forward.route, status, forward.complete));
+                    return if forward.opts.keep_alive {
+                        After::Continue
+                    } else {
+                        After::Close
+                    };
+                }
+                Outcome::Forward { step, owner, op } => {
+                    self.bufs
+                        .saved
+                        .clone_from(shard.router.borrow().row(forward.route));
+                    forward.step = step;
+                    forward.owner = owner;
+                    forward.op = op;
+                }
             }
         }
+    }
+
+    /// One round trip to the owner shard.
+    async fn forward(&mut self, owner: usize, op: KeyedOp) -> KeyedReply {
+        let shard = self.shard;
+        let slot = &self.timer.forward;
+        let generation = slot.generation.get() + 1;
+        slot.generation.set(generation);
+        slot.reply.borrow_mut().take();
+        let Some(Some(tx)) = shard.peers.get(owner) else {
+            return KeyedReply::Failed(503, format!("shard {owner} is not reachable"));
+        };
+        let message = ShardMessage::Request {
+            from: shard.index,
+            slot: self.slot,
+            generation,
+            op,
+        };
+        if tx.send(message).await.is_err() {
+            return KeyedReply::Failed(503, format!("shard {owner} has stopped"));
+        }
+        std::future::poll_fn(|cx| match slot.reply.borrow_mut().take() {
+            Some(reply) => Poll::Ready(reply),
+            None => {
+                *slot.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
     }
 
     /// Records latency of every response just written.
@@ -595,11 +881,32 @@ impl Connection<'_> {
         }
     }
 
+    /// Closes our sending half, then reads and discards what the peer still
+    /// sends for a short while. Closing a socket with unread input makes the
+    /// kernel send a reset, which can destroy the error response we just
+    /// wrote before the client reads it (RFC 9112 §9.6).
+    async fn linger(&mut self, stream: &mut TcpStream) {
+        const LINGER: Duration = Duration::from_secs(1);
+        const LINGER_BYTES: usize = 256 * 1024;
+        if stream.close().await.is_err() {
+            return;
+        }
+        self.timer.phase.set(Phase::Busy);
+        self.timer.deadline.set(Instant::now() + LINGER);
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match stream.read(&mut self.bufs.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
+    }
+
     /// The peer closed, or the sweep shut the socket: say why if it helps.
     async fn on_eof(&mut self, stream: &mut TcpStream) -> io::Result<()> {
         match self.timer.expired.get() {
             Some(Phase::Head) | Some(Phase::Body) => {
-                self.error_response(408, "request timed out", None);
+                self.error_response(408, "request timed out");
                 stream.write_all(&self.bufs.out).await?;
                 self.bufs.out.clear();
                 self.record(Instant::now());
@@ -609,7 +916,8 @@ impl Connection<'_> {
         }
     }
 
-    /// Answers every complete request in the buffer.
+    /// Answers every complete request in the buffer, until one needs its
+    /// owner shard.
     fn decode_all(&mut self) -> After {
         let shard = self.shard;
         loop {
@@ -629,23 +937,34 @@ impl Connection<'_> {
                     return After::Continue;
                 }
                 Ok(Decoded::Request { request, consumed }) => {
+                    self.in_body = false;
                     let complete = Instant::now();
                     let close = !request.keep_alive || shard.draining.get();
-                    let (route, status) = answer(
+                    let answer = answer(
                         shard,
                         &request,
                         close,
+                        complete,
                         &mut self.bufs.out,
                         &mut self.bufs.body,
                     );
-                    self.bufs.pending.push((route, status, complete));
                     self.bufs.start += consumed;
-                    if close {
-                        return After::Close;
+                    match answer {
+                        Answer::Done { route, status } => {
+                            self.bufs.pending.push((route, status, complete));
+                            if close {
+                                return After::Close;
+                            }
+                        }
+                        Answer::Forward(forward) => return After::Forward(forward),
                     }
                 }
                 Err(e) => {
-                    self.error_response(e.status(), e.message(), None);
+                    write_error(&mut self.bufs.out, &shard.date.borrow(), e);
+                    let unmatched = shard.metrics.borrow().unmatched();
+                    self.bufs
+                        .pending
+                        .push((unmatched, e.status(), Instant::now()));
                     return After::Close;
                 }
             }
@@ -653,40 +972,39 @@ impl Connection<'_> {
     }
 
     /// Appends an error response that closes the connection.
-    fn error_response(&mut self, status: u16, message: &str, allow: Option<&'static str>) {
+    fn error_response(&mut self, status: u16, message: &str) {
         let shard = self.shard;
         self.bufs.body.clear();
         write_error_json(&mut self.bufs.body, message, None);
-        let opts = match allow {
-            Some(allow) => ResponseOptions::closing().with_allow(allow),
-            None => ResponseOptions::closing(),
-        };
         write_response(
             &mut self.bufs.out,
             &shard.date.borrow(),
             status,
             ContentType::Json,
             &self.bufs.body,
-            opts,
+            ResponseOptions::closing(),
         );
         let unmatched = shard.metrics.borrow().unmatched();
         self.bufs.pending.push((unmatched, status, Instant::now()));
     }
 }
 
-/// Routes and answers one request; returns the metrics route index and the
-/// status. Runs to completion: no await, so it sees a consistent shard.
+/// Routes and answers one request. Runs to completion: no await, so it sees
+/// a consistent shard; a keyed step owned elsewhere stops it with a forward.
 fn answer(
     shard: &Shard,
     request: &Request<'_>,
     close: bool,
+    complete: Instant,
     out: &mut Vec<u8>,
     body: &mut Vec<u8>,
-) -> (usize, u16) {
+) -> Answer {
     let mut router = shard.router.borrow_mut();
     let unmatched = router.len();
     body.clear();
-    let (route, status, allow) = match router.find(request.method, request.path) {
+    let mut opts = ResponseOptions::for_request(request);
+    opts.keep_alive = !close;
+    let (route, status) = match router.find(request.method, request.path) {
         Match::Health => {
             let (status, text): (u16, &[u8]) = if shard.draining.get() {
                 (503, br#"{"status":"draining"}"#)
@@ -694,26 +1012,35 @@ fn answer(
                 (200, br#"{"status":"ok"}"#)
             };
             body.extend_from_slice(text);
-            (unmatched, status, None)
+            (unmatched, status)
         }
         Match::Route(i) => {
-            let status = router.handle(i, request, body);
-            (i, status, None)
+            let mut state = shard.state.borrow_mut();
+            let mut ctx = shard.ctx(&mut state);
+            match router.handle(i, request, &mut ctx, body) {
+                Outcome::Done(status) => (i, status),
+                Outcome::Forward { step, owner, op } => {
+                    return Answer::Forward(Forward {
+                        route: i,
+                        step,
+                        owner,
+                        op,
+                        opts,
+                        complete,
+                    });
+                }
+            }
         }
         Match::MethodNotAllowed(path) => {
             write_error_json(body, "method not allowed for this path", None);
-            (unmatched, 405, Some(path))
+            opts = opts.with_allow(router.allow(path));
+            (unmatched, 405)
         }
         Match::NotFound => {
             write_error_json(body, "no route for this path", None);
-            (unmatched, 404, None)
+            (unmatched, 404)
         }
     };
-    let mut opts = ResponseOptions::for_request(request);
-    opts.keep_alive = !close;
-    if let Some(path) = allow {
-        opts = opts.with_allow(router.allow(path));
-    }
     write_response(
         out,
         &shard.date.borrow(),
@@ -722,7 +1049,7 @@ fn answer(
         body,
         opts,
     );
-    (route, status)
+    Answer::Done { route, status }
 }
 
 /// Where a shard's listener is, for logs and tests.

@@ -59,3 +59,13 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no arguments, cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Hands a bound, listening std socket to glommio on the current executor.
+pub fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = listener.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket we own (just released by
+    // `into_raw_fd`, so nothing else closes it); glommio's listener takes
+    // over closing it.
+    unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
+}

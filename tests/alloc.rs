@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use coreline::http::{
     ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response,
 };
-use coreline::pipeline::{Match, Router, plan};
+use coreline::operator::Ctx;
+use coreline::pipeline::{Match, Outcome, Router, plan};
+use coreline::state::ShardState;
 
 struct Counting;
 
@@ -57,13 +59,23 @@ fn serve(
 ) -> usize {
     let mut start = 0;
     let mut answered = 0;
+    let mut state = ShardState::without_checkpoints(&[]).unwrap();
+    let mut ctx = Ctx {
+        state: &mut state,
+        shard: 0,
+        shards: 1,
+        now_ms: 0,
+    };
     out.clear();
     while start < input.len() {
         match decoder.decode(&input[start..], limits).unwrap() {
             Decoded::Request { request, consumed } => {
                 body.clear();
                 let status = match router.find(request.method, request.path) {
-                    Match::Route(i) => router.handle(i, &request, body),
+                    Match::Route(i) => match router.handle(i, &request, &mut ctx, body) {
+                        Outcome::Done(status) => status,
+                        other => panic!("unexpected {other:?}"),
+                    },
                     other => panic!("unexpected {other:?}"),
                 };
                 write_response(

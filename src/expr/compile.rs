@@ -1486,15 +1486,12 @@ impl Compiler<'_> {
     }
 
     fn function(&mut self, f: &ast::Function, e: &Ast) -> Result<Typed> {
-        // sqlparser reads a few bare keywords (`user`, `current_date`, …) as
-        // argument-less functions; a column of that name wins.
-        if let (FunctionArguments::None, [ObjectNamePart::Identifier(id)]) =
-            (&f.args, f.name.0.as_slice())
-            && self.columns.index_of(&id.value).is_some()
-        {
-            return self.column(id);
-        }
         let name = match f.name.0.as_slice() {
+            // sqlparser reads `user`, `current_date`, ... as calls without
+            // parentheses; a column of that name is what was meant.
+            [ObjectNamePart::Identifier(id)] if matches!(f.args, FunctionArguments::None) => {
+                return self.column(id);
+            }
             [ObjectNamePart::Identifier(id)] => id.value.to_ascii_lowercase(),
             _ => {
                 return Err(self.error(
@@ -1537,7 +1534,7 @@ impl Compiler<'_> {
             ));
         }
         let args: Vec<&Ast> = match &f.args {
-            FunctionArguments::None => Vec::new(),
+            FunctionArguments::None => Vec::new(), // handled above
             FunctionArguments::Subquery(_) => {
                 return Err(self.error(e, "subqueries are not supported in expressions"));
             }

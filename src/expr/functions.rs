@@ -114,6 +114,39 @@ pub(crate) fn round_double(x: f64, scale: i32) -> f64 {
     if x == 0.0 {
         return 0.0;
     }
+    round_double_fast(x, scale).unwrap_or_else(|| round_double_exact(x, scale))
+}
+
+/// Powers of ten that are exact doubles.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// `round_double` by float arithmetic, when that provably gives the same
+/// answer: `y = x * 10^scale` is below 2^40 (so its rounding error, under
+/// 2 ulp, is below 2^-11) and its fraction is not within 2^-10 of one half.
+/// Then `y` and the decimal digits of `x` round to the same integer `m`,
+/// and `m / 10^scale` (two exact doubles) is correctly rounded, as the
+/// exact path's parse of `m e-scale` is. `round(f, 2)` took 18 ns this way
+/// against 153 ns for the exact path (ad-hoc release timing, loaded 2-core
+/// machine), which formats and parses text.
+#[inline]
+fn round_double_fast(x: f64, scale: i32) -> Option<f64> {
+    let p = *POW10.get(usize::try_from(scale).ok()?)?;
+    let y = (x * p).abs();
+    if y >= (1u64 << 40) as f64 || (y.fract() - 0.5).abs() <= 1.0 / 1024.0 {
+        return None;
+    }
+    let m = y.round();
+    if m == 0.0 {
+        return Some(0.0);
+    }
+    Some(if x < 0.0 { -m / p } else { m / p })
+}
+
+/// `round_double` on the shortest decimal digits of `x`.
+fn round_double_exact(x: f64, scale: i32) -> f64 {
     let d = cast::Decimal::of(x);
     let keep = d.exp as i64 + scale as i64;
     if keep >= d.len as i64 {
@@ -234,6 +267,36 @@ mod tests {
         assert_eq!(round_double(f64::INFINITY, 2), f64::INFINITY);
         assert_eq!(round_double(9.5, i32::MIN), 0.0);
         assert_eq!(round_double(9.5, i32::MAX), 9.5);
+    }
+
+    #[test]
+    fn fast_round_agrees_with_exact_round() {
+        // A deterministic spread of magnitudes and digit patterns.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut fast = 0;
+        for _ in 0..40_000 {
+            let bits = next();
+            let mantissa = (bits >> 11) as f64 / (1u64 << 53) as f64;
+            let x = mantissa * 10f64.powi((bits % 24) as i32 - 8);
+            let x = if bits & 1 == 1 { -x } else { x };
+            for scale in [0, 1, 2, 3, 6, 10] {
+                if let Some(f) = round_double_fast(x, scale) {
+                    fast += 1;
+                    let exact = round_double_exact(x, scale);
+                    assert_eq!(f.to_bits(), exact.to_bits(), "round({x:?}, {scale})");
+                }
+            }
+        }
+        assert!(fast > 100_000, "fast path taken {fast} times");
+        // Halfway cases go the exact way.
+        assert_eq!(round_double_fast(2.675, 2), None);
+        assert_eq!(round_double_fast(2.5, 0), None);
     }
 
     #[test]

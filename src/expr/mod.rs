@@ -12,8 +12,10 @@
 //! # Syntax
 //!
 //! Column names (case-sensitive; `"double quoted"` or `` `backticked` ``
-//! for odd characters), literals (`42` int64, `4.2`/`1e3` float64,
-//! `'text'`, `TRUE`/`FALSE`, `NULL`), `+ - * / %`, unary `-`/`+`, `||`,
+//! for odd characters or keywords), literals (`42` int64, `4.2`/`1e3`
+//! float64, `'text'` taken verbatim with `''` for a quote, `E'\n'` for
+//! C-style escapes, `TRUE`/`FALSE`, `NULL`), `+ - * / %`, unary `-`/`+`,
+//! `||`,
 //! `= <> != < <= > >= <=>`, `AND OR NOT`, `IS [NOT] NULL|TRUE|FALSE|UNKNOWN`,
 //! `IS [NOT] DISTINCT FROM`, `[NOT] IN (...)`, `[NOT] BETWEEN a AND b`,
 //! `[NOT] LIKE p [ESCAPE 'c']`, `CASE [x] WHEN ... THEN ... [ELSE ...] END`,
@@ -27,7 +29,8 @@
 //! `pow`/`power`, `mod`, `least`, `greatest`, `coalesce`, `nvl`/`ifnull`,
 //! `if(c, a, b)`. Subqueries, aggregates, window functions and `WHERE` are
 //! rejected with an error, as is anything else sqlparser accepts that is
-//! not listed here.
+//! not listed here. An expression may be up to 16 KiB long and 128 levels
+//! deep (a chain `a + b + c ...` is one level per operator).
 //!
 //! # Semantics: Spark SQL with ANSI mode off
 //!
@@ -64,9 +67,10 @@
 //! - `LIKE`: `%` any run, `_` one character, default escape `\`, which may
 //!   only precede `%`, `_` or itself. Constant patterns are checked and
 //!   compiled once; a per-row pattern that is invalid yields NULL.
-//! - Types are checked at compile time, never coerced implicitly between
-//!   text and numbers (except `concat`, which formats its arguments like
-//!   `CAST(x AS string)`): `length(1)` or `'a' = 1` is an error. A bare
+//! - Types are checked at compile time; text, numbers and booleans are
+//!   never coerced into each other implicitly (except by `concat`, which
+//!   formats its arguments like `CAST(x AS string)`): `length(1)`, `'a' = 1`
+//!   and `b = 1` are errors. A bare
 //!   `NULL` takes the type its context needs; an expression that is only
 //!   `NULL` has type utf8.
 
@@ -105,6 +109,10 @@ impl Expr {
     /// was compiled against. Never fails: every operation has a defined
     /// result, often NULL. Text results borrow the row or the expression's
     /// scratch buffers, hence `&mut self`.
+    ///
+    /// # Panics
+    ///
+    /// If `row` has fewer slots than the columns the expression reads.
     #[inline]
     pub fn eval<'a>(&'a mut self, row: &'a Row) -> Val<'a> {
         self.root.eval(row)

@@ -1210,3 +1210,50 @@ fn error_renders_with_a_caret() {
     );
     assert_eq!(e.to_string(), e.message);
 }
+
+#[test]
+fn keywords_work_as_column_names() {
+    let mut c = Columns::new();
+    for name in [
+        "user",
+        "date",
+        "timestamp",
+        "value",
+        "count",
+        "current_date",
+        "end",
+    ] {
+        c.push(Column {
+            name: name.to_string(),
+            ty: ColumnType::Int64,
+            nullable: true,
+        });
+    }
+    let mut r = Row::with_width(c.len());
+    for i in 0..c.len() {
+        r.slot_mut(i).set(Val::Int(i as i64));
+    }
+    for (i, name) in [
+        "user",
+        "date",
+        "timestamp",
+        "value",
+        "count",
+        "current_date",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut e = compile(&format!("{name} + 10"), &c).unwrap();
+        assert_eq!(e.eval(&r), Val::Int(i as i64 + 10), "{name}");
+    }
+    let mut e = compile("\"end\" * 2", &c).unwrap();
+    assert_eq!(e.eval(&r), Val::Int(12));
+    let e = compile("current_time", &c).unwrap_err();
+    assert!(
+        e.message
+            .starts_with("unknown column \"current_time\"; known columns: user,"),
+        "{}",
+        e.message
+    );
+}

@@ -8,12 +8,27 @@
 //! later steps and the reply may name, which the plan resolves at compile time.
 
 mod filter;
+mod keyed;
 mod with_column;
 
 pub use filter::Filter;
+pub use keyed::{Aggregate, Changed, Keyed, read_state, run_on_owner};
 pub use with_column::WithColumn;
 
 use crate::row::Row;
+use crate::state::ShardState;
+
+/// What keyed steps need from their shard.
+pub struct Ctx<'a> {
+    /// This shard's state.
+    pub state: &'a mut ShardState,
+    /// This shard's index.
+    pub shard: usize,
+    /// Number of shards (for the owner hash).
+    pub shards: usize,
+    /// Request time, unix milliseconds.
+    pub now_ms: i64,
+}
 
 /// What a route does after an operator ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +38,8 @@ pub enum Flow {
     /// Stop and answer with this status; the body is the JSON error the
     /// operator wrote into the route's error buffer.
     Reply(u16),
+    /// The step's key belongs to this shard index: forward the step there.
+    Forward(usize),
 }
 
 /// One compiled step of a route.
@@ -32,19 +49,23 @@ pub enum Operator {
     WithColumn(WithColumn),
     /// Answers early when a predicate is false or null.
     Filter(Filter),
+    /// A keyed step (`aggregate`, `changed`).
+    Keyed(Keyed),
 }
 
 impl Operator {
     /// Runs the operator on `row`. A filter that rejects the row writes its
-    /// JSON error body into `error_body`.
+    /// JSON error body into `error_body`; a keyed step whose key another
+    /// shard owns returns [`Flow::Forward`].
     #[inline]
-    pub fn apply(&mut self, row: &mut Row, error_body: &mut Vec<u8>) -> Flow {
+    pub fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, error_body: &mut Vec<u8>) -> Flow {
         match self {
             Operator::WithColumn(op) => {
                 op.apply(row);
                 Flow::Continue
             }
             Operator::Filter(op) => op.apply(row, error_body),
+            Operator::Keyed(op) => op.apply(row, ctx, error_body),
         }
     }
 }
