@@ -435,6 +435,7 @@ fn kill9_restores_exactly_the_committed_epoch() {
                     epoch > committed.0,
                     "round {round}: restored the new epoch's state but restored_epoch = {epoch}"
                 );
+                eprintln!("round {round}: the checkpoint in flight at the kill committed");
                 committed = (epoch, model);
             }
             _ => {
