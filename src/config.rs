@@ -28,6 +28,7 @@
 //! cores = [0, 1]            # optional core ids to pin shards to; as many as shards
 //!                           # (with shards = "auto", one shard per listed core)
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
+//! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431
@@ -406,6 +407,11 @@ pub struct Service {
     /// The admin endpoint's port; none means no admin endpoint; 0 means
     /// OS-assigned.
     pub admin_port: Option<u16>,
+    /// How long an idle shard busy-polls for new work before it sleeps in
+    /// the kernel. Default 0 (sleep at once). A few tens of microseconds
+    /// trade CPU for latency on machines where waking a sleeping thread is
+    /// slow (virtual machines), at the cost of a busier core.
+    pub spin_before_park: Duration,
 }
 
 impl Service {
@@ -659,6 +665,7 @@ struct RawService {
     shards: Option<TomlSpanned<RawShards>>,
     cores: Option<TomlSpanned<Vec<TomlSpanned<i64>>>>,
     admin_port: Option<TomlSpanned<i64>>,
+    spin_before_park: Option<TomlSpanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -819,7 +826,7 @@ impl<'de> Deserialize<'de> for RawDuration {
     }
 }
 
-/// Parses `"250ms"`, `"10s"`, `"2m"`, `"1h"` or `"10"` (seconds).
+/// Parses `"50us"`, `"250ms"`, `"10s"`, `"2m"`, `"1h"` or `"10"` (seconds).
 fn parse_duration(text: &str) -> Option<Duration> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
@@ -827,6 +834,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
     }
     let n: u64 = text[..digits].parse().ok()?;
     match &text[digits..] {
+        "us" => Some(Duration::from_micros(n)),
         "ms" => Some(Duration::from_millis(n)),
         "" | "s" => Some(Duration::from_secs(n)),
         "m" => n.checked_mul(60).map(Duration::from_secs),
@@ -1156,6 +1164,10 @@ impl Validator<'_> {
             shards_auto,
             cores: pinned,
             admin_port,
+            spin_before_park: raw
+                .spin_before_park
+                .map(|d| d.into_inner().0)
+                .unwrap_or(Duration::ZERO),
         })
     }
 
@@ -1802,6 +1814,7 @@ read = "user_counts"
                 shards_auto: false,
                 cores: Some(vec![1, 0]),
                 admin_port: Some(8880),
+                spin_before_park: Duration::ZERO,
             }
         );
         assert_eq!(config.service.port(1), 8889);
@@ -2018,11 +2031,23 @@ read = "user_counts"
     }
 
     #[test]
+    fn spin_before_park_takes_microseconds() {
+        let text = "[service]\nname = \"x\"\nbase_port = 1\nshards = 1\nspin_before_park = \"50us\"\n[[route]]\npath = \"/a\"\nrequest = { a = \"utf8\" }\n";
+        let config = parse_text(text).unwrap();
+        assert_eq!(config.service.spin_before_park, Duration::from_micros(50));
+        let text = text.replace("spin_before_park = \"50us\"\n", "");
+        assert_eq!(
+            parse_text(&text).unwrap().service.spin_before_park,
+            Duration::ZERO
+        );
+    }
+
+    #[test]
     fn unknown_keys_anywhere() {
         assert_eq!(
             error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
             "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`"
         );
         assert_eq!(
             error(&with_service(

@@ -223,6 +223,7 @@ impl Service {
                 router: Router::from_plan(&plan),
                 limits: plan.config.limits,
                 io_memory: SHARD_IO_MEMORY,
+                spin_before_park: svc.spin_before_park,
                 commands: rx,
                 shards: svc.shards,
                 state,

@@ -128,6 +128,8 @@ pub struct ShardSetup {
     pub limits: Limits,
     /// Bytes of io_uring registered memory for the executor.
     pub io_memory: usize,
+    /// Busy-poll this long before sleeping when idle (0: never).
+    pub spin_before_park: Duration,
     /// Commands from the coordinator.
     pub commands: Receiver<ShardCommand>,
     /// Number of shards (for owner hashing).
@@ -158,11 +160,13 @@ pub fn run(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         )));
         return;
     }
-    let executor = match LocalExecutorBuilder::new(Placement::Unbound)
+    let mut builder = LocalExecutorBuilder::new(Placement::Unbound)
         .name(&format!("shard-{index}"))
-        .io_memory(setup.io_memory)
-        .make()
-    {
+        .io_memory(setup.io_memory);
+    if !setup.spin_before_park.is_zero() {
+        builder = builder.spin_before_park(setup.spin_before_park);
+    }
+    let executor = match builder.make() {
         Ok(ex) => ex,
         Err(e) => {
             let _ = ready.send(Err(format!(
@@ -313,11 +317,8 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
 
     let ex = glommio::executor();
     // Connections get a latency-sensitive queue; housekeeping a small share.
-    let conn_queue = ex.create_task_queue(
-        Shares::Static(1000),
-        Latency::Matters(Duration::from_millis(1)),
-        "connections",
-    );
+    let conn_queue =
+        ex.create_task_queue(Shares::Static(1000), Latency::NotImportant, "connections");
     let housekeeping_queue =
         ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "housekeeping");
 
