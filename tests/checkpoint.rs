@@ -425,7 +425,8 @@ fn kill9_restores_exactly_the_committed_epoch() {
     // A kill during a checkpoint: the state the new epoch would hold.
     let mut pending: Option<(Model, State)> = None;
 
-    for round in 0..6 {
+    const ROUNDS: usize = 9;
+    for round in 0..=ROUNDS {
         let p = Proc::spawn(&cfg);
         let restored = read_state_everywhere(&p, &users);
         let epoch = restored_epoch(&p);
@@ -448,7 +449,7 @@ fn kill9_restores_exactly_the_committed_epoch() {
             }
         }
         check_model(&restored, &committed.1, &users);
-        if round == 5 {
+        if round == ROUNDS {
             p.kill9();
             break;
         }
@@ -482,7 +483,14 @@ fn kill9_restores_exactly_the_committed_epoch() {
                 admin
                     .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
                     .unwrap();
-                std::thread::sleep(Duration::from_micros(rng.below(4000) as u64));
+                // Right away, during the barrier or file writes, or around
+                // the manifest's commit.
+                let us = match rng.below(3) {
+                    0 => 0,
+                    1 => rng.below(2_000),
+                    _ => 2_000 + rng.below(40_000),
+                };
+                std::thread::sleep(Duration::from_micros(us as u64));
                 p.kill9();
             }
             _ => {
