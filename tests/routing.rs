@@ -426,6 +426,13 @@ fn read_routes_answer_by_key_type() {
     // ...and changed nothing.
     let r = cs[0].get("/flags?key=true");
     assert_eq!(r.json()["n_flag"], flags[1], "{}", r.text());
+
+    // Keyed state without a [checkpoint] table: no checkpoints to force.
+    let r = p.admin_post("/checkpoint");
+    assert_eq!(r.status, 501, "{}", r.text());
+    assert!(r.json()["error"].is_string(), "{}", r.text());
+    assert_eq!(p.admin_get("/checkpoint").status, 405);
+    assert!(p.stats()["checkpoint"].is_null());
     p.stop();
 }
 
