@@ -906,6 +906,70 @@ print(json.dumps({
 }))
 "#;
 
+/// The loader README's "Inspecting a checkpoint" shows: an epoch's state is
+/// its full snapshot plus the deltas after it. Prints the rows as JSON.
+const PYARROW_CHAIN_SCRIPT: &str = r#"
+import json, pathlib, sys, zlib
+import pyarrow.ipc as ipc
+
+def load_epoch(dir, epoch):
+    dir, chain = pathlib.Path(dir), []
+    while epoch is not None:
+        manifest = json.loads((dir / f"epoch-{epoch}" / "MANIFEST").read_text())
+        chain.append(manifest)
+        epoch = manifest.get("base")
+    rows = {}
+    for manifest in reversed(chain):
+        for f in manifest["files"]:
+            path = dir / f"epoch-{manifest['epoch']}" / f["path"]
+            assert zlib.crc32(path.read_bytes()) == f["crc32"], f"{path} is corrupt"
+            for row in ipc.open_file(path).read_all().to_pylist():
+                rows[(row["table"], row["key"])] = row
+    return rows
+
+print(json.dumps(list(load_epoch(sys.argv[1], int(sys.argv[2])).values())))
+"#;
+
+/// Runs a Python script with arguments; its stdout as JSON.
+fn python(script: &str, args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed on {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Checks file rows (pyarrow `to_pylist`) against the model.
+fn check_rows(rows: &[serde_json::Value], model: &Model) {
+    for row in rows {
+        let user = row["key"].as_str().unwrap();
+        let m = &model.users[user];
+        assert_eq!(row["key_type"], "utf8");
+        match row["table"].as_str().unwrap() {
+            "user_counts" => {
+                assert_eq!(row["user_counts.n"], m.n, "{row}");
+                assert_eq!(row["user_counts.total"], m.total, "{row}");
+                assert_eq!(row["user_counts.mean.n"], m.n, "{row}");
+                assert_eq!(row["user_counts.hi"], m.hi, "{row}");
+                assert_eq!(row["user_counts.lo"], m.lo, "{row}");
+                assert_eq!(row["user_counts.latest"], m.latest, "{row}");
+                assert!(row["big.value"].is_null(), "{row}");
+            }
+            "big" => {
+                assert_eq!(row["big.value"], m.big, "{row}");
+                assert!(row["user_counts.n"].is_null(), "{row}");
+            }
+            t => panic!("unexpected table {t}: {row}"),
+        }
+    }
+}
+
 #[test]
 fn pyarrow_reads_a_checkpoint_file() {
     let have = std::process::Command::new("python3")
@@ -936,23 +1000,18 @@ fn pyarrow_reads_a_checkpoint_file() {
     }
     random_updates(&mut rng, &mut cs, &mut model, &users, 50);
     let e = p.checkpoint();
+    let model_e = model.clone();
+    // A delta on top: three users change.
+    for u in &users[..3] {
+        update(&mut cs[0], &mut model, u, 7);
+    }
+    let e2 = p.checkpoint();
     drop(cs);
     p.kill9();
 
-    let file = epoch_dir(&tmp.join("state"), e).join("shard-0.arrow");
-    let out = std::process::Command::new("python3")
-        .args(["-c", PYARROW_SCRIPT])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow could not read {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-
+    let state = tmp.join("state");
+    let file = epoch_dir(&state, e).join("shard-0.arrow");
+    let j = python(PYARROW_SCRIPT, &[file.as_os_str()]);
     let columns: Vec<&str> = j["columns"]
         .as_array()
         .unwrap()
@@ -997,25 +1056,33 @@ fn pyarrow_reads_a_checkpoint_file() {
     assert_eq!(j["meta"]["coreline.epoch"], e.to_string());
     assert_eq!(j["meta"]["coreline.shard"], "0");
     assert_eq!(j["meta"]["coreline.kind"], "full");
-    for row in j["data"].as_array().unwrap() {
-        let user = row["key"].as_str().unwrap();
-        let m = &model.users[user];
-        assert_eq!(row["key_type"], "utf8");
-        match row["table"].as_str().unwrap() {
-            "user_counts" => {
-                assert_eq!(row["user_counts.n"], m.n, "{row}");
-                assert_eq!(row["user_counts.total"], m.total, "{row}");
-                assert_eq!(row["user_counts.mean.n"], m.n, "{row}");
-                assert_eq!(row["user_counts.hi"], m.hi, "{row}");
-                assert_eq!(row["user_counts.lo"], m.lo, "{row}");
-                assert_eq!(row["user_counts.latest"], m.latest, "{row}");
-                assert!(row["big.value"].is_null(), "{row}");
-            }
-            "big" => {
-                assert_eq!(row["big.value"], m.big, "{row}");
-                assert!(row["user_counts.n"].is_null(), "{row}");
-            }
-            t => panic!("unexpected table {t}: {row}"),
-        }
-    }
+    check_rows(j["data"].as_array().unwrap(), &model_e);
+
+    // The delta file holds only the changed keys, each with its full state.
+    let file = epoch_dir(&state, e2).join("shard-0.arrow");
+    let j = python(PYARROW_SCRIPT, &[file.as_os_str()]);
+    assert_eq!(j["meta"]["coreline.kind"], "delta");
+    assert_eq!(j["meta"]["coreline.base"], e.to_string());
+    let rows = j["data"].as_array().unwrap();
+    let agg: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["table"] == "user_counts")
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(agg.len(), 3, "{rows:?}");
+    assert!(
+        agg.iter().all(|k| users[..3].iter().any(|u| u == k)),
+        "{agg:?}"
+    );
+    assert!(rows.len() <= 6, "{rows:?}");
+    check_rows(rows, &model);
+
+    // Full snapshot + deltas = the state at e2, for every user.
+    let j = python(
+        PYARROW_CHAIN_SCRIPT,
+        &[state.as_os_str(), std::ffi::OsStr::new(&e2.to_string())],
+    );
+    let rows = j.as_array().unwrap();
+    assert_eq!(rows.len(), 2 * users.len());
+    check_rows(rows, &model);
 }
