@@ -463,6 +463,16 @@ fn read_route_decodes_utf8_keys() {
     }
     let r = cs[0].get("/counts?key=Zo%C3%AB%20%C3%85ngstr%C3%B6m");
     assert_eq!(r.json()["key"], "Zoë Ångström", "{}", r.text());
+    // `+` is a space, as in HTML forms; a literal plus is %2B.
+    let r = cs[1].get("/counts?key=Zo%C3%AB+%C3%85ngstr%C3%B6m");
+    assert_eq!(r.json()["key"], "Zoë Ångström", "{}", r.text());
+    assert_eq!(cs[1].get("/counts?key=%2Bplus").json()["key"], "+plus");
+    // Malformed escapes and non-UTF-8 bytes: 400 naming the key.
+    for bad in ["%zz", "%F", "%FF", "a%C3"] {
+        let r = cs[0].get(&format!("/counts?key={bad}"));
+        assert_eq!(r.status, 400, "key={bad}: {}", r.text());
+        assert_eq!(r.json()["field"], "key", "{}", r.text());
+    }
     let r = cs[0].get("/counts?key=nobody");
     assert_eq!(r.status, 404, "{}", r.text());
     assert_eq!(r.json()["field"], "key");
