@@ -1090,3 +1090,78 @@ fn pyarrow_reads_a_checkpoint_file() {
     assert_eq!(rows.len(), 2 * users.len());
     check_rows(rows, &model);
 }
+
+// ---------------------------------------------------------------------------
+// Listeners open only after the state is loaded
+// ---------------------------------------------------------------------------
+
+/// Two consecutive free ports.
+fn free_port_pair() -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Clients that connect while the process starts never see an empty state:
+/// the very first answer on each port is already the restored one.
+#[test]
+fn first_answers_after_a_restart_come_from_the_restored_state() {
+    let tmp = TempDir::new("ckpt-first-answer");
+    let port = free_port_pair();
+    let text = config(2, "1h").replace("base_port = 0", &format!("base_port = {port}"));
+    let cfg = tmp.write("counters.toml", &text);
+    let users: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    let mut cs = clients(&p);
+    for (i, u) in users.iter().enumerate() {
+        update(&mut cs[i % 2], &mut model, u, i as i64);
+    }
+    p.checkpoint();
+    drop(cs);
+    p.kill9();
+    // A killed process's listening sockets can outlive it briefly (io_uring
+    // tears down asynchronously) and accept connections they then reset:
+    // wait until nothing listens, so that what answers below is the new one.
+    for shard in 0..2u16 {
+        let addr: SocketAddr = ([127, 0, 0, 1], port + shard).into();
+        eventually("the killed process's ports to close", || {
+            TcpStream::connect(addr).is_err()
+        });
+    }
+
+    let starting = {
+        let cfg = cfg.clone();
+        std::thread::spawn(move || Proc::spawn(&cfg))
+    };
+    // Ask both ports as early as they accept, for a key the other shard owns.
+    let probe = |shard: usize| {
+        let user = users
+            .iter()
+            .find(|u| owner_shard(Val::Str(u), 2) != shard)
+            .unwrap()
+            .clone();
+        let addr: SocketAddr = ([127, 0, 0, 1], port + shard as u16).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(mut c) = Client::try_connect(addr) {
+                return (user.clone(), read(&mut c, "/counts", &user));
+            }
+            assert!(Instant::now() < deadline, "port {addr} never opened");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let first = [probe(0), probe(1)];
+    let p = starting.join().unwrap();
+    for (user, answer) in first {
+        let body = answer.unwrap_or_else(|| panic!("{user}: first answer was 404"));
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(j["n"], 1, "{body}");
+        assert_eq!(j["total"], model.users[&user].total, "{body}");
+    }
+    p.kill9();
+}

@@ -458,3 +458,19 @@ pub fn rewrite_config(text: &str, set: &[(&str, &str)]) -> String {
     }
     out
 }
+
+impl Client {
+    /// Like [`Client::connect`], but `None` when nothing listens (yet).
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        TcpStream::connect(addr).ok().map(|stream| {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream.set_nodelay(true).unwrap();
+            Client {
+                stream,
+                buf: Vec::new(),
+            }
+        })
+    }
+}
