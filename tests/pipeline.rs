@@ -141,7 +141,11 @@ request = { n = "int64" }
     assert_eq!(r.text(), r#"{"n":1}"#);
     let r = c.post("/s", r#"{"n":0}"#);
     assert_eq!(r.status, 500);
-    assert!(r.json()["error"].as_str().unwrap().contains("status"), "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("status"),
+        "{}",
+        r.text()
+    );
     // Same connection, same shard: still serving.
     assert_eq!(c.post("/s", r#"{"n":2}"#).status, 201);
 }
