@@ -125,12 +125,7 @@ fn whole_path(c: &mut Criterion) {
 
     let mut state = ShardState::without_checkpoints(&[]).unwrap();
     let mut serve = |input: &[u8], out: &mut Vec<u8>| {
-        let mut ctx = Ctx {
-            state: &mut state,
-            shard: 0,
-            shards: 1,
-            now_ms: 0,
-        };
+        let mut ctx = Ctx::new(&mut state, 0, 1);
         let mut start = 0;
         out.clear();
         while start < input.len() {

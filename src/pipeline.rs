@@ -789,7 +789,7 @@ impl Route {
                     return Outcome::Forward {
                         step,
                         owner,
-                        op: op.forward_op(&self.row, ctx.now_ms),
+                        op: op.forward_op(&self.row, ctx.now_ms()),
                     };
                 }
             }

@@ -247,15 +247,7 @@ struct Shard {
 
 impl Shard {
     fn ctx<'a>(&self, state: &'a mut ShardState) -> Ctx<'a> {
-        Ctx {
-            state,
-            shard: self.index,
-            shards: self.shards,
-            now_ms: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
-        }
+        Ctx::new(state, self.index, self.shards)
     }
 }
 

@@ -60,12 +60,7 @@ fn serve(
     let mut start = 0;
     let mut answered = 0;
     let mut state = ShardState::without_checkpoints(&[]).unwrap();
-    let mut ctx = Ctx {
-        state: &mut state,
-        shard: 0,
-        shards: 1,
-        now_ms: 0,
-    };
+    let mut ctx = Ctx::new(&mut state, 0, 1);
     out.clear();
     while start < input.len() {
         match decoder.decode(&input[start..], limits).unwrap() {

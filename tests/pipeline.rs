@@ -115,3 +115,37 @@ fn richer_pipeline_filters_computes_and_sets_status() {
     let r = c.post("/normalize", r#"{"name":"X","tag":"new"}"#);
     assert_eq!(r.text(), r#"{"slug":"x-new"}"#);
 }
+
+#[test]
+fn a_failing_step_answers_500_and_the_shard_keeps_serving() {
+    let svc = start(
+        r#"
+[service]
+name = "status"
+base_port = 0
+shards = 1
+
+[[route]]
+path = "/s"
+request = { n = "int64" }
+  [[route.step]]
+  with_column = { name = "code", expr = "CASE WHEN n > 0 THEN 201 ELSE 999 END" }
+  [route.reply]
+  columns = ["n"]
+  status = "code"
+"#,
+    );
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    let r = c.post("/s", r#"{"n":1}"#);
+    assert_eq!(r.status, 201);
+    assert_eq!(r.text(), r#"{"n":1}"#);
+    let r = c.post("/s", r#"{"n":0}"#);
+    assert_eq!(r.status, 500);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("status"),
+        "{}",
+        r.text()
+    );
+    // Same connection, same shard: still serving.
+    assert_eq!(c.post("/s", r#"{"n":2}"#).status, 201);
+}

@@ -72,6 +72,16 @@ fn update_failed(e: UpdateError, error_body: &mut Vec<u8>) -> Flow {
     Flow::Reply(500)
 }
 
+fn missing_table(table: usize, error_body: &mut Vec<u8>) -> Flow {
+    error_body.clear();
+    write_error_json(
+        error_body,
+        &format!("state table #{table} is missing on this shard"),
+        None,
+    );
+    Flow::Reply(500)
+}
+
 impl Keyed {
     /// Runs the step on this shard, or asks for a forward to the owner.
     #[inline]
@@ -86,11 +96,12 @@ impl Keyed {
                 if owner != ctx.shard {
                     return Flow::Forward(owner);
                 }
-                let Some(table) = ctx.state.aggregate_mut(a.table) else {
-                    return update_failed(UpdateError::Full, error_body);
-                };
                 let inputs = &a.inputs;
-                let result = table.update(key, ctx.now_ms, |i| match inputs[i] {
+                let now_ms = ctx.now_ms();
+                let Some(table) = ctx.state.aggregate_mut(a.table) else {
+                    return missing_table(a.table, error_body);
+                };
+                let result = table.update(key, now_ms, |i| match inputs[i] {
                     Some(slot) => row.get(slot),
                     None => Val::Null,
                 });
@@ -116,7 +127,7 @@ impl Keyed {
                     return Flow::Forward(owner);
                 }
                 let Some(table) = ctx.state.changed_mut(c.table) else {
-                    return update_failed(UpdateError::Full, error_body);
+                    return missing_table(c.table, error_body);
                 };
                 match table.update(key, c.scratch.get()) {
                     Ok(changed) => {

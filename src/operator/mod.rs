@@ -26,8 +26,31 @@ pub struct Ctx<'a> {
     pub shard: usize,
     /// Number of shards (for the owner hash).
     pub shards: usize,
-    /// Request time, unix milliseconds.
-    pub now_ms: i64,
+    /// Request time, read from the clock on first use only: routes without
+    /// keyed steps never pay for it.
+    now_ms: Option<i64>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for shard `shard` of `shards`.
+    pub fn new(state: &'a mut ShardState, shard: usize, shards: usize) -> Ctx<'a> {
+        Ctx {
+            state,
+            shard,
+            shards,
+            now_ms: None,
+        }
+    }
+
+    /// The request's time, unix milliseconds.
+    pub fn now_ms(&mut self) -> i64 {
+        *self.now_ms.get_or_insert_with(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+    }
 }
 
 /// What a route does after an operator ran.
