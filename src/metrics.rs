@@ -107,7 +107,7 @@ pub struct ShardMetrics {
     pub accepted_connections: u64,
     /// Connections refused with 503 because `max_connections` was reached.
     pub rejected_connections: u64,
-    /// Requests whose keyed step ran on another shard.
+    /// Keyed steps (and state reads) this shard forwarded to their owner.
     pub forwarded_requests: u64,
 }
 
@@ -278,7 +278,7 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
         (
             "coreline_forwarded_requests_total",
             "counter",
-            "Requests whose keyed step ran on the owner shard.",
+            "Keyed steps (and state reads) forwarded to their owner shard.",
             |m| m.forwarded_requests,
         ),
     ];

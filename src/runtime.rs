@@ -255,11 +255,11 @@ impl Service {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    service.stop();
+                    let _ = service.stop();
                     return Err(StartError::Shard(msg));
                 }
                 Err(_) => {
-                    service.stop();
+                    let _ = service.stop();
                     return Err(StartError::Shard(
                         "a shard did not start within 30 s".to_string(),
                     ));
@@ -307,11 +307,13 @@ impl Service {
 
     /// Drains and stops every shard (bounded by the drain timeout), takes
     /// the final checkpoint, then stops the admin endpoint. Returns once all
-    /// shard threads have exited.
-    pub fn stop(&mut self) {
+    /// shard threads have exited; an error says the final checkpoint failed
+    /// (the updates since the last committed epoch are not on disk).
+    pub fn stop(&mut self) -> Result<(), StartError> {
         if self.shards.iter().all(|s| s.thread.is_none()) {
-            return;
+            return Ok(());
         }
+        let mut result = Ok(());
         if let Some(admin) = &self.admin {
             admin.set_draining();
         }
@@ -335,7 +337,12 @@ impl Service {
         if let Some(coordinator) = self.coordinator.take() {
             match coordinator.stop() {
                 Ok(epoch) => tracing::info!(epoch, "final checkpoint committed"),
-                Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, "final checkpoint failed");
+                    result = Err(StartError::Checkpoint(format!(
+                        "the final checkpoint failed ({e}); updates since the last committed epoch are lost"
+                    )));
+                }
             }
         }
         for s in &self.shards {
@@ -349,12 +356,15 @@ impl Service {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
+        result
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        self.stop();
+        if let Err(e) = self.stop() {
+            tracing::error!(error = %e, "stopping the service");
+        }
     }
 }
 
@@ -448,7 +458,7 @@ pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
     println!("ready service={}", svc.name);
     let signal = signals.forever().next();
     tracing::info!(?signal, "shutting down: draining in-flight requests");
-    service.stop();
+    service.stop()?;
     tracing::info!("stopped");
     Ok(())
 }
