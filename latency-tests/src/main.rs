@@ -14,11 +14,18 @@
 //! (SVG), `machine` (what we ran on), `crosscheck` (wrk).
 
 mod body;
+mod crosscheck;
 mod framing;
 mod generator;
 mod hgrm;
+mod machine;
+mod plot;
+mod report;
+mod scenario;
 mod schedule;
+mod server;
 mod stats;
+mod suite;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -35,6 +42,33 @@ struct Cli {
 enum Command {
     /// One load run against already running server(s); prints percentiles.
     Run(RunArgs),
+    /// Build and start every server, run every scenario, write the report.
+    Suite(SuiteArgs),
+}
+
+/// Options of the whole suite.
+#[derive(Args, Debug, Clone)]
+struct SuiteArgs {
+    /// The ~2-minute version: fewer points and shorter runs (headline points
+    /// still repeated 3 times).
+    #[arg(long)]
+    quick: bool,
+    /// Servers to run, comma-separated (default: coreline,axum,actix,floor).
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Only these scenarios (names), comma-separated. Later scenarios need
+    /// `capacity` for their rates.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Use this coreline binary instead of building one.
+    #[arg(long)]
+    coreline_bin: Option<std::path::PathBuf>,
+    /// Scenario directory (default: latency-tests/scenarios).
+    #[arg(long)]
+    scenarios: Option<std::path::PathBuf>,
+    /// Do not rewrite latency-tests/RESULTS.md.
+    #[arg(long)]
+    no_results_md: bool,
 }
 
 /// Options of one generator run.
@@ -215,12 +249,143 @@ fn print_stats(s: &generator::RunStats) {
     );
 }
 
+/// The command line as a user would retype it.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if std::env::var_os("CARGO").is_some() {
+        let release = if cfg!(debug_assertions) { "" } else { " --release" };
+        format!("cargo run{release} -p latency-tests -- {}", args.join(" "))
+    } else {
+        format!("coreline-bench {}", args.join(" "))
+    }
+}
+
+fn run_suite(args: &SuiteArgs) -> Result<()> {
+    use scenario::ServerKind;
+    let workspace = suite::workspace_root();
+    let root = workspace.join("latency-tests");
+    let scenario_dir = args.scenarios.clone().unwrap_or_else(|| root.join("scenarios"));
+    let mut scenarios = scenario::load_dir(&scenario_dir, args.quick)?;
+    if !args.only.is_empty() {
+        for name in &args.only {
+            if !scenarios.iter().any(|s| &s.name == name) {
+                bail!("--only {name}: no such scenario in {}", scenario_dir.display());
+            }
+        }
+        scenarios.retain(|s| args.only.contains(&s.name));
+    }
+    let servers: Vec<ServerKind> = if args.servers.is_empty() {
+        ServerKind::ALL.to_vec()
+    } else {
+        args.servers
+            .iter()
+            .map(|s| ServerKind::parse(s))
+            .collect::<Result<_>>()?
+    };
+    let bins = server::build(&servers, &workspace, args.coreline_bin.as_deref())?;
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let started = suite::timestamp(unix);
+    let out = root.join("reports").join(&started);
+    std::fs::create_dir_all(out.join("logs"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut machine = machine::detect(&workspace);
+    suite::pin_generator()?;
+    let mut s = suite::Suite {
+        root: root.clone(),
+        out: out.clone(),
+        bins,
+        capacity: Default::default(),
+        sweep: Default::default(),
+        servers: servers.clone(),
+    };
+    // Fail fast, with the server's own words, if anything cannot start: each
+    // server once per distinct setup (coreline: config; baselines: instances).
+    for &server in &servers {
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for sc in &scenarios {
+            let key = if server == ServerKind::Coreline {
+                (sc.coreline_config.clone(), 1)
+            } else {
+                (String::new(), sc.instances)
+            };
+            if seen.contains(&key) || !sc.servers.contains(&server) {
+                continue;
+            }
+            seen.push(key);
+            let running = server::start(
+                server,
+                &s.bins,
+                &root.join(&sc.coreline_config),
+                sc.instances,
+                &out.join("logs").join(format!("{}.log", server.name())),
+            )
+            .with_context(|| format!("preflight: starting {} for scenario {}", server.name(), sc.name))?;
+            running.stop()?;
+        }
+    }
+    eprintln!("all servers start and answer /health; report → {}", out.display());
+    let t0 = std::time::Instant::now();
+    let results: Vec<suite::ScenarioResult> = scenarios.iter().map(|sc| s.run_scenario(sc)).collect();
+    machine.loadavg_end = machine::loadavg();
+    let results_md = root.join("RESULTS.md");
+    let scratch = out.join("RESULTS.md");
+    let problems = report::write(
+        &out,
+        if args.no_results_md { &scratch } else { &results_md },
+        &machine,
+        &results,
+        &command_line(),
+        &started,
+        t0.elapsed().as_secs_f64() / 60.0,
+        args.quick,
+    )?;
+    println!("\nHeadline targets:");
+    for t in report::targets(&results) {
+        let m = t
+            .measured
+            .map_or("—".to_owned(), |m| format!("{:.2}× ({:.2}–{:.2})", m.median, m.min, m.max));
+        println!("  {:58} goal {:7} measured {:24} {}", t.name, t.goal, m, t.status);
+    }
+    for r in results.iter().filter(|r| r.scenario.kind == scenario::Kind::Crosscheck) {
+        println!("Generator vs wrk (closed loop, {} connections):", r.scenario.load.connections);
+        for c in &r.crosscheck {
+            println!(
+                "  {:8} rep {}: wrk {:>9} req/s, generator {:>9.0} req/s",
+                c.server.name(),
+                c.rep + 1,
+                c.wrk_rps.map_or("n/a".into(), |w| format!("{w:.0}")),
+                c.generator_rps
+            );
+        }
+    }
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    println!("report: {}", out.join("report.md").display());
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.scenario.name)))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} scenario(s) failed:\n{}", failed.len(), failed.join("\n"));
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Suite(args) => run_suite(&args)?,
         Command::Run(args) => {
             let cfg = args.load_config()?;
             let pool = body::RequestPool::build(&args.request_spec()?).map_err(anyhow::Error::msg)?;
+            println!(
+                "{} distinct requests, {} bytes on average (head + body)",
+                pool.len(),
+                pool.mean_len()
+            );
             if let Some(core) = args.core {
                 pin(core)?;
             }

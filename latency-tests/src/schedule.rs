@@ -76,11 +76,6 @@ impl Schedule {
         }
     }
 
-    /// Mean gap between two requests, in nanoseconds.
-    pub fn interval_ns(&self) -> f64 {
-        self.interval_ns
-    }
-
     /// The intended send time of the next request (ns since the start).
     pub fn next_ns(&mut self) -> u64 {
         let t = match self.arrival {
