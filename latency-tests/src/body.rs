@@ -293,7 +293,9 @@ mod tests {
 
     fn render(t: &str, seed: u64) -> String {
         let mut out = Vec::new();
-        Template::parse(t).unwrap().render(&mut Rng::new(seed), 7, &mut out);
+        Template::parse(t)
+            .unwrap()
+            .render(&mut Rng::new(seed), 7, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -356,8 +358,15 @@ mod tests {
                 httparse::Status::Partial => panic!("partial"),
             };
             let body = &req[head..];
-            let cl = parsed.headers.iter().find(|h| h.name == "Content-Length").unwrap();
-            assert_eq!(std::str::from_utf8(cl.value).unwrap(), body.len().to_string());
+            let cl = parsed
+                .headers
+                .iter()
+                .find(|h| h.name == "Content-Length")
+                .unwrap();
+            assert_eq!(
+                std::str::from_utf8(cl.value).unwrap(),
+                body.len().to_string()
+            );
             let foo: serde_json::Value = serde_json::from_slice(body).unwrap();
             let want = fnv1a(foo["foo"].as_str().unwrap().as_bytes());
             assert_eq!(pool.key_hash(i), want);
@@ -366,6 +375,10 @@ mod tests {
             key_field: Some("nope".into()),
             ..spec
         };
-        assert!(RequestPool::build(&missing).unwrap_err().contains("no key field `nope`"));
+        assert!(
+            RequestPool::build(&missing)
+                .unwrap_err()
+                .contains("no key field `nope`")
+        );
     }
 }

@@ -59,13 +59,23 @@ pub fn parse(text: &str) -> Result<WrkResult> {
 pub fn wrk(sc: &Scenario, port: u16, script: &Path) -> Result<WrkResult> {
     let secs = (sc.duration + sc.warmup).ceil().max(1.0) as u64;
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t1", &format!("-c{}", sc.load.connections), &format!("-d{secs}s"), "--latency", "-s"])
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{port}{}", sc.load.path));
+    cmd.args([
+        "-t1",
+        &format!("-c{}", sc.load.connections),
+        &format!("-d{secs}s"),
+        "--latency",
+        "-s",
+    ])
+    .arg(script)
+    .arg(format!("http://127.0.0.1:{port}{}", sc.load.path));
     pin_child(&mut cmd, GENERATOR_CORE);
     let out = cmd.output().context("running wrk")?;
     if !out.status.success() {
-        bail!("wrk failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "wrk failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     parse(&String::from_utf8_lossy(&out.stdout))
 }

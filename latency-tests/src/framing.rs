@@ -113,8 +113,8 @@ pub fn frame_response(buf: &[u8]) -> Result<Option<Framed>, FrameError> {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h
                 .value
-                .split(|&b| b == b',')
-                .last()
+                .rsplit(|&b| b == b',')
+                .next()
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
             close = h.value.trim_ascii().eq_ignore_ascii_case(b"close");
@@ -151,9 +151,18 @@ mod tests {
     #[test]
     fn content_length_responses_are_framed_back_to_back() {
         let mut two = OK.to_vec();
-        two.extend_from_slice(b"HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        two.extend_from_slice(
+            b"HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
         let first = frame_response(&two).unwrap().unwrap();
-        assert_eq!(first, Framed { status: 200, len: OK.len(), close: false });
+        assert_eq!(
+            first,
+            Framed {
+                status: 200,
+                len: OK.len(),
+                close: false
+            }
+        );
         let second = frame_response(&two[first.len..]).unwrap().unwrap();
         assert_eq!(second.status, 422);
         assert!(second.close);
@@ -187,6 +196,9 @@ mod tests {
         assert_eq!(frame_response(r), Err(FrameError::NoLength));
         let r = b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n";
         assert_eq!(frame_response(r), Err(FrameError::ContentLength));
-        assert!(matches!(frame_response(b"SMTP nonsense\r\n\r\n"), Err(FrameError::Head(_))));
+        assert!(matches!(
+            frame_response(b"SMTP nonsense\r\n\r\n"),
+            Err(FrameError::Head(_))
+        ));
     }
 }

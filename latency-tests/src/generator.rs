@@ -417,7 +417,9 @@ impl<'a> Engine<'a> {
             return;
         }
         let conn = &self.conns[c];
-        let want = self.closed_depth.saturating_sub(conn.inflight.len() + conn.backlog.len());
+        let want = self
+            .closed_depth
+            .saturating_sub(conn.inflight.len() + conn.backlog.len());
         for _ in 0..want {
             let request = self.next_request;
             self.next_request += 1;
@@ -448,7 +450,9 @@ impl<'a> Engine<'a> {
             match stream.read(&mut conn.input[conn.filled..]) {
                 Ok(0) => close_after = true,
                 Ok(n) => conn.filled += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
+                {
                     return;
                 }
                 Err(_) => {
@@ -606,15 +610,18 @@ impl<'a> Engine<'a> {
 /// Runs one load test on the current thread.
 pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError> {
     if cfg.ports.is_empty() || cfg.connections == 0 {
-        return Err(StartError("need at least one port and one connection".into()));
+        return Err(StartError(
+            "need at least one port and one connection".into(),
+        ));
     }
     let epoll = Epoll::new().map_err(|e| StartError(format!("epoll_create1: {e}")))?;
     let mut conns = Vec::with_capacity(cfg.connections);
     let mut by_port = vec![Vec::new(); cfg.ports.len()];
     for i in 0..cfg.connections {
         let port = cfg.ports[i % cfg.ports.len()];
-        let stream = connect(&cfg.host, port)
-            .map_err(|e| StartError(format!("connect {}:{port} (connection {i}): {e}", cfg.host)))?;
+        let stream = connect(&cfg.host, port).map_err(|e| {
+            StartError(format!("connect {}:{port} (connection {i}): {e}", cfg.host))
+        })?;
         epoll
             .ctl(libc::EPOLL_CTL_ADD, stream.as_raw_fd(), false, i)
             .map_err(|e| StartError(format!("epoll_ctl: {e}")))?;
@@ -678,7 +685,10 @@ pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError>
                     let measured = next_t >= warmup_end;
                     if measured {
                         engine.stats.counts.scheduled += 1;
-                        engine.stats.dispatch_lag.saturating_record(now - next_t + 1);
+                        engine
+                            .stats
+                            .dispatch_lag
+                            .saturating_record(now - next_t + 1);
                     }
                     let c = engine.pick_connection(request);
                     engine.dispatch(

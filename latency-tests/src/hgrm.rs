@@ -100,15 +100,24 @@ mod tests {
         let p50 = rows.iter().find(|r| r[1] == "0.500000000000").unwrap();
         assert!((p50[0].parse::<f64>().unwrap() - 500.0).abs() <= 0.5);
         // Mean and deviation come from bucket-equivalent values: within 0.01%.
-        let mean_line = text.lines().find(|l| l.starts_with("#[Mean    = ")).unwrap();
-        assert_eq!(mean_line.len(), "#[Mean    = ".len() + 12 + ", StdDeviation   = ".len() + 12 + 1);
+        let mean_line = text
+            .lines()
+            .find(|l| l.starts_with("#[Mean    = "))
+            .unwrap();
+        assert_eq!(
+            mean_line.len(),
+            "#[Mean    = ".len() + 12 + ", StdDeviation   = ".len() + 12 + 1
+        );
         let nums: Vec<f64> = mean_line
             .split(|c: char| !(c.is_ascii_digit() || c == '.'))
             .filter_map(|t| t.parse().ok())
             .collect();
         assert!((nums[0] - 500.5).abs() < 0.05, "{mean_line}");
         assert!((nums[1] - 288.675).abs() < 0.05, "{mean_line}");
-        assert!(text.contains("#[Max     =     1000.447, Total count    =         1000]"), "{text}");
+        assert!(
+            text.contains("#[Max     =     1000.447, Total count    =         1000]"),
+            "{text}"
+        );
         assert!(text.contains("SubBuckets     =         2048]"));
     }
 

@@ -33,12 +33,20 @@ pub struct Machine {
 }
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn command_line(cmd: &str, args: &[&str], dir: &Path) -> Option<String> {
-    let out = Command::new(cmd).args(args).current_dir(dir).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.lines().next().map(|l| l.trim().to_owned())
 }
 
@@ -59,7 +67,9 @@ pub fn detect(workspace: &Path) -> Machine {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let siblings = read("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list");
     let smt = siblings.split([',', '-']).any(|c| c.trim() == "1");
-    let virtualized = cpuinfo.lines().any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
+    let virtualized = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && l.contains(" hypervisor"));
     let manifest = read(&workspace.join("Cargo.toml").display().to_string());
     let version = manifest
         .lines()
@@ -74,7 +84,12 @@ pub fn detect(workspace: &Path) -> Machine {
         .output()
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
-    let lock = read(&workspace.join("latency-tests/baselines/Cargo.lock").display().to_string());
+    let lock = read(
+        &workspace
+            .join("latency-tests/baselines/Cargo.lock")
+            .display()
+            .to_string(),
+    );
     let mut baselines = Vec::new();
     if let Ok(value) = lock.parse::<toml::Table>()
         && let Some(packages) = value.get("package").and_then(|p| p.as_array())
@@ -82,7 +97,10 @@ pub fn detect(workspace: &Path) -> Machine {
         for p in packages {
             let name = p.get("name").and_then(|v| v.as_str()).unwrap_or_default();
             if ["axum", "actix-web", "actix-http", "tokio", "hyper"].contains(&name) {
-                let v = p.get("version").and_then(|v| v.as_str()).unwrap_or_default();
+                let v = p
+                    .get("version")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
                 baselines.push((name.to_owned(), v.to_owned()));
             }
         }

@@ -32,7 +32,10 @@ use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "coreline-bench", about = "Open-loop latency suite for coreline")]
+#[command(
+    name = "coreline-bench",
+    about = "Open-loop latency suite for coreline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -218,7 +221,10 @@ fn print_stats(s: &generator::RunStats) {
         "offered {:.0} req/s, achieved {:.0} req/s over {:.1} s",
         s.offered_rate, s.achieved_rate, s.seconds
     );
-    for (name, h) in [("latency (from intended send)", h), ("service time (from actual send)", &s.service)] {
+    for (name, h) in [
+        ("latency (from intended send)", h),
+        ("service time (from actual send)", &s.service),
+    ] {
         println!(
             "{name:32} p50 {:>9.1} us  p90 {:>9.1}  p99 {:>9.1}  p99.9 {:>9.1}  max {:>10.1}  (n={})",
             us(h.value_at_quantile(0.5)),
@@ -253,7 +259,11 @@ fn print_stats(s: &generator::RunStats) {
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if std::env::var_os("CARGO").is_some() {
-        let release = if cfg!(debug_assertions) { "" } else { " --release" };
+        let release = if cfg!(debug_assertions) {
+            ""
+        } else {
+            " --release"
+        };
         format!("cargo run{release} -p latency-tests -- {}", args.join(" "))
     } else {
         format!("coreline-bench {}", args.join(" "))
@@ -264,12 +274,18 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
     use scenario::ServerKind;
     let workspace = suite::workspace_root();
     let root = workspace.join("latency-tests");
-    let scenario_dir = args.scenarios.clone().unwrap_or_else(|| root.join("scenarios"));
+    let scenario_dir = args
+        .scenarios
+        .clone()
+        .unwrap_or_else(|| root.join("scenarios"));
     let mut scenarios = scenario::load_dir(&scenario_dir, args.quick)?;
     if !args.only.is_empty() {
         for name in &args.only {
             if !scenarios.iter().any(|s| &s.name == name) {
-                bail!("--only {name}: no such scenario in {}", scenario_dir.display());
+                bail!(
+                    "--only {name}: no such scenario in {}",
+                    scenario_dir.display()
+                );
             }
         }
         scenarios.retain(|s| args.only.contains(&s.name));
@@ -321,19 +337,33 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
                 sc.instances,
                 &out.join("logs").join(format!("{}.log", server.name())),
             )
-            .with_context(|| format!("preflight: starting {} for scenario {}", server.name(), sc.name))?;
+            .with_context(|| {
+                format!(
+                    "preflight: starting {} for scenario {}",
+                    server.name(),
+                    sc.name
+                )
+            })?;
             running.stop()?;
         }
     }
-    eprintln!("all servers start and answer /health; report → {}", out.display());
+    eprintln!(
+        "all servers start and answer /health; report → {}",
+        out.display()
+    );
     let t0 = std::time::Instant::now();
-    let results: Vec<suite::ScenarioResult> = scenarios.iter().map(|sc| s.run_scenario(sc)).collect();
+    let results: Vec<suite::ScenarioResult> =
+        scenarios.iter().map(|sc| s.run_scenario(sc)).collect();
     machine.loadavg_end = machine::loadavg();
     let results_md = root.join("RESULTS.md");
     let scratch = out.join("RESULTS.md");
     let problems = report::write(
         &out,
-        if args.no_results_md { &scratch } else { &results_md },
+        if args.no_results_md {
+            &scratch
+        } else {
+            &results_md
+        },
         &machine,
         &results,
         &command_line(),
@@ -343,13 +373,22 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
     )?;
     println!("\nHeadline targets:");
     for t in report::targets(&results) {
-        let m = t
-            .measured
-            .map_or("—".to_owned(), |m| format!("{:.2}× ({:.2}–{:.2})", m.median, m.min, m.max));
-        println!("  {:58} goal {:7} measured {:24} {}", t.name, t.goal, m, t.status);
+        let m = t.measured.map_or("—".to_owned(), |m| {
+            format!("{:.2}× ({:.2}–{:.2})", m.median, m.min, m.max)
+        });
+        println!(
+            "  {:58} goal {:7} measured {:24} {}",
+            t.name, t.goal, m, t.status
+        );
     }
-    for r in results.iter().filter(|r| r.scenario.kind == scenario::Kind::Crosscheck) {
-        println!("Generator vs wrk (closed loop, {} connections):", r.scenario.load.connections);
+    for r in results
+        .iter()
+        .filter(|r| r.scenario.kind == scenario::Kind::Crosscheck)
+    {
+        println!(
+            "Generator vs wrk (closed loop, {} connections):",
+            r.scenario.load.connections
+        );
         for c in &r.crosscheck {
             println!(
                 "  {:8} rep {}: wrk {:>9} req/s, generator {:>9.0} req/s",
@@ -366,10 +405,18 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
     println!("report: {}", out.join("report.md").display());
     let failed: Vec<String> = results
         .iter()
-        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.scenario.name)))
+        .filter_map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| format!("{}: {e}", r.scenario.name))
+        })
         .collect();
     if !failed.is_empty() {
-        bail!("{} scenario(s) failed:\n{}", failed.len(), failed.join("\n"));
+        bail!(
+            "{} scenario(s) failed:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
     Ok(())
 }
@@ -380,7 +427,8 @@ fn main() -> Result<()> {
         Command::Suite(args) => run_suite(&args)?,
         Command::Run(args) => {
             let cfg = args.load_config()?;
-            let pool = body::RequestPool::build(&args.request_spec()?).map_err(anyhow::Error::msg)?;
+            let pool =
+                body::RequestPool::build(&args.request_spec()?).map_err(anyhow::Error::msg)?;
             println!(
                 "{} distinct requests, {} bytes on average (head + body)",
                 pool.len(),

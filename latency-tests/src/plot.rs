@@ -23,7 +23,10 @@ fn log_log(
     series: &[(ServerKind, Vec<(f64, f64)>)],
     percentile_axis: bool,
 ) -> Result<()> {
-    let points = series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| *x > 0.0 && *y > 0.0);
+    let points = series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
         x0 = x0.min(x);
@@ -55,12 +58,19 @@ fn log_log(
         if p < 99.0 {
             format!("{p:.0}%")
         } else {
-            format!("{p:.3}%").trim_end_matches('0').to_owned()
+            format!(
+                "{}%",
+                format!("{p:.4}")
+                    .trim_end_matches('0')
+                    .trim_end_matches('.')
+            )
         }
     };
     let plain_label = |v: &f64| format!("{v:.0}");
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&|v| format!("{v:.0}"));
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{v:.0}"));
     if percentile_axis {
         mesh.x_label_formatter(&percentile_label);
     } else {
@@ -69,7 +79,11 @@ fn log_log(
     mesh.draw().map_err(err)?;
     for (server, pts) in series {
         let c = color(*server);
-        let pts: Vec<(f64, f64)> = pts.iter().copied().filter(|(x, y)| *x > 0.0 && *y > 0.0).collect();
+        let pts: Vec<(f64, f64)> = pts
+            .iter()
+            .copied()
+            .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+            .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
             .map_err(err)?
@@ -91,8 +105,19 @@ fn log_log(
 }
 
 /// p99 (µs) versus offered rate (requests/s), one line per server.
-pub fn p99_vs_rate(path: &Path, title: &str, series: &[(ServerKind, Vec<(f64, f64)>)]) -> Result<()> {
-    log_log(path, title, "offered rate (requests/s)", "p99 latency (µs)", series, false)
+pub fn p99_vs_rate(
+    path: &Path,
+    title: &str,
+    series: &[(ServerKind, Vec<(f64, f64)>)],
+) -> Result<()> {
+    log_log(
+        path,
+        title,
+        "offered rate (requests/s)",
+        "p99 latency (µs)",
+        series,
+        false,
+    )
 }
 
 /// Percentile spectrum: latency (µs) versus percentile, one line per server.
@@ -109,5 +134,12 @@ pub fn spectrum(path: &Path, title: &str, series: &[(ServerKind, Vec<(f64, f64)>
             (*s, pts)
         })
         .collect();
-    log_log(path, title, "percentile", "latency from intended send (µs)", &mapped, true)
+    log_log(
+        path,
+        title,
+        "percentile",
+        "latency from intended send (µs)",
+        &mapped,
+        true,
+    )
 }

@@ -28,6 +28,9 @@ pub struct Target {
     pub note: String,
 }
 
+/// Median CPU stall (percent) above which the report warns that the machine was busy.
+const NOISY_STALL_PCT: f64 = 5.0;
+
 fn num(v: f64) -> String {
     if !v.is_finite() {
         "—".into()
@@ -56,11 +59,21 @@ fn ratio(s: Option<Spread>) -> String {
     }
 }
 
-fn target(name: &str, goal_ratio: f64, at_least: bool, measured: Option<Spread>, note: String) -> Target {
+fn target(
+    name: &str,
+    goal_ratio: f64,
+    at_least: bool,
+    measured: Option<Spread>,
+    note: String,
+) -> Target {
     let goal = format!("{} {goal_ratio}×", if at_least { "≥" } else { "≤" });
     let status = match measured {
         None => "not measured",
-        Some(s) if (at_least && s.median >= goal_ratio) || (!at_least && s.median <= goal_ratio) => "met",
+        Some(s)
+            if (at_least && s.median >= goal_ratio) || (!at_least && s.median <= goal_ratio) =>
+        {
+            "met"
+        }
         Some(_) => "missed",
     };
     Target {
@@ -115,8 +128,12 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         },
     };
     let p99 = |server: ServerKind| -> Vec<f64> {
-        head.and_then(|r| r.points.first().map(|(p, _)| r.values(p, server, |s| s.p99_us)))
-            .unwrap_or_default()
+        head.and_then(|r| {
+            r.points
+                .first()
+                .map(|(p, _)| r.values(p, server, |s| s.p99_us))
+        })
+        .unwrap_or_default()
     };
     out.push(target(
         "p99 at 50% of axum's max rate: coreline ÷ axum",
@@ -180,13 +197,13 @@ fn rate_table(md: &mut String, r: &ScenarioResult) {
     let baselines = baselines_in(r);
     let _ = write!(
         md,
-        "| rate | server | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs |"
+        "| rate | server | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |"
     );
     for b in &baselines {
         let _ = write!(md, " p99 ÷ {} |", b.name());
     }
     md.push('\n');
-    md.push_str(&"|---".repeat(10 + baselines.len()));
+    md.push_str(&"|---".repeat(11 + baselines.len()));
     md.push_str("|\n");
     for (point, rate) in &r.points {
         for server in servers_in(r) {
@@ -202,7 +219,7 @@ fn rate_table(md: &mut String, r: &ScenarioResult) {
             let v = |f: fn(&RunSummary) -> f64| Spread::of(&r.values(point, server, f));
             let _ = write!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 rate.map_or("closed".into(), |x| format!("{x:.0}")),
                 server.name(),
                 spread(v(|s| s.achieved_rate)),
@@ -213,6 +230,7 @@ fn rate_table(md: &mut String, r: &ScenarioResult) {
                 spread(v(|s| s.max_us)),
                 errors_cell(&runs),
                 spread(v(|s| s.lag_p99_us)),
+                spread(v(|s| s.cpu_stall_pct)),
             );
             for &b in &baselines {
                 let cell = if server == ServerKind::Coreline {
@@ -232,10 +250,15 @@ fn rate_table(md: &mut String, r: &ScenarioResult) {
 
 fn capacity_table(md: &mut String, r: &ScenarioResult) {
     let baselines = baselines_in(r);
-    md.push_str("| server | throughput req/s | service p50 µs | service p99 µs | errors | coreline ÷ server |\n|---|---|---|---|---|---|\n");
+    md.push_str("| server | throughput req/s | service p50 µs | service p99 µs | errors | cpu stall % | coreline ÷ server |\n|---|---|---|---|---|---|---|\n");
     let tput = |s: ServerKind| r.values("closed", s, |x| x.achieved_rate);
     for server in servers_in(r) {
-        let runs: Vec<&RunSummary> = r.runs.iter().filter(|x| x.server == server).map(|x| &x.summary).collect();
+        let runs: Vec<&RunSummary> = r
+            .runs
+            .iter()
+            .filter(|x| x.server == server)
+            .map(|x| &x.summary)
+            .collect();
         let cell = if baselines.contains(&server) {
             ratio(paired_ratio(&tput(ServerKind::Coreline), &tput(server)))
         } else {
@@ -243,12 +266,17 @@ fn capacity_table(md: &mut String, r: &ScenarioResult) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {cell} |",
+            "| {} | {} | {} | {} | {} | {} | {cell} |",
             server.name(),
             spread(Spread::of(&tput(server))),
-            spread(Spread::of(&r.values("closed", server, |x| x.service_p50_us))),
-            spread(Spread::of(&r.values("closed", server, |x| x.service_p99_us))),
+            spread(Spread::of(
+                &r.values("closed", server, |x| x.service_p50_us)
+            )),
+            spread(Spread::of(
+                &r.values("closed", server, |x| x.service_p99_us)
+            )),
             errors_cell(&runs),
+            spread(Spread::of(&r.values("closed", server, |x| x.cpu_stall_pct))),
         );
     }
 }
@@ -258,7 +286,9 @@ fn slo_table(md: &mut String, r: &ScenarioResult) {
     let rates = |s: ServerKind| -> Vec<f64> {
         let mut v: Vec<_> = r.slo.iter().filter(|x| x.server == s).collect();
         v.sort_by_key(|x| x.rep);
-        v.iter().map(|x| if x.verified { x.max_rate } else { f64::NAN }).collect()
+        v.iter()
+            .map(|x| if x.verified { x.max_rate } else { f64::NAN })
+            .collect()
     };
     let _ = writeln!(
         md,
@@ -286,11 +316,25 @@ fn slo_table(md: &mut String, r: &ScenarioResult) {
             .probes
             .iter()
             .map(|(rate, p99, errors, ok)| {
-                let e = if *errors > 0 { format!(", {errors} errors") } else { String::new() };
-                format!("{rate:.0} → {} {}{e}", num(*p99), if *ok { "✓" } else { "✗" })
+                let e = if *errors > 0 {
+                    format!(", {errors} errors")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{rate:.0} → {} {}{e}",
+                    num(*p99),
+                    if *ok { "✓" } else { "✗" }
+                )
             })
             .collect();
-        let _ = writeln!(md, "- {} rep {}: {}", s.server.name(), s.rep + 1, probes.join("; "));
+        let _ = writeln!(
+            md,
+            "- {} rep {}: {}",
+            s.server.name(),
+            s.rep + 1,
+            probes.join("; ")
+        );
     }
 }
 
@@ -300,9 +344,15 @@ fn crosscheck_table(md: &mut String, r: &ScenarioResult) {
         let recs: Vec<_> = r.crosscheck.iter().filter(|c| c.server == server).collect();
         let wrk: Vec<f64> = recs.iter().map(|c| c.wrk_rps.unwrap_or(f64::NAN)).collect();
         let gen_rps: Vec<f64> = recs.iter().map(|c| c.generator_rps).collect();
-        let wrk_p99: Vec<f64> = recs.iter().map(|c| c.wrk_p99_us.unwrap_or(f64::NAN)).collect();
+        let wrk_p99: Vec<f64> = recs
+            .iter()
+            .map(|c| c.wrk_p99_us.unwrap_or(f64::NAN))
+            .collect();
         let gen_p99: Vec<f64> = recs.iter().map(|c| c.generator_p99_us).collect();
-        let wrk_err: Vec<&str> = recs.iter().filter_map(|c| c.wrk_errors.as_deref()).collect();
+        let wrk_err: Vec<&str> = recs
+            .iter()
+            .filter_map(|c| c.wrk_errors.as_deref())
+            .collect();
         let gen_err: u64 = recs.iter().map(|c| c.generator_errors).sum();
         let _ = writeln!(
             md,
@@ -313,24 +363,56 @@ fn crosscheck_table(md: &mut String, r: &ScenarioResult) {
             ratio(paired_ratio(&gen_rps, &wrk)),
             spread(Spread::of(&wrk_p99)),
             spread(Spread::of(&gen_p99)),
-            if wrk_err.is_empty() { "0".to_owned() } else { wrk_err.join("; ") },
+            if wrk_err.is_empty() {
+                "0".to_owned()
+            } else {
+                wrk_err.join("; ")
+            },
         );
     }
 }
 
 fn machine_section(md: &mut String, m: &Machine) {
-    let versions: Vec<String> = m.baselines.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    let versions: Vec<String> = m
+        .baselines
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
     let _ = writeln!(md, "| | |\n|---|---|");
-    let _ = writeln!(md, "| CPU | {} ({} online CPUs{}{}) |", m.cpu, m.cpus,
-        if m.virtualized { ", virtual machine" } else { "" },
-        if m.smt_siblings_0_1 { ", cores 0 and 1 are SMT siblings" } else { ", cores 0 and 1 are not SMT siblings" });
+    let _ = writeln!(
+        md,
+        "| CPU | {} ({} online CPUs{}{}) |",
+        m.cpu,
+        m.cpus,
+        if m.virtualized {
+            ", virtual machine"
+        } else {
+            ""
+        },
+        if m.smt_siblings_0_1 {
+            ", cores 0 and 1 are SMT siblings"
+        } else {
+            ", cores 0 and 1 are not SMT siblings"
+        }
+    );
     let _ = writeln!(md, "| kernel | {} |", m.kernel);
-    let _ = writeln!(md, "| load average (start → end) | {} → {} |", m.loadavg_start, m.loadavg_end);
+    let _ = writeln!(
+        md,
+        "| load average (start → end) | {} → {} |",
+        m.loadavg_start, m.loadavg_end
+    );
     let _ = writeln!(md, "| rustc | {} |", m.rustc);
     let _ = writeln!(md, "| coreline | {} |", m.coreline);
     let _ = writeln!(md, "| baselines | {} |", versions.join(", "));
-    let _ = writeln!(md, "| wrk | {} |", m.wrk.as_deref().unwrap_or("not installed"));
-    let _ = writeln!(md, "| oha | not used: not packaged in Debian 12, and `cargo install oha` (tokio + hyper + TLS) is too heavy to build on this 2-core machine |");
+    let _ = writeln!(
+        md,
+        "| wrk | {} |",
+        m.wrk.as_deref().unwrap_or("not installed")
+    );
+    let _ = writeln!(
+        md,
+        "| oha | not used: not packaged in Debian 12, and `cargo install oha` (tokio + hyper + TLS) is too heavy to build on this 2-core machine |"
+    );
 }
 
 const METHOD: &str = "\
@@ -352,6 +434,8 @@ const METHOD: &str = "\
   \"axum's maximum rate\" in the targets is axum's median capacity.
 - The SLO search bisects between the last passing and first failing rate of the sweep;
   a probe passes if p99 ≤ the objective and there are no errors.
+- \"cpu stall\" is the share of each run's time in which some task waited for a CPU (Linux PSI);
+  it should be near 0, otherwise other processes disturbed the run.
 - `.hgrm` files are HdrHistogram percentile distributions in microseconds.";
 
 /// Renders the report body (shared by report.md and RESULTS.md).
@@ -365,11 +449,37 @@ pub fn render(
     images: bool,
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "Command: `{command}` — started {started}, took {minutes:.1} min.\n");
-    md.push_str("## Headline targets (issue 3; 1 coreline shard vs 1-worker baselines, hello workload)\n\n");
+    let _ = writeln!(
+        md,
+        "Command: `{command}` — started {started}, took {minutes:.1} min.\n"
+    );
+    let stalls: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.runs.iter().map(|x| x.summary.cpu_stall_pct))
+        .collect();
+    if let Some(stall) = Spread::of(&stalls)
+        && stall.median > NOISY_STALL_PCT
+    {
+        let _ = writeln!(
+            md,
+            "> **Warning: the machine was busy.** Some task waited for a CPU during {:.0}% (median; max {:.0}%) of each run's time (Linux PSI `cpu some`; near 0 when only the server and the generator run). Other processes competed with the server or the generator, so latencies are inflated and ratios noisy: re-run on a quiet machine before trusting them.\n",
+            stall.median, stall.max
+        );
+    }
+    md.push_str(
+        "## Headline targets (issue 3; 1 coreline shard vs 1-worker baselines, hello workload)\n\n",
+    );
     md.push_str("| target | goal | measured: median (min–max) of paired ratios | status | source |\n|---|---|---|---|---|\n");
     for t in targets {
-        let _ = writeln!(md, "| {} | {} | {} | **{}** | {} |", t.name, t.goal, ratio(t.measured), t.status, t.note);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | **{}** | {} |",
+            t.name,
+            t.goal,
+            ratio(t.measured),
+            t.status,
+            t.note
+        );
     }
     md.push_str("\n## Machine\n\n");
     machine_section(&mut md, machine);
@@ -393,7 +503,12 @@ pub fn render(
                 s.warmup,
                 s.repeats,
                 s.load.body_template,
-                s.load.key_field.as_deref().map_or(String::new(), |k| format!(", ports chosen by hash of `{k}`")),
+                s.load
+                    .key_field
+                    .as_deref()
+                    .map_or(String::new(), |k| format!(
+                        ", ports chosen by hash of `{k}`"
+                    )),
                 r.seconds
             );
             if let Some(e) = &r.error {
@@ -408,7 +523,8 @@ pub fn render(
             if images {
                 match s.kind {
                     Kind::Sweep => {
-                        let _ = writeln!(md, "\n![p99 vs offered rate](p99_vs_rate_{}.svg)", s.name);
+                        let _ =
+                            writeln!(md, "\n![p99 vs offered rate](p99_vs_rate_{}.svg)", s.name);
                     }
                     Kind::Fixed => {
                         let _ = writeln!(md, "\n![percentile spectrum](spectrum_{}.svg)", s.name);
@@ -434,12 +550,21 @@ fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
                         let pts = r
                             .points
                             .iter()
-                            .filter_map(|(p, rate)| Some((rate.as_ref().copied()?, Spread::of(&r.values(p, sv, |x| x.p99_us))?.median)))
+                            .filter_map(|(p, rate)| {
+                                Some((
+                                    rate.as_ref().copied()?,
+                                    Spread::of(&r.values(p, sv, |x| x.p99_us))?.median,
+                                ))
+                            })
                             .collect();
                         (sv, pts)
                     })
                     .collect();
-                crate::plot::p99_vs_rate(&out.join(format!("p99_vs_rate_{}.svg", s.name)), &s.title, &series)
+                crate::plot::p99_vs_rate(
+                    &out.join(format!("p99_vs_rate_{}.svg", s.name)),
+                    &s.title,
+                    &series,
+                )
             }
             Kind::Fixed => {
                 let point = r.points.first().map(|p| p.0.clone()).unwrap_or_default();
@@ -447,12 +572,20 @@ fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
                     .iter()
                     .filter_map(|&sv| {
                         // The repetition with the median p99 represents the server.
-                        let mut runs: Vec<_> = r.runs.iter().filter(|x| x.server == sv && x.point == point).collect();
+                        let mut runs: Vec<_> = r
+                            .runs
+                            .iter()
+                            .filter(|x| x.server == sv && x.point == point)
+                            .collect();
                         runs.sort_by(|a, b| a.summary.p99_us.total_cmp(&b.summary.p99_us));
                         runs.get(runs.len() / 2).map(|x| (sv, x.spectrum.clone()))
                     })
                     .collect();
-                crate::plot::spectrum(&out.join(format!("spectrum_{}.svg", s.name)), &s.title, &series)
+                crate::plot::spectrum(
+                    &out.join(format!("spectrum_{}.svg", s.name)),
+                    &s.title,
+                    &series,
+                )
             }
             _ => Ok(()),
         };
@@ -490,7 +623,9 @@ pub fn write(
     let targets = targets(results);
     let problems = plots(out, results);
     let mut report = format!("# coreline latency report — {started}\n\n");
-    report.push_str(&render(machine, results, &targets, command, started, minutes, true));
+    report.push_str(&render(
+        machine, results, &targets, command, started, minutes, true,
+    ));
     report.push_str("\n## Files\n\n- `summary.json`: every run, every number above.\n- `<scenario>/<server>-<point>-rep<k>.hgrm`: corrected latency distribution of each run (µs).\n- `logs/<server>.log`: server output.\n");
     for p in &problems {
         let _ = writeln!(report, "- problem: {p}");
@@ -504,15 +639,23 @@ pub fn write(
         targets: &targets,
         scenarios: results,
     };
-    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&summary)?)
-        .context("writing summary.json")?;
-    let dir_name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )
+    .context("writing summary.json")?;
+    let dir_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let mut latest = String::from("# Latest latency-suite results\n\n");
     let _ = writeln!(
         latest,
         "Written by `coreline-bench suite` (do not edit by hand). Full report, `.hgrm` files and plots: `latency-tests/reports/{dir_name}/` (not committed).\n"
     );
-    latest.push_str(&render(machine, results, &targets, command, started, minutes, false));
+    latest.push_str(&render(
+        machine, results, &targets, command, started, minutes, false,
+    ));
     std::fs::write(results_md, latest).context("writing RESULTS.md")?;
     Ok(problems)
 }
@@ -523,11 +666,27 @@ mod tests {
 
     #[test]
     fn targets_compare_the_median_ratio_with_the_goal() {
-        let s = |m: f64| Some(Spread { median: m, min: m, max: m, n: 3 });
+        let s = |m: f64| {
+            Some(Spread {
+                median: m,
+                min: m,
+                max: m,
+                n: 3,
+            })
+        };
         assert_eq!(target("x", 1.3, true, s(1.31), String::new()).status, "met");
-        assert_eq!(target("x", 1.3, true, s(1.29), String::new()).status, "missed");
-        assert_eq!(target("x", 0.7, false, s(0.69), String::new()).status, "met");
-        assert_eq!(target("x", 0.7, false, None, String::new()).status, "not measured");
+        assert_eq!(
+            target("x", 1.3, true, s(1.29), String::new()).status,
+            "missed"
+        );
+        assert_eq!(
+            target("x", 0.7, false, s(0.69), String::new()).status,
+            "met"
+        );
+        assert_eq!(
+            target("x", 0.7, false, None, String::new()).status,
+            "not measured"
+        );
     }
 
     #[test]

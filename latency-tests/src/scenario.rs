@@ -58,7 +58,9 @@ impl ServerKind {
         ServerKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .with_context(|| format!("unknown server `{s}`; expected coreline, axum, actix or floor"))
+            .with_context(|| {
+                format!("unknown server `{s}`; expected coreline, axum, actix or floor")
+            })
     }
 }
 
@@ -80,14 +82,13 @@ pub enum Kind {
 
 /// Which measured capacity fractions refer to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum RateOf {
-    /// The largest capacity among the servers measured.
-    MaxCapacity,
-    /// axum's capacity (the "50% of axum's maximum rate").
-    AxumCapacity,
-    /// Each server's own capacity (bisection brackets).
-    OwnCapacity,
+    /// `max_capacity`: the largest capacity among the servers measured.
+    #[serde(rename = "max_capacity")]
+    Fastest,
+    /// `axum_capacity`: axum's (the "50% of axum's maximum rate").
+    #[serde(rename = "axum_capacity")]
+    Axum,
 }
 
 /// Load shape shared by every run of a scenario.
@@ -268,7 +269,7 @@ impl Scenario {
             warmup: p.warmup.unwrap_or(1.0),
             rates: p.rates.unwrap_or_default(),
             fractions: p.fractions.unwrap_or_default(),
-            rate_of: p.rate_of.unwrap_or(RateOf::MaxCapacity),
+            rate_of: p.rate_of.unwrap_or(RateOf::Fastest),
             slo_p99_us: p.slo_p99_us.unwrap_or(1000.0),
             steps: p.steps.unwrap_or(5),
             bracket: p.bracket.unwrap_or([0.2, 1.0]),
@@ -280,7 +281,10 @@ impl Scenario {
     fn validate(&self, origin: &str) -> Result<()> {
         let needs_rates = matches!(self.kind, Kind::Sweep | Kind::Fixed);
         if needs_rates && self.rates.is_empty() && self.fractions.is_empty() {
-            bail!("scenario {origin}: a {:?} scenario needs `rates` or `fractions` in [params]", self.kind);
+            bail!(
+                "scenario {origin}: a {:?} scenario needs `rates` or `fractions` in [params]",
+                self.kind
+            );
         }
         if self.repeats == 0 || self.duration <= 0.0 || self.warmup < 0.0 {
             bail!("scenario {origin}: repeats must be ≥ 1, duration > 0 and warmup ≥ 0");
@@ -308,7 +312,8 @@ pub fn load_dir(dir: &Path, quick: bool) -> Result<Vec<Scenario>> {
     paths
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Scenario::parse(&text, &p.display().to_string(), quick)
         })
         .collect()
@@ -348,7 +353,10 @@ mod tests {
     fn bad_scenarios_say_what_is_wrong() {
         let no_rates = "name='s'\ntitle='t'\nkind='fixed'\n";
         let e = Scenario::parse(no_rates, "f.toml", false).unwrap_err();
-        assert!(format!("{e:#}").contains("needs `rates` or `fractions`"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("needs `rates` or `fractions`"),
+            "{e:#}"
+        );
         let bad_server = "name='s'\ntitle='t'\nkind='capacity'\nservers=['nginx']\n";
         let e = Scenario::parse(bad_server, "f.toml", false).unwrap_err();
         assert!(format!("{e:#}").contains("unknown server `nginx`"), "{e:#}");

@@ -122,7 +122,10 @@ mod tests {
             prev = t;
         }
         let mean_gap = prev as f64 / (n - 1) as f64;
-        assert!((mean_gap - 100_000.0).abs() < 2_000.0, "mean gap {mean_gap}");
+        assert!(
+            (mean_gap - 100_000.0).abs() < 2_000.0,
+            "mean gap {mean_gap}"
+        );
         // P(gap > 2 * mean) = e^-2 ~ 13.5% for an exponential distribution.
         let frac = gaps_over_2x as f64 / n as f64;
         assert!((frac - 0.1353).abs() < 0.01, "tail fraction {frac}");

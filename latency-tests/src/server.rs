@@ -53,9 +53,14 @@ fn cargo_build(mut cmd: Command, what: &str) -> Result<Vec<(String, PathBuf)>> {
     cmd.arg("--message-format=json-render-diagnostics")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let out = cmd.output().with_context(|| format!("running cargo to build {what}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running cargo to build {what}"))?;
     if !out.status.success() {
-        bail!("building {what} failed ({}); see the compiler output above", out.status);
+        bail!(
+            "building {what} failed ({}); see the compiler output above",
+            out.status
+        );
     }
     let mut exes = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -65,7 +70,10 @@ fn cargo_build(mut cmd: Command, what: &str) -> Result<Vec<(String, PathBuf)>> {
         if msg["reason"] == "compiler-artifact"
             && let Some(exe) = msg["executable"].as_str()
         {
-            let name = msg["target"]["name"].as_str().unwrap_or_default().to_owned();
+            let name = msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             exes.push((name, PathBuf::from(exe)));
         }
     }
@@ -79,7 +87,11 @@ fn cargo() -> Command {
 /// Builds what `servers` need, in release mode: coreline at the workspace
 /// root (honouring `CARGO_TARGET_DIR`), the baselines in their own workspace
 /// with their own target directory.
-pub fn build(servers: &[ServerKind], workspace: &Path, coreline_bin: Option<&Path>) -> Result<Binaries> {
+pub fn build(
+    servers: &[ServerKind],
+    workspace: &Path,
+    coreline_bin: Option<&Path>,
+) -> Result<Binaries> {
     let mut bins = Binaries::default();
     if servers.contains(&ServerKind::Coreline) {
         bins.coreline = Some(match coreline_bin {
@@ -127,8 +139,16 @@ pub fn coreline_ports(config: &Path) -> Result<Vec<u16>> {
     let base = service
         .get("base_port")
         .and_then(|v| v.as_integer())
-        .with_context(|| format!("{}: [service] base_port must be an integer", config.display()))?;
-    let shards = service.get("shards").and_then(|v| v.as_integer()).unwrap_or(1);
+        .with_context(|| {
+            format!(
+                "{}: [service] base_port must be an integer",
+                config.display()
+            )
+        })?;
+    let shards = service
+        .get("shards")
+        .and_then(|v| v.as_integer())
+        .unwrap_or(1);
     Ok((0..shards).map(|i| (base + i) as u16).collect())
 }
 
@@ -186,8 +206,7 @@ pub fn healthy(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .is_err()
     {
         return false;
@@ -230,7 +249,12 @@ pub fn start(
             .map(|i| {
                 let port = baseline_port(kind, i);
                 let mut cmd = Command::new(bin);
-                cmd.args(["--port", &port.to_string(), "--core", &SERVER_CORE.to_string()]);
+                cmd.args([
+                    "--port",
+                    &port.to_string(),
+                    "--core",
+                    &SERVER_CORE.to_string(),
+                ]);
                 commands.push(cmd);
                 port
             })
@@ -346,7 +370,10 @@ mod tests {
     #[test]
     fn coreline_ports_follow_base_port_and_shards() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-        assert_eq!(coreline_ports(&dir.join("hello.toml")).unwrap(), vec![18888]);
+        assert_eq!(
+            coreline_ports(&dir.join("hello.toml")).unwrap(),
+            vec![18888]
+        );
         assert_eq!(
             coreline_ports(&dir.join("hello_2shards.toml")).unwrap(),
             vec![18888, 18889]

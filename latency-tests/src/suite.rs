@@ -50,6 +50,11 @@ pub struct RunSummary {
     pub lag_max_us: f64,
     /// Sum of every kind of error.
     pub errors: u64,
+    /// Share of the run's wall time in which some task on this machine waited
+    /// for a CPU (Linux PSI `cpu some`), percent. Near 0 on a quiet machine;
+    /// large values mean other processes competed with the server or the
+    /// generator and the run's latencies are suspect.
+    pub cpu_stall_pct: f64,
     /// All counters.
     pub counts: generator::Counts,
 }
@@ -60,7 +65,7 @@ fn us(ns: u64) -> f64 {
 
 impl RunSummary {
     /// Summarizes a run.
-    pub fn of(s: &RunStats) -> RunSummary {
+    pub fn of(s: &RunStats, cpu_stall_pct: f64) -> RunSummary {
         let h = &s.corrected;
         RunSummary {
             offered_rate: s.offered_rate,
@@ -76,6 +81,7 @@ impl RunSummary {
             lag_p99_us: us(s.dispatch_lag.value_at_quantile(0.99)),
             lag_max_us: us(s.dispatch_lag.max()),
             errors: s.counts.errors(),
+            cpu_stall_pct,
             counts: s.counts.clone(),
         }
     }
@@ -159,7 +165,12 @@ pub struct ScenarioResult {
 
 impl ScenarioResult {
     /// Values of `metric` for `server` at `point`, in repetition order.
-    pub fn values(&self, point: &str, server: ServerKind, metric: impl Fn(&RunSummary) -> f64) -> Vec<f64> {
+    pub fn values(
+        &self,
+        point: &str,
+        server: ServerKind,
+        metric: impl Fn(&RunSummary) -> f64,
+    ) -> Vec<f64> {
         let mut runs: Vec<&RunRecord> = self
             .runs
             .iter()
@@ -229,7 +240,13 @@ impl Suite {
 
     fn start(&self, sc: &Scenario, server: ServerKind) -> Result<server::Running> {
         let config = self.root.join(&sc.coreline_config);
-        server::start(server, &self.bins, &config, sc.instances, &self.log_path(server))
+        server::start(
+            server,
+            &self.bins,
+            &config,
+            sc.instances,
+            &self.log_path(server),
+        )
     }
 
     /// Starts `server`, runs one load, stops it, writes the `.hgrm`.
@@ -260,16 +277,30 @@ impl Suite {
             seed: seed_of(rep),
             spin: true,
         };
+        let psi_before = cpu_pressure_us();
+        let wall = Instant::now();
         let result = generator::run(&cfg, pool);
+        let stall_pct = match (psi_before, cpu_pressure_us()) {
+            (Some(a), Some(b)) => 100.0 * (b - a) as f64 / 1e6 / wall.elapsed().as_secs_f64(),
+            _ => f64::NAN,
+        };
         running.stop()?;
         let stats = result.with_context(|| format!("{} {point} rep {}", server.name(), rep + 1))?;
         let dir = self.out.join(&sc.name);
         std::fs::create_dir_all(&dir)?;
-        let file = format!("{}-{point}-rep{}.hgrm", server.name(), rep + 1);
-        std::fs::write(dir.join(&file), crate::hgrm::render(&stats.corrected, 1000.0, 5))?;
-        let summary = RunSummary::of(&stats);
+        let file = format!(
+            "{}-{}-rep{}.hgrm",
+            server.name(),
+            point.replace('=', ""),
+            rep + 1
+        );
+        std::fs::write(
+            dir.join(&file),
+            crate::hgrm::render(&stats.corrected, 1000.0, 5),
+        )?;
+        let summary = RunSummary::of(&stats, stall_pct);
         eprintln!(
-            "  [{}] {:8} {point:>14} rep {}/{}: offered {:>8.0}/s achieved {:>8.0}/s  p50 {:>8.1} us  p99 {:>9.1} us  max {:>9.1} us  errors {}",
+            "  [{}] {:8} {point:>14} rep {}/{}: offered {:>8.0}/s achieved {:>8.0}/s  p50 {:>8.1} us  p99 {:>9.1} us  max {:>9.1} us  errors {}  cpu stall {:.0}%",
             sc.name,
             server.name(),
             rep + 1,
@@ -279,7 +310,8 @@ impl Suite {
             summary.p50_us,
             summary.p99_us,
             summary.max_us,
-            summary.errors
+            summary.errors,
+            summary.cpu_stall_pct
         );
         Ok(RunRecord {
             server,
@@ -308,17 +340,16 @@ impl Suite {
             return Ok(sc.rates.clone());
         }
         let base = match sc.rate_of {
-            RateOf::MaxCapacity => servers
+            RateOf::Fastest => servers
                 .iter()
                 .filter_map(|&s| self.median_capacity(s))
                 .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))
-                .context("rate_of = \"max_capacity\" needs the capacity scenario to have run first")?,
-            RateOf::AxumCapacity => self.median_capacity(ServerKind::Axum).context(
+                .context(
+                    "rate_of = \"max_capacity\" needs the capacity scenario to have run first",
+                )?,
+            RateOf::Axum => self.median_capacity(ServerKind::Axum).context(
                 "rate_of = \"axum_capacity\" needs the capacity scenario to have measured axum",
             )?,
-            RateOf::OwnCapacity => bail!(
-                "rate_of = \"own_capacity\" only applies to slo brackets: servers must share rates to be compared"
-            ),
         };
         Ok(sc
             .fractions
@@ -360,7 +391,9 @@ impl Suite {
         for rep in 0..sc.repeats {
             let pool = request_pool(sc, seed_of(rep))?;
             for &server in &servers {
-                let mode = Mode::Closed { depth: sc.load.depth };
+                let mode = Mode::Closed {
+                    depth: sc.load.depth,
+                };
                 let run = self.measure(sc, server, rep, "closed", mode, &pool)?;
                 self.capacity
                     .entry(server)
@@ -392,12 +425,16 @@ impl Suite {
             if sc.kind == Kind::Sweep {
                 for &server in &servers {
                     let p99 = Spread::of(&result.values(&point, server, |s| s.p99_us));
-                    let errors: f64 = result.values(&point, server, |s| s.errors as f64).iter().sum();
+                    let errors: f64 = result
+                        .values(&point, server, |s| s.errors as f64)
+                        .iter()
+                        .sum();
                     if let Some(p99) = p99 {
-                        self.sweep
-                            .entry(server)
-                            .or_default()
-                            .push((rate, p99.median, errors as u64));
+                        self.sweep.entry(server).or_default().push((
+                            rate,
+                            p99.median,
+                            errors as u64,
+                        ));
                     }
                 }
             }
@@ -410,7 +447,7 @@ impl Suite {
     fn slo_bracket(&self, sc: &Scenario, server: ServerKind) -> Result<(f64, f64, bool)> {
         let pass = |&(_, p99, errors): &(f64, f64, u64)| p99 <= sc.slo_p99_us && errors == 0;
         if let Some(points) = self.sweep.get(&server)
-            && let Some(&(lo, _, _)) = points.iter().filter(|p| pass(p)).last()
+            && let Some(&(lo, _, _)) = points.iter().rfind(|p| pass(p))
         {
             let hi = points
                 .iter()
@@ -451,7 +488,13 @@ impl Suite {
             for step in 0..sc.steps {
                 for (i, &server) in servers.iter().enumerate() {
                     let search = &mut searches[i];
-                    let rate = ((search.max_rate + his[i]) / 2.0 / 10.0).round() * 10.0;
+                    // An unverified lower end is probed itself and halved until
+                    // it passes; after that, plain bisection.
+                    let rate = if search.verified {
+                        ((search.max_rate + his[i]) / 2.0 / 10.0).round() * 10.0
+                    } else {
+                        (search.max_rate / 10.0).round().max(1.0) * 10.0
+                    };
                     let point = format!("slo-step{}", step + 1);
                     let mode = Mode::Open {
                         rate,
@@ -466,6 +509,9 @@ impl Suite {
                         search.verified = true;
                     } else {
                         his[i] = rate;
+                        if !search.verified {
+                            search.max_rate = rate / 2.0;
+                        }
                     }
                     result.runs.push(run);
                 }
@@ -478,7 +524,11 @@ impl Suite {
                     rep + 1,
                     sc.slo_p99_us,
                     s.max_rate,
-                    if s.verified { "" } else { " (unverified bracket end)" }
+                    if s.verified {
+                        ""
+                    } else {
+                        " (unverified bracket end)"
+                    }
                 );
             }
             result.slo.extend(searches);
@@ -492,7 +542,11 @@ impl Suite {
         let dir = self.out.join(&sc.name);
         std::fs::create_dir_all(&dir)?;
         let mut body = Vec::new();
-        Template::parse(&sc.load.body_template)?.render(&mut crate::schedule::Rng::new(1), 0, &mut body);
+        Template::parse(&sc.load.body_template)?.render(
+            &mut crate::schedule::Rng::new(1),
+            0,
+            &mut body,
+        );
         let script = dir.join("post.lua");
         std::fs::write(
             &script,
@@ -502,10 +556,7 @@ impl Suite {
                 String::from_utf8_lossy(&body)
             ),
         )?;
-        let have_wrk = std::process::Command::new("wrk")
-            .arg("-v")
-            .output()
-            .is_ok();
+        let have_wrk = std::process::Command::new("wrk").arg("-v").output().is_ok();
         for rep in 0..sc.repeats {
             let pool = request_pool(sc, seed_of(rep))?;
             for &server in &servers {
@@ -519,9 +570,15 @@ impl Suite {
                         Err(e) => (None, None, Some(format!("{e:#}"))),
                     }
                 } else {
-                    (None, None, Some("wrk not installed (apt-get install -y wrk)".into()))
+                    (
+                        None,
+                        None,
+                        Some("wrk not installed (apt-get install -y wrk)".into()),
+                    )
                 };
-                let mode = Mode::Closed { depth: sc.load.depth };
+                let mode = Mode::Closed {
+                    depth: sc.load.depth,
+                };
                 let run = self.measure(sc, server, rep, "closed", mode, &pool)?;
                 eprintln!(
                     "  [{}] {:8} rep {}: wrk {} req/s, generator {:.0} req/s",
@@ -546,6 +603,16 @@ impl Suite {
         }
         Ok(())
     }
+}
+
+/// Cumulative µs in which some task waited for a CPU (`/proc/pressure/cpu`).
+fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
 }
 
 /// Pins this thread (the generator) to [`GENERATOR_CORE`].
