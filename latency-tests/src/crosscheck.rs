@@ -68,7 +68,7 @@ pub fn wrk(sc: &Scenario, port: u16, script: &Path) -> Result<WrkResult> {
     ])
     .arg(script)
     .arg(format!("http://127.0.0.1:{port}{}", sc.load.path));
-    pin_child(&mut cmd, GENERATOR_CORE);
+    pin_child(&mut cmd, &[GENERATOR_CORE]);
     let out = cmd.output().context("running wrk")?;
     if !out.status.success() {
         bail!(

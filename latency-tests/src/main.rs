@@ -319,12 +319,12 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
     // Fail fast, with the server's own words, if anything cannot start: each
     // server once per distinct setup (coreline: config; baselines: instances).
     for &server in &servers {
-        let mut seen: Vec<(String, usize)> = Vec::new();
+        let mut seen: Vec<(String, Vec<usize>)> = Vec::new();
         for sc in &scenarios {
             let key = if server == ServerKind::Coreline {
-                (sc.coreline_config.clone(), 1)
+                (sc.coreline_config.clone(), sc.server_cores.clone())
             } else {
-                (String::new(), sc.instances)
+                (sc.instances.to_string(), sc.server_cores.clone())
             };
             if seen.contains(&key) || !sc.servers.contains(&server) {
                 continue;
@@ -335,6 +335,7 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
                 &s.bins,
                 &root.join(&sc.coreline_config),
                 sc.instances,
+                &sc.server_cores,
                 &out.join("logs").join(format!("{}.log", server.name())),
             )
             .with_context(|| {

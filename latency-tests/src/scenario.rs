@@ -188,6 +188,8 @@ struct File {
     #[serde(default)]
     instances: Option<usize>,
     #[serde(default)]
+    server_cores: Option<Vec<usize>>,
+    #[serde(default)]
     headline: bool,
     #[serde(default)]
     load: Load,
@@ -212,6 +214,9 @@ pub struct Scenario {
     pub servers: Vec<ServerKind>,
     /// Processes (ports) per baseline server; coreline's shards come from its config.
     pub instances: usize,
+    /// Cores the server may use (default `[0]`); baseline instance `i` is
+    /// pinned to `server_cores[i % len]`.
+    pub server_cores: Vec<usize>,
     /// This scenario's runs give the headline p99 ratios.
     pub headline: bool,
     /// Load shape.
@@ -262,6 +267,9 @@ impl Scenario {
                 .unwrap_or_else(|| "configs/hello.toml".into()),
             servers,
             instances: file.instances.unwrap_or(1),
+            server_cores: file
+                .server_cores
+                .unwrap_or_else(|| vec![crate::server::SERVER_CORE]),
             headline: file.headline,
             load: file.load,
             repeats: p.repeats.unwrap_or(3),
@@ -288,6 +296,9 @@ impl Scenario {
         }
         if self.repeats == 0 || self.duration <= 0.0 || self.warmup < 0.0 {
             bail!("scenario {origin}: repeats must be ≥ 1, duration > 0 and warmup ≥ 0");
+        }
+        if self.server_cores.is_empty() {
+            bail!("scenario {origin}: server_cores must list at least one core");
         }
         if self.servers.is_empty() || self.load.connections == 0 || self.instances == 0 {
             bail!("scenario {origin}: needs at least one server, connection and instance");

@@ -1,7 +1,8 @@
 //! Building, starting, health-checking and stopping the servers under test.
 //!
-//! Every server process is pinned to core 0 before `exec` (so all of its
-//! threads, including helper threads, stay there) and dies with the suite
+//! Every server process is restricted to its cores (core 0 unless a scenario
+//! says otherwise) before `exec`, so all of its threads, including helper
+//! threads, stay there, and dies with the suite
 //! (`PR_SET_PDEATHSIG`). A server is ready when every one of its ports answers
 //! `GET /health` with 200; one that is not ready in time, or exits, fails the
 //! run with the tail of its log.
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The core servers run on.
+/// The core servers run on unless a scenario says otherwise.
 pub const SERVER_CORE: usize = 0;
 /// The core the generator (and wrk) run on.
 pub const GENERATOR_CORE: usize = 1;
@@ -163,15 +164,19 @@ pub fn baseline_port(kind: ServerKind, i: usize) -> u16 {
     base + i as u16
 }
 
-/// Restricts `cmd`'s process to `core` and ties its life to ours.
-pub fn pin_child(cmd: &mut Command, core: usize) {
+/// Restricts `cmd`'s process to `cores` and ties its life to ours.
+pub fn pin_child(cmd: &mut Command, cores: &[usize]) {
+    let cores = cores.to_vec();
     // SAFETY: the closure runs between fork and exec and calls only
     // async-signal-safe functions (sched_setaffinity and prctl are plain
-    // syscalls); the cpu_set_t lives on the child's stack.
+    // syscalls); the cpu_set_t lives on the child's stack and `cores` was
+    // allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(core, &mut set);
+            for &core in &cores {
+                libc::CPU_SET(core, &mut set);
+            }
             if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -223,13 +228,14 @@ pub fn healthy(port: u16) -> bool {
 }
 
 /// Starts `kind` (coreline with `coreline_config`, a baseline as `instances`
-/// processes), all pinned to [`SERVER_CORE`], and waits until every port is
-/// healthy. Output goes to `log`.
+/// processes, instance `i` on `cores[i % cores.len()]`), restricted to
+/// `cores`, and waits until every port is healthy. Output goes to `log`.
 pub fn start(
     kind: ServerKind,
     bins: &Binaries,
     coreline_config: &Path,
     instances: usize,
+    cores: &[usize],
     log: &Path,
 ) -> Result<Running> {
     let bin = bins.get(kind)?;
@@ -242,19 +248,17 @@ pub fn start(
     let ports = if kind == ServerKind::Coreline {
         let mut cmd = Command::new(bin);
         cmd.arg("run").arg(coreline_config);
+        pin_child(&mut cmd, cores);
         commands.push(cmd);
         coreline_ports(coreline_config)?
     } else {
         (0..instances)
             .map(|i| {
                 let port = baseline_port(kind, i);
+                let core = cores[i % cores.len()];
                 let mut cmd = Command::new(bin);
-                cmd.args([
-                    "--port",
-                    &port.to_string(),
-                    "--core",
-                    &SERVER_CORE.to_string(),
-                ]);
+                cmd.args(["--port", &port.to_string(), "--core", &core.to_string()]);
+                pin_child(&mut cmd, &[core]);
                 commands.push(cmd);
                 port
             })
@@ -278,7 +282,6 @@ pub fn start(
         cmd.stdin(Stdio::null())
             .stdout(logfile.try_clone()?)
             .stderr(logfile.try_clone()?);
-        pin_child(&mut cmd, SERVER_CORE);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {} ({})", kind.name(), bin.display()))?;

@@ -245,6 +245,7 @@ impl Suite {
             &self.bins,
             &config,
             sc.instances,
+            &sc.server_cores,
             &self.log_path(server),
         )
     }
