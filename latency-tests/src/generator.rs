@@ -122,7 +122,9 @@ pub struct RunStats {
     pub achieved_rate: f64,
 }
 
-/// Counters of one run, for measured requests only.
+/// Counters of one run. Requests, responses and statuses count the measured
+/// window only; lost requests (timeouts, unsent, I/O) count from the warm-up
+/// too, so a server that hangs early never yields an error-free run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts {
     /// Requests due in the measured window.
@@ -371,12 +373,14 @@ impl<'a> Engine<'a> {
         conn.want_write = false;
         conn.retry_at = now + 10_000_000;
         for f in conn.inflight.drain(..) {
+            // Lost requests count even from the warm-up: a server that hangs
+            // early must not produce an error-free run.
+            if timed_out {
+                self.stats.counts.timeouts += 1;
+            } else {
+                self.stats.counts.io_errors += 1;
+            }
             if f.measured {
-                if timed_out {
-                    self.stats.counts.timeouts += 1;
-                } else {
-                    self.stats.counts.io_errors += 1;
-                }
                 self.stats
                     .corrected
                     .saturating_record(now.saturating_sub(f.intended).max(1));
@@ -403,9 +407,7 @@ impl<'a> Engine<'a> {
                 self.pump(c, now);
             }
             Err(_) => {
-                if now >= self.warmup_end {
-                    self.stats.counts.connect_failures += 1;
-                }
+                self.stats.counts.connect_failures += 1;
                 conn.retry_at = now + 10_000_000;
             }
         }
@@ -588,16 +590,16 @@ impl<'a> Engine<'a> {
         for c in 0..self.conns.len() {
             let conn = &mut self.conns[c];
             for f in conn.inflight.drain(..) {
+                self.stats.counts.timeouts += 1;
                 if f.measured {
-                    self.stats.counts.timeouts += 1;
                     self.stats
                         .corrected
                         .saturating_record(now.saturating_sub(f.intended).max(1));
                 }
             }
             for p in conn.backlog.drain(..) {
+                self.stats.counts.unsent += 1;
                 if p.measured {
-                    self.stats.counts.unsent += 1;
                     self.stats
                         .corrected
                         .saturating_record(now.saturating_sub(p.intended).max(1));

@@ -72,6 +72,13 @@ struct SuiteArgs {
     /// Do not rewrite latency-tests/RESULTS.md.
     #[arg(long)]
     no_results_md: bool,
+    /// Repeat a run when some task waited for a CPU during more than this
+    /// percentage of it (Linux PSI): other processes disturbed it.
+    #[arg(long, default_value_t = 10.0)]
+    max_stall: f64,
+    /// Repeats of a disturbed run (default: 1 with --quick, 2 otherwise).
+    #[arg(long)]
+    retries: Option<usize>,
 }
 
 /// Options of one generator run.
@@ -315,6 +322,8 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
         capacity: Default::default(),
         sweep: Default::default(),
         servers: servers.clone(),
+        max_stall_pct: args.max_stall,
+        retries: args.retries.unwrap_or(if args.quick { 1 } else { 2 }),
     };
     // Fail fast, with the server's own words, if anything cannot start: each
     // server once per distinct setup (coreline: config; baselines: instances).

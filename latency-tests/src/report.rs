@@ -435,7 +435,9 @@ const METHOD: &str = "\
 - The SLO search bisects between the last passing and first failing rate of the sweep;
   a probe passes if p99 ≤ the objective and there are no errors.
 - \"cpu stall\" is the share of each run's time in which some task waited for a CPU (Linux PSI);
-  it should be near 0, otherwise other processes disturbed the run.
+  it should be near 0, otherwise other processes disturbed the run. A run above
+  `--max-stall` (default 10%) is repeated (`--retries`) and the least disturbed attempt kept.
+- Lost requests (timeouts, unsent, I/O errors) are counted from the warm-up on as well.
 - `.hgrm` files are HdrHistogram percentile distributions in microseconds.";
 
 /// Renders the report body (shared by report.md and RESULTS.md).

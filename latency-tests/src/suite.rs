@@ -195,6 +195,10 @@ pub struct Suite {
     pub sweep: BTreeMap<ServerKind, Vec<(f64, f64, u64)>>,
     /// Servers to run (the intersection with each scenario's list).
     pub servers: Vec<ServerKind>,
+    /// A run whose CPU stall exceeds this (percent) is repeated.
+    pub max_stall_pct: f64,
+    /// How many times a disturbed run is repeated at most.
+    pub retries: usize,
 }
 
 fn request_pool(sc: &Scenario, seed: u64) -> Result<RequestPool> {
@@ -250,16 +254,16 @@ impl Suite {
         )
     }
 
-    /// Starts `server`, runs one load, stops it, writes the `.hgrm`.
-    fn measure(
+    /// Starts `server`, runs one load, stops it; returns the stats and the
+    /// CPU stall percentage of the run.
+    fn run_once(
         &self,
         sc: &Scenario,
         server: ServerKind,
         rep: usize,
-        point: &str,
         mode: Mode,
         pool: &RequestPool,
-    ) -> Result<RunRecord> {
+    ) -> Result<(RunStats, f64)> {
         let running = self.start(sc, server)?;
         let cfg = LoadConfig {
             host: "127.0.0.1".into(),
@@ -286,7 +290,44 @@ impl Suite {
             _ => f64::NAN,
         };
         running.stop()?;
-        let stats = result.with_context(|| format!("{} {point} rep {}", server.name(), rep + 1))?;
+        Ok((result?, stall_pct))
+    }
+
+    /// One measured point: runs it, and again (up to `retries` times) while
+    /// other processes disturbed it (CPU stall above `max_stall_pct`),
+    /// keeping the least disturbed attempt; writes its `.hgrm`.
+    fn measure(
+        &self,
+        sc: &Scenario,
+        server: ServerKind,
+        rep: usize,
+        point: &str,
+        mode: Mode,
+        pool: &RequestPool,
+    ) -> Result<RunRecord> {
+        let mut best: Option<(RunStats, f64)> = None;
+        for attempt in 0..=self.retries {
+            let (stats, stall) = self
+                .run_once(sc, server, rep, mode, pool)
+                .with_context(|| format!("{} {point} rep {}", server.name(), rep + 1))?;
+            let better = best.as_ref().is_none_or(|(_, b)| stall < *b || b.is_nan());
+            if better {
+                best = Some((stats, stall));
+            }
+            if stall <= self.max_stall_pct || stall.is_nan() {
+                break;
+            }
+            if attempt < self.retries {
+                eprintln!(
+                    "  [{}] {:8} {point:>14} rep {}: CPU stall {stall:.0}% > {:.0}%, other processes disturbed the run; again",
+                    sc.name,
+                    server.name(),
+                    rep + 1,
+                    self.max_stall_pct
+                );
+            }
+        }
+        let (stats, stall_pct) = best.expect("at least one attempt");
         let dir = self.out.join(&sc.name);
         std::fs::create_dir_all(&dir)?;
         let file = format!(
@@ -503,7 +544,9 @@ impl Suite {
                     };
                     let run = self.measure(sc, server, rep, &point, mode, &pool)?;
                     let s = &run.summary;
-                    let passed = s.p99_us <= sc.slo_p99_us && s.errors == 0;
+                    let passed = s.p99_us <= sc.slo_p99_us
+                        && s.errors == 0
+                        && s.achieved_rate >= 0.95 * s.offered_rate;
                     search.probes.push((rate, s.p99_us, s.errors, passed));
                     if passed {
                         search.max_rate = rate;
