@@ -120,6 +120,10 @@ pub struct RunStats {
     pub offered_rate: f64,
     /// Responses per second received for measured requests.
     pub achieved_rate: f64,
+    /// Share of the run the generator was not handling responses or writing
+    /// requests (it was polling, or sleeping), percent: high means the
+    /// server, not the generator, set the pace.
+    pub idle_pct: f64,
 }
 
 /// Counters of one run. Requests, responses and statuses count the measured
@@ -278,6 +282,8 @@ struct Engine<'a> {
     pipeline: usize,
     closed_depth: usize,
     next_request: usize,
+    /// Time spent handling events and writing requests (not polling).
+    busy_ns: u64,
     stats: RunStats,
 }
 
@@ -535,9 +541,13 @@ impl<'a> Engine<'a> {
     }
 
     fn flush_dirty(&mut self, now: u64) {
+        if self.dirty.is_empty() {
+            return;
+        }
         while let Some(c) = self.dirty.pop() {
             self.pump(c, now);
         }
+        self.busy_ns += self.now() - now;
     }
 
     fn check_timeouts(&mut self, now: u64) {
@@ -581,6 +591,7 @@ impl<'a> Engine<'a> {
                 self.read(c, now);
             }
         }
+        self.busy_ns += self.now() - now;
         n
     }
 
@@ -660,6 +671,7 @@ pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError>
         pipeline,
         closed_depth,
         next_request: 0,
+        busy_ns: 0,
         stats: RunStats {
             corrected: new_histogram(),
             service: new_histogram(),
@@ -668,6 +680,7 @@ pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError>
             seconds: cfg.duration.as_secs_f64(),
             offered_rate: 0.0,
             achieved_rate: 0.0,
+            idle_pct: 0.0,
         },
         conns,
     };
@@ -746,5 +759,7 @@ pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError>
     let stats = &mut engine.stats;
     stats.offered_rate = stats.counts.scheduled as f64 / stats.seconds;
     stats.achieved_rate = stats.counts.completed as f64 / stats.seconds;
+    let total = engine.start.elapsed().as_nanos().max(1) as f64;
+    stats.idle_pct = 100.0 * (1.0 - engine.busy_ns as f64 / total).max(0.0);
     Ok(engine.stats)
 }

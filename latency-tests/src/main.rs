@@ -243,6 +243,10 @@ fn print_stats(s: &generator::RunStats) {
         );
     }
     println!(
+        "{:32} {:.0}% of the run",
+        "generator idle (waiting for server)", s.idle_pct
+    );
+    println!(
         "{:32} p99 {:.1} us, max {:.1} us",
         "generator dispatch lag",
         us(s.dispatch_lag.value_at_quantile(0.99)),
@@ -401,11 +405,12 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
         );
         for c in &r.crosscheck {
             println!(
-                "  {:8} rep {}: wrk {:>9} req/s, generator {:>9.0} req/s",
+                "  {:8} rep {}: wrk {:>9} req/s, generator {:>9.0} req/s (generator idle {:.0}% of the run)",
                 c.server.name(),
                 c.rep + 1,
                 c.wrk_rps.map_or("n/a".into(), |w| format!("{w:.0}")),
-                c.generator_rps
+                c.generator_rps,
+                c.generator_idle_pct
             );
         }
     }

@@ -339,7 +339,7 @@ fn slo_table(md: &mut String, r: &ScenarioResult) {
 }
 
 fn crosscheck_table(md: &mut String, r: &ScenarioResult) {
-    md.push_str("| server | wrk req/s | generator req/s | generator ÷ wrk | wrk p99 µs | generator p99 µs (service) | errors (wrk / generator) |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("| server | wrk req/s | generator req/s | generator ÷ wrk | generator idle % | wrk p99 µs | generator p99 µs (service) | errors (wrk / generator) |\n|---|---|---|---|---|---|---|---|\n");
     for server in servers_in(r) {
         let recs: Vec<_> = r.crosscheck.iter().filter(|c| c.server == server).collect();
         let wrk: Vec<f64> = recs.iter().map(|c| c.wrk_rps.unwrap_or(f64::NAN)).collect();
@@ -354,13 +354,15 @@ fn crosscheck_table(md: &mut String, r: &ScenarioResult) {
             .filter_map(|c| c.wrk_errors.as_deref())
             .collect();
         let gen_err: u64 = recs.iter().map(|c| c.generator_errors).sum();
+        let idle: Vec<f64> = recs.iter().map(|c| c.generator_idle_pct).collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} / {gen_err} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {gen_err} |",
             server.name(),
             spread(Spread::of(&wrk)),
             spread(Spread::of(&gen_rps)),
             ratio(paired_ratio(&gen_rps, &wrk)),
+            spread(Spread::of(&idle)),
             spread(Spread::of(&wrk_p99)),
             spread(Spread::of(&gen_p99)),
             if wrk_err.is_empty() {
@@ -434,6 +436,8 @@ const METHOD: &str = "\
   \"axum's maximum rate\" in the targets is axum's median capacity.
 - The SLO search bisects between the last passing and first failing rate of the sweep;
   a probe passes if p99 ≤ the objective and there are no errors.
+- \"generator idle\" (cross-check) is the share of the run the generator spent polling with
+  nothing to do: high means the server set the pace, so the generator was not the bottleneck.
 - \"cpu stall\" is the share of each run's time in which some task waited for a CPU (Linux PSI);
   it should be near 0, otherwise other processes disturbed the run. A run above
   `--max-stall` (default 10%) is repeated (`--retries`) and the least disturbed attempt kept.

@@ -48,6 +48,8 @@ pub struct RunSummary {
     pub lag_p99_us: f64,
     /// Generator dispatch lag max.
     pub lag_max_us: f64,
+    /// Share of the run the generator waited with nothing to do, percent.
+    pub generator_idle_pct: f64,
     /// Sum of every kind of error.
     pub errors: u64,
     /// Share of the run's wall time in which some task on this machine waited
@@ -80,6 +82,7 @@ impl RunSummary {
             service_p99_us: us(s.service.value_at_quantile(0.99)),
             lag_p99_us: us(s.dispatch_lag.value_at_quantile(0.99)),
             lag_max_us: us(s.dispatch_lag.max()),
+            generator_idle_pct: s.idle_pct,
             errors: s.counts.errors(),
             cpu_stall_pct,
             counts: s.counts.clone(),
@@ -142,6 +145,8 @@ pub struct CrossRecord {
     pub generator_p99_us: f64,
     /// Our error count.
     pub generator_errors: u64,
+    /// Share of our run spent waiting for the server, percent.
+    pub generator_idle_pct: f64,
 }
 
 /// Everything one scenario produced.
@@ -641,6 +646,7 @@ impl Suite {
                     generator_rps: run.summary.achieved_rate,
                     generator_p99_us: run.summary.service_p99_us,
                     generator_errors: run.summary.errors,
+                    generator_idle_pct: run.summary.generator_idle_pct,
                 });
                 result.runs.push(run);
             }
