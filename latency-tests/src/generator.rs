@@ -763,3 +763,187 @@ pub fn run(cfg: &LoadConfig, pool: &RequestPool) -> Result<RunStats, StartError>
     stats.idle_pct = 100.0 * (1.0 - engine.busy_ns as f64 / total).max(0.0);
     Ok(engine.stats)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::{BodySource, RequestSpec, Template};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    const REPLY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Answer,
+        /// Sleep this many ms before answering request number `.1` (counted per connection).
+        StallOnce(u64, usize),
+        Silent,
+    }
+
+    /// A blocking test server on an OS-assigned port, one thread per connection.
+    fn server(behaviour: Behaviour) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let mut answered = 0;
+                    loop {
+                        let n = match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Requests from the pool: head + Content-Length body.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let body: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            if buf.len() < end + 4 + body {
+                                break;
+                            }
+                            buf.drain(..end + 4 + body);
+                            match behaviour {
+                                Behaviour::Silent => continue,
+                                Behaviour::StallOnce(ms, at) if answered == at => {
+                                    std::thread::sleep(Duration::from_millis(ms))
+                                }
+                                _ => {}
+                            }
+                            answered += 1;
+                            if stream.write_all(REPLY).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn pool() -> RequestPool {
+        RequestPool::build(&RequestSpec {
+            method: "POST".into(),
+            path: "/my_api".into(),
+            host: "127.0.0.1".into(),
+            body: BodySource::Template(Template::parse(r#"{"foo":"{str:1..9}"}"#).unwrap()),
+            pool: 64,
+            key_field: None,
+            seed: 1,
+        })
+        .unwrap()
+    }
+
+    fn config(port: u16, mode: Mode, connections: usize) -> LoadConfig {
+        LoadConfig {
+            host: "127.0.0.1".into(),
+            ports: vec![port],
+            connections,
+            mode,
+            pipeline: 1,
+            duration: Duration::from_millis(600),
+            warmup: Duration::from_millis(100),
+            timeout: Duration::from_millis(1500),
+            balance: Balance::RoundRobin,
+            seed: 7,
+            spin: false,
+        }
+    }
+
+    #[test]
+    fn open_loop_answers_every_scheduled_request() {
+        let port = server(Behaviour::Answer);
+        let mode = Mode::Open {
+            rate: 2000.0,
+            arrival: Arrival::Poisson,
+        };
+        let s = run(&config(port, mode, 4), &pool()).unwrap();
+        let c = &s.counts;
+        assert!(c.scheduled > 900 && c.scheduled < 1500, "{c:?}");
+        assert_eq!(
+            (c.sent, c.completed, c.ok),
+            (c.scheduled, c.scheduled, c.scheduled)
+        );
+        assert_eq!(c.errors(), 0, "{c:?}");
+        assert_eq!(c.statuses.get(&200), Some(&c.ok));
+        assert_eq!(s.corrected.len(), c.ok);
+        assert_eq!(s.service.len(), c.ok);
+    }
+
+    #[test]
+    fn a_stall_is_charged_to_every_request_it_delayed() {
+        // One connection at 1000/s; the 200th request (in the measured
+        // window) is held 300 ms, so ~300 requests queue behind it. Their
+        // service times are short, their latency from intended send is not.
+        let port = server(Behaviour::StallOnce(300, 200));
+        let mode = Mode::Open {
+            rate: 1000.0,
+            arrival: Arrival::Constant,
+        };
+        let s = run(&config(port, mode, 1), &pool()).unwrap();
+        assert_eq!(s.counts.errors(), 0, "{:?}", s.counts);
+        let over_100ms =
+            |h: &Histogram<u64>| h.count_between(100_000_000, h.max().max(100_000_000));
+        assert!(
+            over_100ms(&s.corrected) >= 100,
+            "corrected: {}",
+            over_100ms(&s.corrected)
+        );
+        assert!(
+            over_100ms(&s.service) <= 2,
+            "service: {}",
+            over_100ms(&s.service)
+        );
+        assert!(s.corrected.max() >= 300_000_000);
+    }
+
+    #[test]
+    fn a_silent_server_yields_timeouts_not_a_clean_run() {
+        let port = server(Behaviour::Silent);
+        let mode = Mode::Open {
+            rate: 500.0,
+            arrival: Arrival::Constant,
+        };
+        let mut cfg = config(port, mode, 2);
+        cfg.timeout = Duration::from_millis(200);
+        let s = run(&cfg, &pool()).unwrap();
+        let c = &s.counts;
+        assert_eq!(c.completed, 0);
+        assert!(c.timeouts > 0, "{c:?}");
+        // Every scheduled request is either lost in flight or never sent.
+        assert!(c.errors() >= c.scheduled, "{c:?}");
+        // ...and each measured one is in the histogram at the age it reached.
+        assert!(!s.corrected.is_empty());
+    }
+
+    #[test]
+    fn closed_loop_keeps_connections_busy_and_counts_throughput() {
+        let port = server(Behaviour::Answer);
+        let s = run(&config(port, Mode::Closed { depth: 2 }, 3), &pool()).unwrap();
+        let c = &s.counts;
+        assert!(c.completed > 100, "{c:?}");
+        assert_eq!(c.errors(), 0, "{c:?}");
+        assert!((s.achieved_rate - c.completed as f64 / 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn refused_connections_fail_the_start_clearly() {
+        let port = {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mode = Mode::Closed { depth: 1 };
+        let err = run(&config(port, mode, 1), &pool()).unwrap_err();
+        assert!(
+            err.0.contains(&format!("connect 127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
