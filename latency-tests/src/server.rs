@@ -156,10 +156,12 @@ pub fn coreline_ports(config: &Path) -> Result<Vec<u16>> {
 /// Ports of baseline `kind`, instance `i`.
 pub fn baseline_port(kind: ServerKind, i: usize) -> u16 {
     let base = match kind {
-        ServerKind::Coreline => 18888,
-        ServerKind::Axum => 18900,
-        ServerKind::Actix => 18910,
-        ServerKind::Floor => 18920,
+        // Outside the ephemeral range (32768+) and away from common 8xxx/18xxx
+        // test ports, so other processes on a shared machine rarely collide.
+        ServerKind::Coreline => 28888,
+        ServerKind::Axum => 28900,
+        ServerKind::Actix => 28910,
+        ServerKind::Floor => 28920,
     };
     base + i as u16
 }
@@ -200,6 +202,17 @@ fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Who listens on `port`, according to `ss -ltnp`.
+fn listener_of(port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-ltnpH", &format!("sport = :{port}")])
+        .output();
+    match out {
+        Ok(o) if !o.stdout.is_empty() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => "ss could not tell which process".into(),
+    }
 }
 
 /// True if `GET /health` on `port` answers 200.
@@ -265,11 +278,17 @@ pub fn start(
             .collect()
     };
     for &port in &ports {
-        if healthy(port) {
-            bail!(
-                "port {port} already answers /health before {} started: another server is running there",
-                kind.name()
-            );
+        // A previous instance may still be closing; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while healthy(port) {
+            if Instant::now() > deadline {
+                bail!(
+                    "port {port} already answers /health before {} started: another server is running there ({})",
+                    kind.name(),
+                    listener_of(port)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
     let mut running = Running {
@@ -375,11 +394,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         assert_eq!(
             coreline_ports(&dir.join("hello.toml")).unwrap(),
-            vec![18888]
+            vec![28888]
         );
         assert_eq!(
             coreline_ports(&dir.join("hello_2shards.toml")).unwrap(),
-            vec![18888, 18889]
+            vec![28888, 28889]
         );
     }
 }
