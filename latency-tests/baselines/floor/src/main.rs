@@ -8,9 +8,9 @@
 //! `GET /health` is 200 too. Keep-alive always; pipelined requests are all
 //! answered, in order, with one `write` per readiness event.
 //!
-//! Invariants: a connection's `input` holds only bytes not yet answered; its
-//! `output` holds replies not yet written, and EPOLLOUT interest is on exactly
-//! when `output` is non-empty.
+//! Invariants: a connection's `input[..filled]` holds only bytes not yet
+//! answered; its `output` holds replies not yet written, and EPOLLOUT interest
+//! is on exactly when `output` is non-empty.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
