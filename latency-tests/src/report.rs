@@ -149,6 +149,18 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         paired_ratio(&p99(ServerKind::Coreline), &p99(ServerKind::Floor)),
         why_head,
     ));
+    // A verdict from a disturbed machine is not a verdict.
+    let stalls: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.runs.iter().map(|x| x.summary.cpu_stall_pct))
+        .collect();
+    if Spread::of(&stalls).is_some_and(|s| s.median > NOISY_STALL_PCT) {
+        for t in &mut out {
+            if t.measured.is_some() {
+                t.status = format!("{} (inconclusive: machine busy)", t.status);
+            }
+        }
+    }
     out
 }
 
