@@ -1,0 +1,716 @@
+//! The report: `report.md`, `summary.json`, plots, and `RESULTS.md`.
+//!
+//! Every number in a table is the median over repetitions with the min–max
+//! range; every ratio is the median of per-pair ratios (rep k of coreline over
+//! rep k of the baseline). Errors are always shown, never filtered.
+
+use crate::machine::Machine;
+use crate::scenario::{Kind, ServerKind};
+use crate::stats::{Spread, paired_ratio};
+use crate::suite::{RunSummary, ScenarioResult};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+/// One headline target of issue 3 and how the run fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What is compared.
+    pub name: String,
+    /// The goal, e.g. `≥ 1.3×`.
+    pub goal: String,
+    /// Median and range of the paired ratio.
+    pub measured: Option<Spread>,
+    /// `met`, `missed` or `not measured`.
+    pub status: String,
+    /// Why it was not measured, or where it came from.
+    pub note: String,
+}
+
+/// Median CPU stall (percent) above which the report warns that the machine was busy.
+const NOISY_STALL_PCT: f64 = 5.0;
+
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        "—".into()
+    } else if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn spread(s: Option<Spread>) -> String {
+    match s {
+        None => "—".into(),
+        Some(s) if s.n == 1 => num(s.median),
+        Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
+    }
+}
+
+fn ratio(s: Option<Spread>) -> String {
+    match s {
+        None => "—".into(),
+        Some(s) if s.n == 1 => format!("{:.2}×", s.median),
+        Some(s) => format!("{:.2}× ({:.2}–{:.2})", s.median, s.min, s.max),
+    }
+}
+
+fn target(
+    name: &str,
+    goal_ratio: f64,
+    at_least: bool,
+    measured: Option<Spread>,
+    note: String,
+) -> Target {
+    let goal = format!("{} {goal_ratio}×", if at_least { "≥" } else { "≤" });
+    let status = match measured {
+        None => "not measured",
+        Some(s)
+            if (at_least && s.median >= goal_ratio) || (!at_least && s.median <= goal_ratio) =>
+        {
+            "met"
+        }
+        Some(_) => "missed",
+    };
+    Target {
+        name: name.into(),
+        goal,
+        measured,
+        status: status.into(),
+        note,
+    }
+}
+
+/// Computes the issue's headline targets from the results.
+pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
+    let mut out = Vec::new();
+    let slo = results.iter().find(|r| r.scenario.kind == Kind::Slo);
+    let slo_rates = |server: ServerKind| -> Vec<f64> {
+        let mut v: Vec<(usize, f64)> = slo
+            .map(|r| {
+                r.slo
+                    .iter()
+                    .filter(|s| s.server == server)
+                    .map(|s| (s.rep, if s.verified { s.max_rate } else { f64::NAN }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|x| x.0);
+        v.into_iter().map(|x| x.1).collect()
+    };
+    let why_slo = match slo {
+        None => "no slo scenario ran".to_owned(),
+        Some(r) => match &r.error {
+            Some(e) => format!("slo scenario failed: {e}"),
+            None => format!("scenario `{}`, paired per repetition", r.scenario.name),
+        },
+    };
+    let core = slo_rates(ServerKind::Coreline);
+    for (server, goal) in [(ServerKind::Axum, 1.3), (ServerKind::Actix, 1.1)] {
+        out.push(target(
+            &format!("max rate holding p99 ≤ 1 ms: coreline ÷ {}", server.name()),
+            goal,
+            true,
+            paired_ratio(&core, &slo_rates(server)),
+            why_slo.clone(),
+        ));
+    }
+    let head = results.iter().find(|r| r.scenario.headline);
+    let why_head = match head {
+        None => "no headline scenario ran".to_owned(),
+        Some(r) => match &r.error {
+            Some(e) => format!("headline scenario failed: {e}"),
+            None => format!("scenario `{}`, paired per repetition", r.scenario.name),
+        },
+    };
+    let p99 = |server: ServerKind| -> Vec<f64> {
+        head.and_then(|r| {
+            r.points
+                .first()
+                .map(|(p, _)| r.values(p, server, |s| s.p99_us))
+        })
+        .unwrap_or_default()
+    };
+    out.push(target(
+        "p99 at 50% of axum's max rate: coreline ÷ axum",
+        0.7,
+        false,
+        paired_ratio(&p99(ServerKind::Coreline), &p99(ServerKind::Axum)),
+        why_head.clone(),
+    ));
+    out.push(target(
+        "p99 at the same rate: coreline ÷ floor",
+        1.3,
+        false,
+        paired_ratio(&p99(ServerKind::Coreline), &p99(ServerKind::Floor)),
+        why_head,
+    ));
+    // A verdict from a disturbed machine is not a verdict.
+    let stalls: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.runs.iter().map(|x| x.summary.cpu_stall_pct))
+        .collect();
+    if Spread::of(&stalls).is_some_and(|s| s.median > NOISY_STALL_PCT) {
+        for t in &mut out {
+            if t.measured.is_some() {
+                t.status = format!("{} (inconclusive: machine busy)", t.status);
+            }
+        }
+    }
+    out
+}
+
+fn errors_cell(runs: &[&RunSummary]) -> String {
+    let total: u64 = runs.iter().map(|r| r.errors).sum();
+    if total == 0 {
+        return "0".into();
+    }
+    let sum = |f: fn(&RunSummary) -> u64| runs.iter().map(|r| f(r)).sum::<u64>();
+    let parts: Vec<String> = [
+        ("non-2xx", sum(|r| r.counts.non_2xx)),
+        ("timeout", sum(|r| r.counts.timeouts)),
+        ("unsent", sum(|r| r.counts.unsent)),
+        ("connect", sum(|r| r.counts.connect_failures)),
+        ("io", sum(|r| r.counts.io_errors)),
+        ("framing", sum(|r| r.counts.frame_errors)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| format!("{k} {n}"))
+    .collect();
+    format!("**{total}** ({})", parts.join(", "))
+}
+
+fn baselines_in(r: &ScenarioResult) -> Vec<ServerKind> {
+    let servers: Vec<ServerKind> = r.runs.iter().map(|x| x.server).collect();
+    if !servers.contains(&ServerKind::Coreline) {
+        return Vec::new();
+    }
+    ServerKind::ALL[1..]
+        .iter()
+        .copied()
+        .filter(|s| servers.contains(s))
+        .collect()
+}
+
+fn servers_in(r: &ScenarioResult) -> Vec<ServerKind> {
+    ServerKind::ALL
+        .iter()
+        .copied()
+        .filter(|s| r.runs.iter().any(|x| x.server == *s))
+        .collect()
+}
+
+fn rate_table(md: &mut String, r: &ScenarioResult) {
+    let baselines = baselines_in(r);
+    let _ = write!(
+        md,
+        "| rate | server | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |"
+    );
+    for b in &baselines {
+        let _ = write!(md, " p99 ÷ {} |", b.name());
+    }
+    md.push('\n');
+    md.push_str(&"|---".repeat(11 + baselines.len()));
+    md.push_str("|\n");
+    for (point, rate) in &r.points {
+        for server in servers_in(r) {
+            let runs: Vec<&RunSummary> = r
+                .runs
+                .iter()
+                .filter(|x| &x.point == point && x.server == server)
+                .map(|x| &x.summary)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let v = |f: fn(&RunSummary) -> f64| Spread::of(&r.values(point, server, f));
+            let _ = write!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                rate.map_or("closed".into(), |x| format!("{x:.0}")),
+                server.name(),
+                spread(v(|s| s.achieved_rate)),
+                spread(v(|s| s.p50_us)),
+                spread(v(|s| s.p90_us)),
+                spread(v(|s| s.p99_us)),
+                spread(v(|s| s.p999_us)),
+                spread(v(|s| s.max_us)),
+                errors_cell(&runs),
+                spread(v(|s| s.lag_p99_us)),
+                spread(v(|s| s.cpu_stall_pct)),
+            );
+            for &b in &baselines {
+                let cell = if server == ServerKind::Coreline {
+                    ratio(paired_ratio(
+                        &r.values(point, server, |s| s.p99_us),
+                        &r.values(point, b, |s| s.p99_us),
+                    ))
+                } else {
+                    String::new()
+                };
+                let _ = write!(md, " {cell} |");
+            }
+            md.push('\n');
+        }
+    }
+}
+
+fn capacity_table(md: &mut String, r: &ScenarioResult) {
+    let baselines = baselines_in(r);
+    md.push_str("| server | throughput req/s | service p50 µs | service p99 µs | errors | cpu stall % | coreline ÷ server |\n|---|---|---|---|---|---|---|\n");
+    let tput = |s: ServerKind| r.values("closed", s, |x| x.achieved_rate);
+    for server in servers_in(r) {
+        let runs: Vec<&RunSummary> = r
+            .runs
+            .iter()
+            .filter(|x| x.server == server)
+            .map(|x| &x.summary)
+            .collect();
+        let cell = if baselines.contains(&server) {
+            ratio(paired_ratio(&tput(ServerKind::Coreline), &tput(server)))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {cell} |",
+            server.name(),
+            spread(Spread::of(&tput(server))),
+            spread(Spread::of(
+                &r.values("closed", server, |x| x.service_p50_us)
+            )),
+            spread(Spread::of(
+                &r.values("closed", server, |x| x.service_p99_us)
+            )),
+            errors_cell(&runs),
+            spread(Spread::of(&r.values("closed", server, |x| x.cpu_stall_pct))),
+        );
+    }
+}
+
+fn slo_table(md: &mut String, r: &ScenarioResult) {
+    let baselines = baselines_in(r);
+    let rates = |s: ServerKind| -> Vec<f64> {
+        let mut v: Vec<_> = r.slo.iter().filter(|x| x.server == s).collect();
+        v.sort_by_key(|x| x.rep);
+        v.iter()
+            .map(|x| if x.verified { x.max_rate } else { f64::NAN })
+            .collect()
+    };
+    let _ = writeln!(
+        md,
+        "| server | max rate holding p99 ≤ {} µs, req/s | per repetition | coreline ÷ server |\n|---|---|---|---|",
+        r.scenario.slo_p99_us
+    );
+    for server in servers_in(r) {
+        let per: Vec<String> = rates(server).iter().map(|v| num(*v)).collect();
+        let cell = if baselines.contains(&server) {
+            ratio(paired_ratio(&rates(ServerKind::Coreline), &rates(server)))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {cell} |",
+            server.name(),
+            spread(Spread::of(&rates(server))),
+            per.join(", ")
+        );
+    }
+    md.push_str("\nProbes (rate → p99 µs, ✓ pass / ✗ fail):\n\n");
+    for s in &r.slo {
+        let probes: Vec<String> = s
+            .probes
+            .iter()
+            .map(|(rate, p99, errors, ok)| {
+                let e = if *errors > 0 {
+                    format!(", {errors} errors")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{rate:.0} → {} {}{e}",
+                    num(*p99),
+                    if *ok { "✓" } else { "✗" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "- {} rep {}: {}",
+            s.server.name(),
+            s.rep + 1,
+            probes.join("; ")
+        );
+    }
+}
+
+fn crosscheck_table(md: &mut String, r: &ScenarioResult) {
+    md.push_str("| server | wrk req/s | generator req/s | generator ÷ wrk | generator idle % | wrk p99 µs | generator p99 µs (service) | errors (wrk / generator) |\n|---|---|---|---|---|---|---|---|\n");
+    for server in servers_in(r) {
+        let recs: Vec<_> = r.crosscheck.iter().filter(|c| c.server == server).collect();
+        let wrk: Vec<f64> = recs.iter().map(|c| c.wrk_rps.unwrap_or(f64::NAN)).collect();
+        let gen_rps: Vec<f64> = recs.iter().map(|c| c.generator_rps).collect();
+        let wrk_p99: Vec<f64> = recs
+            .iter()
+            .map(|c| c.wrk_p99_us.unwrap_or(f64::NAN))
+            .collect();
+        let gen_p99: Vec<f64> = recs.iter().map(|c| c.generator_p99_us).collect();
+        let wrk_err: Vec<&str> = recs
+            .iter()
+            .filter_map(|c| c.wrk_errors.as_deref())
+            .collect();
+        let gen_err: u64 = recs.iter().map(|c| c.generator_errors).sum();
+        let idle: Vec<f64> = recs.iter().map(|c| c.generator_idle_pct).collect();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {gen_err} |",
+            server.name(),
+            spread(Spread::of(&wrk)),
+            spread(Spread::of(&gen_rps)),
+            ratio(paired_ratio(&gen_rps, &wrk)),
+            spread(Spread::of(&idle)),
+            spread(Spread::of(&wrk_p99)),
+            spread(Spread::of(&gen_p99)),
+            if wrk_err.is_empty() {
+                "0".to_owned()
+            } else {
+                wrk_err.join("; ")
+            },
+        );
+    }
+}
+
+fn machine_section(md: &mut String, m: &Machine) {
+    let versions: Vec<String> = m
+        .baselines
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(
+        md,
+        "| CPU | {} ({} online CPUs{}{}) |",
+        m.cpu,
+        m.cpus,
+        if m.virtualized {
+            ", virtual machine"
+        } else {
+            ""
+        },
+        if m.smt_siblings_0_1 {
+            ", cores 0 and 1 are SMT siblings"
+        } else {
+            ", cores 0 and 1 are not SMT siblings"
+        }
+    );
+    let _ = writeln!(md, "| kernel | {} |", m.kernel);
+    let _ = writeln!(
+        md,
+        "| load average (start → end) | {} → {} |",
+        m.loadavg_start, m.loadavg_end
+    );
+    let _ = writeln!(md, "| rustc | {} |", m.rustc);
+    let _ = writeln!(md, "| coreline | {} |", m.coreline);
+    let _ = writeln!(md, "| baselines | {} |", versions.join(", "));
+    let _ = writeln!(
+        md,
+        "| wrk | {} |",
+        m.wrk.as_deref().unwrap_or("not installed")
+    );
+    let _ = writeln!(
+        md,
+        "| oha | not used: not packaged in Debian 12, and `cargo install oha` (tokio + hyper + TLS) is too heavy to build on this 2-core machine |"
+    );
+}
+
+const METHOD: &str = "\
+- One server at a time, freshly started for every run and pinned to core 0 (all its threads);
+  the generator (one thread, epoll, raw TCP + httparse) and wrk are pinned to core 1.
+- Open loop: Poisson arrivals at the offered rate; latency is measured from each request's
+  *intended* send time (coordinated omission corrected), so a stalled server is charged for
+  every request it delayed. One request in flight per connection: a request that comes due
+  while its connection is busy waits for it (the wait is charged to the server).
+- Runs are interleaved (coreline, axum, actix, floor, coreline, …); all servers of a
+  repetition get the same seed (same arrival times, same bodies). Cells are median
+  (min–max) over repetitions; ratios are medians of per-repetition ratios.
+- Requests that time out or are never sent are errors *and* are recorded in the latency
+  histogram at the age they reached (a lower bound), so dropping work never looks fast.
+  Only 2xx responses otherwise enter the histograms; every error class is counted.
+- \"gen lag\" is how late the generator dispatched requests (its own health): it should be
+  a few µs; large values mean the generator, not the server, fell behind.
+- Capacity = closed-loop throughput with 16 connections, 1 request in flight each (like wrk).
+  \"axum's maximum rate\" in the targets is axum's median capacity.
+- The SLO search bisects between the last passing and first failing rate of the sweep;
+  a probe passes if p99 ≤ the objective and there are no errors.
+- \"generator idle\" (cross-check) is the share of the run the generator spent polling with
+  nothing to do: high means the server set the pace, so the generator was not the bottleneck.
+- \"cpu stall\" is the share of each run's time in which some task waited for a CPU (Linux PSI);
+  it should be near 0, otherwise other processes disturbed the run. A run above
+  `--max-stall` (default 10%) is repeated (`--retries`) and the least disturbed attempt kept.
+- Lost requests (timeouts, unsent, I/O errors) are counted from the warm-up on as well.
+- `.hgrm` files are HdrHistogram percentile distributions in microseconds.";
+
+/// Renders the report body (shared by report.md and RESULTS.md).
+pub fn render(
+    machine: &Machine,
+    results: &[ScenarioResult],
+    targets: &[Target],
+    command: &str,
+    started: &str,
+    minutes: f64,
+    images: bool,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Command: `{command}` — started {started}, took {minutes:.1} min.\n"
+    );
+    let stalls: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.runs.iter().map(|x| x.summary.cpu_stall_pct))
+        .collect();
+    if let Some(stall) = Spread::of(&stalls)
+        && stall.median > NOISY_STALL_PCT
+    {
+        let _ = writeln!(
+            md,
+            "> **Warning: the machine was busy.** Some task waited for a CPU during {:.0}% (median; max {:.0}%) of each run's time (Linux PSI `cpu some`; near 0 when only the server and the generator run). Other processes competed with the server or the generator, so latencies are inflated and ratios noisy: re-run on a quiet machine before trusting them.\n",
+            stall.median, stall.max
+        );
+    }
+    md.push_str(
+        "## Headline targets (issue 3; 1 coreline shard vs 1-worker baselines, hello workload)\n\n",
+    );
+    md.push_str("| target | goal | measured: median (min–max) of paired ratios | status | source |\n|---|---|---|---|---|\n");
+    for t in targets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | **{}** | {} |",
+            t.name,
+            t.goal,
+            ratio(t.measured),
+            t.status,
+            t.note
+        );
+    }
+    md.push_str("\n## Machine\n\n");
+    machine_section(&mut md, machine);
+    md.push_str("\n## Method\n\n");
+    md.push_str(METHOD);
+    md.push('\n');
+    for kind_first in [true, false] {
+        for r in results {
+            let is_cross = r.scenario.kind == Kind::Crosscheck;
+            if is_cross != kind_first {
+                continue;
+            }
+            let s = &r.scenario;
+            let _ = writeln!(md, "\n## {} — `{}`\n", s.title, s.name);
+            let _ = writeln!(
+                md,
+                "{} connections, {:?} arrivals, {} s measured after {} s warm-up, {} repetition(s), body `{}`{}; {:.0} s wall.\n",
+                s.load.connections,
+                s.load.arrival,
+                s.duration,
+                s.warmup,
+                s.repeats,
+                s.load.body_template,
+                s.load
+                    .key_field
+                    .as_deref()
+                    .map_or(String::new(), |k| format!(
+                        ", ports chosen by hash of `{k}`"
+                    )),
+                r.seconds
+            );
+            if let Some(e) = &r.error {
+                let _ = writeln!(md, "**FAILED:** {}\n", e.replace('\n', "<br>"));
+            }
+            match s.kind {
+                Kind::Capacity => capacity_table(&mut md, r),
+                Kind::Sweep | Kind::Fixed => rate_table(&mut md, r),
+                Kind::Slo => slo_table(&mut md, r),
+                Kind::Crosscheck => crosscheck_table(&mut md, r),
+            }
+            if images {
+                match s.kind {
+                    Kind::Sweep => {
+                        let _ =
+                            writeln!(md, "\n![p99 vs offered rate](p99_vs_rate_{}.svg)", s.name);
+                    }
+                    Kind::Fixed => {
+                        let _ = writeln!(md, "\n![percentile spectrum](spectrum_{}.svg)", s.name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    md
+}
+
+fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for r in results {
+        let s = &r.scenario;
+        let servers = servers_in(r);
+        let outcome = match s.kind {
+            Kind::Sweep => {
+                let series: Vec<_> = servers
+                    .iter()
+                    .map(|&sv| {
+                        let pts = r
+                            .points
+                            .iter()
+                            .filter_map(|(p, rate)| {
+                                Some((
+                                    rate.as_ref().copied()?,
+                                    Spread::of(&r.values(p, sv, |x| x.p99_us))?.median,
+                                ))
+                            })
+                            .collect();
+                        (sv, pts)
+                    })
+                    .collect();
+                crate::plot::p99_vs_rate(
+                    &out.join(format!("p99_vs_rate_{}.svg", s.name)),
+                    &s.title,
+                    &series,
+                )
+            }
+            Kind::Fixed => {
+                let point = r.points.first().map(|p| p.0.clone()).unwrap_or_default();
+                let series: Vec<_> = servers
+                    .iter()
+                    .filter_map(|&sv| {
+                        // The repetition with the median p99 represents the server.
+                        let mut runs: Vec<_> = r
+                            .runs
+                            .iter()
+                            .filter(|x| x.server == sv && x.point == point)
+                            .collect();
+                        runs.sort_by(|a, b| a.summary.p99_us.total_cmp(&b.summary.p99_us));
+                        runs.get(runs.len() / 2).map(|x| (sv, x.spectrum.clone()))
+                    })
+                    .collect();
+                crate::plot::spectrum(
+                    &out.join(format!("spectrum_{}.svg", s.name)),
+                    &s.title,
+                    &series,
+                )
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = outcome {
+            problems.push(format!("plot for {}: {e:#}", s.name));
+        }
+    }
+    problems
+}
+
+/// Everything summary.json holds.
+#[derive(Serialize)]
+struct Summary<'a> {
+    started: &'a str,
+    command: &'a str,
+    quick: bool,
+    machine: &'a Machine,
+    targets: &'a [Target],
+    scenarios: &'a [ScenarioResult],
+}
+
+/// Writes report.md, summary.json and the plots into `out`, and RESULTS.md
+/// into `results_md`. Returns problems that did not stop the report.
+#[allow(clippy::too_many_arguments)]
+pub fn write(
+    out: &Path,
+    results_md: &Path,
+    machine: &Machine,
+    results: &[ScenarioResult],
+    command: &str,
+    started: &str,
+    minutes: f64,
+    quick: bool,
+) -> Result<Vec<String>> {
+    let targets = targets(results);
+    let problems = plots(out, results);
+    let mut report = format!("# coreline latency report — {started}\n\n");
+    report.push_str(&render(
+        machine, results, &targets, command, started, minutes, true,
+    ));
+    report.push_str("\n## Files\n\n- `summary.json`: every run, every number above.\n- `<scenario>/<server>-<point>-rep<k>.hgrm`: corrected latency distribution of each run (µs).\n- `logs/<server>.log`: server output.\n");
+    for p in &problems {
+        let _ = writeln!(report, "- problem: {p}");
+    }
+    std::fs::write(out.join("report.md"), &report).context("writing report.md")?;
+    let summary = Summary {
+        started,
+        command,
+        quick,
+        machine,
+        targets: &targets,
+        scenarios: results,
+    };
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )
+    .context("writing summary.json")?;
+    let dir_name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let mut latest = String::from("# Latest latency-suite results\n\n");
+    let _ = writeln!(
+        latest,
+        "Written by `coreline-bench suite` (do not edit by hand). Full report, `.hgrm` files and plots: `latency-tests/reports/{dir_name}/` (not committed).\n"
+    );
+    latest.push_str(&render(
+        machine, results, &targets, command, started, minutes, false,
+    ));
+    std::fs::write(results_md, latest).context("writing RESULTS.md")?;
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_compare_the_median_ratio_with_the_goal() {
+        let s = |m: f64| {
+            Some(Spread {
+                median: m,
+                min: m,
+                max: m,
+                n: 3,
+            })
+        };
+        assert_eq!(target("x", 1.3, true, s(1.31), String::new()).status, "met");
+        assert_eq!(
+            target("x", 1.3, true, s(1.29), String::new()).status,
+            "missed"
+        );
+        assert_eq!(
+            target("x", 0.7, false, s(0.69), String::new()).status,
+            "met"
+        );
+        assert_eq!(
+            target("x", 0.7, false, None, String::new()).status,
+            "not measured"
+        );
+    }
+
+    #[test]
+    fn cells_show_median_and_range() {
+        assert_eq!(spread(Spread::of(&[10.0, 30.0, 20.0])), "20.0 (10.0–30.0)");
+        assert_eq!(spread(Spread::of(&[1234.4])), "1234");
+        assert_eq!(ratio(Spread::of(&[0.5, 0.7, 0.6])), "0.60× (0.50–0.70)");
+    }
+}

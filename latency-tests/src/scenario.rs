@@ -1,0 +1,391 @@
+//! Scenario files (`latency-tests/scenarios/*.toml`): what to run, against
+//! which servers, at what load, how often.
+//!
+//! A scenario has a `kind`:
+//! - `capacity`: closed-loop throughput of each server (the saturation point
+//!   later scenarios scale their rates from);
+//! - `sweep`: open-loop runs over a list of rates;
+//! - `slo`: per server, the highest rate whose p99 stays within `slo_p99_us`
+//!   with no errors, found by bisection;
+//! - `fixed`: open-loop runs at one rate;
+//! - `crosscheck`: closed-loop throughput of `wrk` and of our generator,
+//!   interleaved, on the same servers.
+//!
+//! Settings live in `[params]`; `[quick]` overrides any of them for
+//! `suite --quick`. Rates are absolute (`rates`) or fractions (`fractions`) of
+//! a capacity measured earlier in the suite (`rate_of`).
+
+use crate::schedule::Arrival;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A server the suite can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerKind {
+    /// coreline itself (`coreline run <config>`).
+    Coreline,
+    /// axum on a tokio current-thread runtime.
+    Axum,
+    /// actix-web with one worker.
+    Actix,
+    /// The leanest epoll responder.
+    Floor,
+}
+
+impl ServerKind {
+    /// Interleaving order.
+    pub const ALL: [ServerKind; 4] = [
+        ServerKind::Coreline,
+        ServerKind::Axum,
+        ServerKind::Actix,
+        ServerKind::Floor,
+    ];
+
+    /// Lowercase name, as in files and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Coreline => "coreline",
+            ServerKind::Axum => "axum",
+            ServerKind::Actix => "actix",
+            ServerKind::Floor => "floor",
+        }
+    }
+
+    /// Parses a lowercase name.
+    pub fn parse(s: &str) -> Result<ServerKind> {
+        ServerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .with_context(|| {
+                format!("unknown server `{s}`; expected coreline, axum, actix or floor")
+            })
+    }
+}
+
+/// What a scenario measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Closed-loop throughput.
+    Capacity,
+    /// Open loop over several rates.
+    Sweep,
+    /// Max rate within a p99 objective.
+    Slo,
+    /// Open loop at one rate.
+    Fixed,
+    /// wrk vs our generator, closed loop.
+    Crosscheck,
+}
+
+/// Which measured capacity fractions refer to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RateOf {
+    /// `max_capacity`: the largest capacity among the servers measured.
+    #[serde(rename = "max_capacity")]
+    Fastest,
+    /// `axum_capacity`: axum's (the issue's "50% of axum's maximum rate").
+    #[serde(rename = "axum_capacity")]
+    Axum,
+}
+
+/// Load shape shared by every run of a scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Load {
+    /// Connections.
+    pub connections: usize,
+    /// Arrival process.
+    pub arrival: Arrival,
+    /// Requests in flight per connection in open loop (1 = wait).
+    pub pipeline: usize,
+    /// Requests in flight per connection in closed loop.
+    pub depth: usize,
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Body template (see `body`).
+    pub body_template: String,
+    /// Distinct pre-built requests.
+    pub pool: usize,
+    /// JSON field hashed to pick the port, if any.
+    pub key_field: Option<String>,
+    /// Seconds before an outstanding request is a timeout.
+    pub timeout: f64,
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load {
+            connections: 16,
+            arrival: Arrival::Poisson,
+            pipeline: 1,
+            depth: 1,
+            method: "POST".into(),
+            path: "/my_api".into(),
+            body_template: r#"{"foo":"{str:8..32}","bar":{int:0..1000}}"#.into(),
+            pool: 4096,
+            key_field: None,
+            timeout: 2.0,
+        }
+    }
+}
+
+/// Tunables, all optional so `[quick]` can override a few.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// Repetitions of every point.
+    pub repeats: Option<usize>,
+    /// Measured seconds per run.
+    pub duration: Option<f64>,
+    /// Warm-up seconds per run.
+    pub warmup: Option<f64>,
+    /// Absolute rates (requests/s).
+    pub rates: Option<Vec<f64>>,
+    /// Rates as fractions of `rate_of`.
+    pub fractions: Option<Vec<f64>>,
+    /// What fractions refer to.
+    pub rate_of: Option<RateOf>,
+    /// The p99 objective, microseconds (slo).
+    pub slo_p99_us: Option<f64>,
+    /// Bisection steps (slo).
+    pub steps: Option<usize>,
+    /// Bisection bracket as fractions of own capacity, if no sweep gave one.
+    pub bracket: Option<[f64; 2]>,
+}
+
+impl Params {
+    fn or(self, base: Params) -> Params {
+        Params {
+            repeats: self.repeats.or(base.repeats),
+            duration: self.duration.or(base.duration),
+            warmup: self.warmup.or(base.warmup),
+            rates: self.rates.or(base.rates),
+            fractions: self.fractions.or(base.fractions),
+            rate_of: self.rate_of.or(base.rate_of),
+            slo_p99_us: self.slo_p99_us.or(base.slo_p99_us),
+            steps: self.steps.or(base.steps),
+            bracket: self.bracket.or(base.bracket),
+        }
+    }
+}
+
+/// A scenario file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    name: String,
+    title: String,
+    kind: Kind,
+    #[serde(default)]
+    coreline_config: Option<String>,
+    #[serde(default)]
+    servers: Option<Vec<String>>,
+    #[serde(default)]
+    instances: Option<usize>,
+    #[serde(default)]
+    server_cores: Option<Vec<usize>>,
+    #[serde(default)]
+    headline: bool,
+    #[serde(default)]
+    load: Load,
+    #[serde(default)]
+    params: Params,
+    #[serde(default)]
+    quick: Params,
+}
+
+/// A scenario with the mode (full or quick) applied and defaults filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    /// Short identifier (file names, JSON).
+    pub name: String,
+    /// One-line description (report headings).
+    pub title: String,
+    /// What it measures.
+    pub kind: Kind,
+    /// coreline config, relative to `latency-tests/`.
+    pub coreline_config: String,
+    /// Servers, in interleaving order.
+    pub servers: Vec<ServerKind>,
+    /// Processes (ports) per baseline server; coreline's shards come from its config.
+    pub instances: usize,
+    /// Cores the server may use (default `[0]`); baseline instance `i` is
+    /// pinned to `server_cores[i % len]`.
+    pub server_cores: Vec<usize>,
+    /// This scenario's runs give the headline p99 ratios.
+    pub headline: bool,
+    /// Load shape.
+    pub load: Load,
+    /// Repetitions.
+    pub repeats: usize,
+    /// Measured seconds.
+    pub duration: f64,
+    /// Warm-up seconds.
+    pub warmup: f64,
+    /// Absolute rates, if given.
+    pub rates: Vec<f64>,
+    /// Fractions of `rate_of`, if given.
+    pub fractions: Vec<f64>,
+    /// What fractions refer to.
+    pub rate_of: RateOf,
+    /// p99 objective in microseconds.
+    pub slo_p99_us: f64,
+    /// Bisection steps.
+    pub steps: usize,
+    /// Bisection bracket fallback.
+    pub bracket: [f64; 2],
+}
+
+impl Scenario {
+    /// Parses one scenario file's text for full (`quick = false`) or quick mode.
+    pub fn parse(text: &str, origin: &str, quick: bool) -> Result<Scenario> {
+        let file: File = toml::from_str(text).with_context(|| format!("scenario {origin}"))?;
+        let p = if quick {
+            file.quick.or(file.params)
+        } else {
+            file.params
+        };
+        let servers = match file.servers {
+            Some(names) => names
+                .iter()
+                .map(|n| ServerKind::parse(n))
+                .collect::<Result<Vec<_>>>()
+                .with_context(|| format!("scenario {origin}: servers"))?,
+            None => ServerKind::ALL.to_vec(),
+        };
+        let s = Scenario {
+            name: file.name,
+            title: file.title,
+            kind: file.kind,
+            coreline_config: file
+                .coreline_config
+                .unwrap_or_else(|| "configs/hello.toml".into()),
+            servers,
+            instances: file.instances.unwrap_or(1),
+            server_cores: file
+                .server_cores
+                .unwrap_or_else(|| vec![crate::server::SERVER_CORE]),
+            headline: file.headline,
+            load: file.load,
+            repeats: p.repeats.unwrap_or(3),
+            duration: p.duration.unwrap_or(5.0),
+            warmup: p.warmup.unwrap_or(1.0),
+            rates: p.rates.unwrap_or_default(),
+            fractions: p.fractions.unwrap_or_default(),
+            rate_of: p.rate_of.unwrap_or(RateOf::Fastest),
+            slo_p99_us: p.slo_p99_us.unwrap_or(1000.0),
+            steps: p.steps.unwrap_or(5),
+            bracket: p.bracket.unwrap_or([0.2, 1.0]),
+        };
+        s.validate(origin)?;
+        Ok(s)
+    }
+
+    fn validate(&self, origin: &str) -> Result<()> {
+        let needs_rates = matches!(self.kind, Kind::Sweep | Kind::Fixed);
+        if needs_rates && self.rates.is_empty() && self.fractions.is_empty() {
+            bail!(
+                "scenario {origin}: a {:?} scenario needs `rates` or `fractions` in [params]",
+                self.kind
+            );
+        }
+        if self.repeats == 0 || self.duration <= 0.0 || self.warmup < 0.0 {
+            bail!("scenario {origin}: repeats must be ≥ 1, duration > 0 and warmup ≥ 0");
+        }
+        if self.server_cores.is_empty() {
+            bail!("scenario {origin}: server_cores must list at least one core");
+        }
+        if self.servers.is_empty() || self.load.connections == 0 || self.instances == 0 {
+            bail!("scenario {origin}: needs at least one server, connection and instance");
+        }
+        if self.rates.iter().chain(&self.fractions).any(|&r| r <= 0.0) {
+            bail!("scenario {origin}: rates and fractions must be positive");
+        }
+        crate::body::Template::parse(&self.load.body_template)
+            .with_context(|| format!("scenario {origin}: load.body_template"))?;
+        Ok(())
+    }
+}
+
+/// Loads every `*.toml` in `dir`, in file-name order.
+pub fn load_dir(dir: &Path, quick: bool) -> Result<Vec<Scenario>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading scenario directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Scenario::parse(&text, &p.display().to_string(), quick)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_overrides_params_and_defaults_fill_the_rest() {
+        let text = r#"
+            name = "s"
+            title = "t"
+            kind = "sweep"
+            servers = ["floor", "axum"]
+            [load]
+            connections = 4
+            [params]
+            fractions = [0.5, 1.0]
+            repeats = 5
+            [quick]
+            repeats = 3
+            duration = 1.0
+        "#;
+        let full = Scenario::parse(text, "t.toml", false).unwrap();
+        assert_eq!((full.repeats, full.duration), (5, 5.0));
+        let quick = Scenario::parse(text, "t.toml", true).unwrap();
+        assert_eq!((quick.repeats, quick.duration), (3, 1.0));
+        assert_eq!(quick.fractions, vec![0.5, 1.0]);
+        assert_eq!(quick.servers, vec![ServerKind::Floor, ServerKind::Axum]);
+        assert_eq!(quick.load.connections, 4);
+        assert_eq!(quick.load.path, "/my_api");
+    }
+
+    #[test]
+    fn bad_scenarios_say_what_is_wrong() {
+        let no_rates = "name='s'\ntitle='t'\nkind='fixed'\n";
+        let e = Scenario::parse(no_rates, "f.toml", false).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("needs `rates` or `fractions`"),
+            "{e:#}"
+        );
+        let bad_server = "name='s'\ntitle='t'\nkind='capacity'\nservers=['nginx']\n";
+        let e = Scenario::parse(bad_server, "f.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown server `nginx`"), "{e:#}");
+        let typo = "name='s'\ntitle='t'\nkind='capacity'\n[params]\nrepeat=3\n";
+        assert!(Scenario::parse(typo, "f.toml", false).is_err());
+    }
+
+    #[test]
+    fn shipped_scenarios_parse_in_both_modes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        for quick in [false, true] {
+            let all = load_dir(&dir, quick).unwrap();
+            assert!(all.iter().any(|s| s.kind == Kind::Slo));
+            assert!(all.iter().any(|s| s.headline));
+            for s in &all {
+                let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(&s.coreline_config);
+                assert!(cfg.exists(), "{}: missing {}", s.name, cfg.display());
+            }
+        }
+    }
+}

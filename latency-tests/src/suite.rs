@@ -1,0 +1,716 @@
+//! The suite: every scenario, every server, interleaved and repeated.
+//!
+//! Fairness rules, in code here:
+//! - one server runs at a time, freshly started for each run, pinned to
+//!   core 0; the generator (this thread) and wrk are pinned to core 1;
+//! - runs are interleaved: for each point and repetition the servers run one
+//!   after the other (coreline, axum, actix, floor, coreline, …), so drift of
+//!   a shared machine lands on all of them alike;
+//! - every server of a repetition gets the same seed, hence the same arrival
+//!   times and the same bodies;
+//! - ratios are computed per interleaved pair (see `stats`).
+
+use crate::body::{BodySource, RequestPool, RequestSpec, Template};
+use crate::generator::{self, Balance, LoadConfig, Mode, RunStats};
+use crate::scenario::{Kind, RateOf, Scenario, ServerKind};
+use crate::server::{self, Binaries, GENERATOR_CORE};
+use crate::stats::Spread;
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Percentiles and counts of one run (microseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Offered requests/s in the measured window.
+    pub offered_rate: f64,
+    /// Responses/s for measured requests.
+    pub achieved_rate: f64,
+    /// Corrected latency percentiles.
+    pub p50_us: f64,
+    /// p90.
+    pub p90_us: f64,
+    /// p99.
+    pub p99_us: f64,
+    /// p99.9.
+    pub p999_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Service time (actual send → response) p50.
+    pub service_p50_us: f64,
+    /// Service time p99.
+    pub service_p99_us: f64,
+    /// Generator dispatch lag p99 (did the generator keep up?).
+    pub lag_p99_us: f64,
+    /// Generator dispatch lag max.
+    pub lag_max_us: f64,
+    /// Share of the run the generator waited with nothing to do, percent.
+    pub generator_idle_pct: f64,
+    /// Sum of every kind of error.
+    pub errors: u64,
+    /// Share of the run's wall time in which some task on this machine waited
+    /// for a CPU (Linux PSI `cpu some`), percent. Near 0 on a quiet machine;
+    /// large values mean other processes competed with the server or the
+    /// generator and the run's latencies are suspect.
+    pub cpu_stall_pct: f64,
+    /// All counters.
+    pub counts: generator::Counts,
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+impl RunSummary {
+    /// Summarizes a run.
+    pub fn of(s: &RunStats, cpu_stall_pct: f64) -> RunSummary {
+        let h = &s.corrected;
+        RunSummary {
+            offered_rate: s.offered_rate,
+            achieved_rate: s.achieved_rate,
+            p50_us: us(h.value_at_quantile(0.5)),
+            p90_us: us(h.value_at_quantile(0.9)),
+            p99_us: us(h.value_at_quantile(0.99)),
+            p999_us: us(h.value_at_quantile(0.999)),
+            max_us: us(h.max()),
+            mean_us: h.mean() / 1000.0,
+            service_p50_us: us(s.service.value_at_quantile(0.5)),
+            service_p99_us: us(s.service.value_at_quantile(0.99)),
+            lag_p99_us: us(s.dispatch_lag.value_at_quantile(0.99)),
+            lag_max_us: us(s.dispatch_lag.max()),
+            generator_idle_pct: s.idle_pct,
+            errors: s.counts.errors(),
+            cpu_stall_pct,
+            counts: s.counts.clone(),
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Server.
+    pub server: ServerKind,
+    /// Repetition (0-based).
+    pub rep: usize,
+    /// Point label, e.g. `rate=20000` or `closed`.
+    pub point: String,
+    /// Target rate (open loop), requests/s.
+    pub target_rate: Option<f64>,
+    /// Results.
+    pub summary: RunSummary,
+    /// `.hgrm` file, relative to the report directory.
+    pub hgrm: String,
+    /// Percentile spectrum for plots: (quantile, microseconds).
+    #[serde(skip)]
+    pub spectrum: Vec<(f64, f64)>,
+}
+
+/// One server's bisection in one repetition.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloSearch {
+    /// Server.
+    pub server: ServerKind,
+    /// Repetition.
+    pub rep: usize,
+    /// Highest rate known to hold the objective (requests/s).
+    pub max_rate: f64,
+    /// Whether `max_rate` was actually measured passing (it is an untested
+    /// bracket end otherwise).
+    pub verified: bool,
+    /// Every probe: (rate, p99 µs, errors, passed).
+    pub probes: Vec<(f64, f64, u64, bool)>,
+}
+
+/// wrk and our generator on one server, one repetition.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrossRecord {
+    /// Server.
+    pub server: ServerKind,
+    /// Repetition.
+    pub rep: usize,
+    /// wrk's Requests/sec (None: wrk unavailable or failed).
+    pub wrk_rps: Option<f64>,
+    /// wrk's p99 latency (closed loop), µs.
+    pub wrk_p99_us: Option<f64>,
+    /// wrk's error summary lines, if any.
+    pub wrk_errors: Option<String>,
+    /// Our closed-loop requests/s.
+    pub generator_rps: f64,
+    /// Our closed-loop p99 service time, µs.
+    pub generator_p99_us: f64,
+    /// Our error count.
+    pub generator_errors: u64,
+    /// Share of our run spent waiting for the server, percent.
+    pub generator_idle_pct: f64,
+}
+
+/// Everything one scenario produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// The scenario as run.
+    pub scenario: Scenario,
+    /// Points in order: (label, target rate).
+    pub points: Vec<(String, Option<f64>)>,
+    /// Every run.
+    pub runs: Vec<RunRecord>,
+    /// SLO searches (slo scenarios).
+    pub slo: Vec<SloSearch>,
+    /// Cross-check records (crosscheck scenarios).
+    pub crosscheck: Vec<CrossRecord>,
+    /// Why the scenario stopped early, if it did.
+    pub error: Option<String>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl ScenarioResult {
+    /// Values of `metric` for `server` at `point`, in repetition order.
+    pub fn values(
+        &self,
+        point: &str,
+        server: ServerKind,
+        metric: impl Fn(&RunSummary) -> f64,
+    ) -> Vec<f64> {
+        let mut runs: Vec<&RunRecord> = self
+            .runs
+            .iter()
+            .filter(|r| r.point == point && r.server == server)
+            .collect();
+        runs.sort_by_key(|r| r.rep);
+        runs.iter().map(|r| metric(&r.summary)).collect()
+    }
+}
+
+/// Suite-wide state.
+pub struct Suite {
+    /// `latency-tests/`.
+    pub root: PathBuf,
+    /// Report directory.
+    pub out: PathBuf,
+    /// Server binaries.
+    pub bins: Binaries,
+    /// Capacity (closed-loop requests/s) per server, per repetition.
+    pub capacity: BTreeMap<ServerKind, Vec<f64>>,
+    /// Sweep medians per server: (rate, median p99 µs, total errors).
+    pub sweep: BTreeMap<ServerKind, Vec<(f64, f64, u64)>>,
+    /// Servers to run (the intersection with each scenario's list).
+    pub servers: Vec<ServerKind>,
+    /// A run whose CPU stall exceeds this (percent) is repeated.
+    pub max_stall_pct: f64,
+    /// How many times a disturbed run is repeated at most.
+    pub retries: usize,
+}
+
+fn request_pool(sc: &Scenario, seed: u64) -> Result<RequestPool> {
+    let spec = RequestSpec {
+        method: sc.load.method.clone(),
+        path: sc.load.path.clone(),
+        host: "127.0.0.1".into(),
+        body: BodySource::Template(Template::parse(&sc.load.body_template)?),
+        pool: sc.load.pool,
+        key_field: sc.load.key_field.clone(),
+        seed,
+    };
+    RequestPool::build(&spec).map_err(anyhow::Error::msg)
+}
+
+fn seed_of(rep: usize) -> u64 {
+    1000 + rep as u64
+}
+
+fn spectrum(stats: &RunStats) -> Vec<(f64, f64)> {
+    if stats.corrected.is_empty() {
+        return Vec::new();
+    }
+    stats
+        .corrected
+        .iter_quantiles(5)
+        .map(|v| (v.quantile_iterated_to(), us(v.value_iterated_to())))
+        .collect()
+}
+
+impl Suite {
+    fn servers_of(&self, sc: &Scenario) -> Vec<ServerKind> {
+        sc.servers
+            .iter()
+            .copied()
+            .filter(|s| self.servers.contains(s))
+            .collect()
+    }
+
+    fn log_path(&self, server: ServerKind) -> PathBuf {
+        self.out.join("logs").join(format!("{}.log", server.name()))
+    }
+
+    fn start(&self, sc: &Scenario, server: ServerKind) -> Result<server::Running> {
+        let config = self.root.join(&sc.coreline_config);
+        server::start(
+            server,
+            &self.bins,
+            &config,
+            sc.instances,
+            &sc.server_cores,
+            &self.log_path(server),
+        )
+    }
+
+    /// Starts `server`, runs one load, stops it; returns the stats and the
+    /// CPU stall percentage of the run.
+    fn run_once(
+        &self,
+        sc: &Scenario,
+        server: ServerKind,
+        rep: usize,
+        mode: Mode,
+        pool: &RequestPool,
+    ) -> Result<(RunStats, f64)> {
+        let running = self.start(sc, server)?;
+        let cfg = LoadConfig {
+            host: "127.0.0.1".into(),
+            ports: running.ports.clone(),
+            connections: sc.load.connections,
+            mode,
+            pipeline: sc.load.pipeline,
+            duration: Duration::from_secs_f64(sc.duration),
+            warmup: Duration::from_secs_f64(sc.warmup),
+            timeout: Duration::from_secs_f64(sc.load.timeout),
+            balance: if sc.load.key_field.is_some() {
+                Balance::KeyHash
+            } else {
+                Balance::RoundRobin
+            },
+            seed: seed_of(rep),
+            spin: true,
+        };
+        let psi_before = cpu_pressure_us();
+        let wall = Instant::now();
+        let result = generator::run(&cfg, pool);
+        let stall_pct = match (psi_before, cpu_pressure_us()) {
+            (Some(a), Some(b)) => 100.0 * (b - a) as f64 / 1e6 / wall.elapsed().as_secs_f64(),
+            _ => f64::NAN,
+        };
+        running.stop()?;
+        Ok((result?, stall_pct))
+    }
+
+    /// One measured point: runs it, and again (up to `retries` times) while
+    /// other processes disturbed it (CPU stall above `max_stall_pct`),
+    /// keeping the least disturbed attempt; writes its `.hgrm`.
+    fn measure(
+        &self,
+        sc: &Scenario,
+        server: ServerKind,
+        rep: usize,
+        point: &str,
+        mode: Mode,
+        pool: &RequestPool,
+    ) -> Result<RunRecord> {
+        let mut best: Option<(RunStats, f64)> = None;
+        for attempt in 0..=self.retries {
+            let (stats, stall) = self
+                .run_once(sc, server, rep, mode, pool)
+                .with_context(|| format!("{} {point} rep {}", server.name(), rep + 1))?;
+            let better = best.as_ref().is_none_or(|(_, b)| stall < *b || b.is_nan());
+            if better {
+                best = Some((stats, stall));
+            }
+            if stall <= self.max_stall_pct || stall.is_nan() {
+                break;
+            }
+            if attempt < self.retries {
+                eprintln!(
+                    "  [{}] {:8} {point:>14} rep {}: CPU stall {stall:.0}% > {:.0}%, other processes disturbed the run; again",
+                    sc.name,
+                    server.name(),
+                    rep + 1,
+                    self.max_stall_pct
+                );
+            }
+        }
+        let (stats, stall_pct) = best.expect("at least one attempt");
+        let dir = self.out.join(&sc.name);
+        std::fs::create_dir_all(&dir)?;
+        let file = format!(
+            "{}-{}-rep{}.hgrm",
+            server.name(),
+            point.replace('=', ""),
+            rep + 1
+        );
+        std::fs::write(
+            dir.join(&file),
+            crate::hgrm::render(&stats.corrected, 1000.0, 5),
+        )?;
+        let summary = RunSummary::of(&stats, stall_pct);
+        eprintln!(
+            "  [{}] {:8} {point:>14} rep {}/{}: offered {:>8.0}/s achieved {:>8.0}/s  p50 {:>8.1} us  p99 {:>9.1} us  max {:>9.1} us  errors {}  cpu stall {:.0}%",
+            sc.name,
+            server.name(),
+            rep + 1,
+            sc.repeats,
+            summary.offered_rate,
+            summary.achieved_rate,
+            summary.p50_us,
+            summary.p99_us,
+            summary.max_us,
+            summary.errors,
+            summary.cpu_stall_pct
+        );
+        Ok(RunRecord {
+            server,
+            rep,
+            point: point.to_owned(),
+            target_rate: match mode {
+                Mode::Open { rate, .. } => Some(rate),
+                Mode::Closed { .. } => None,
+            },
+            summary,
+            hgrm: format!("{}/{file}", sc.name),
+            spectrum: spectrum(&stats),
+        })
+    }
+
+    fn median_capacity(&self, server: ServerKind) -> Option<f64> {
+        self.capacity
+            .get(&server)
+            .and_then(|v| Spread::of(v))
+            .map(|s| s.median)
+    }
+
+    /// Absolute rates of a sweep or fixed scenario.
+    fn rates(&self, sc: &Scenario, servers: &[ServerKind]) -> Result<Vec<f64>> {
+        if !sc.rates.is_empty() {
+            return Ok(sc.rates.clone());
+        }
+        let base = match sc.rate_of {
+            RateOf::Fastest => servers
+                .iter()
+                .filter_map(|&s| self.median_capacity(s))
+                .fold(None, |m: Option<f64>, c| Some(m.map_or(c, |m| m.max(c))))
+                .context(
+                    "rate_of = \"max_capacity\" needs the capacity scenario to have run first",
+                )?,
+            RateOf::Axum => self.median_capacity(ServerKind::Axum).context(
+                "rate_of = \"axum_capacity\" needs the capacity scenario to have measured axum",
+            )?,
+        };
+        Ok(sc
+            .fractions
+            .iter()
+            .map(|f| ((f * base) / 100.0).round().max(1.0) * 100.0)
+            .collect())
+    }
+
+    /// Runs one scenario; errors end it early but keep what was measured.
+    pub fn run_scenario(&mut self, sc: &Scenario) -> ScenarioResult {
+        let started = Instant::now();
+        let mut result = ScenarioResult {
+            scenario: sc.clone(),
+            points: Vec::new(),
+            runs: Vec::new(),
+            slo: Vec::new(),
+            crosscheck: Vec::new(),
+            error: None,
+            seconds: 0.0,
+        };
+        eprintln!("scenario {}: {}", sc.name, sc.title);
+        let outcome = match sc.kind {
+            Kind::Capacity => self.capacity_scenario(sc, &mut result),
+            Kind::Sweep | Kind::Fixed => self.rate_scenario(sc, &mut result),
+            Kind::Slo => self.slo_scenario(sc, &mut result),
+            Kind::Crosscheck => self.crosscheck_scenario(sc, &mut result),
+        };
+        if let Err(e) = outcome {
+            eprintln!("scenario {} FAILED: {e:#}", sc.name);
+            result.error = Some(format!("{e:#}"));
+        }
+        result.seconds = started.elapsed().as_secs_f64();
+        result
+    }
+
+    fn capacity_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let servers = self.servers_of(sc);
+        result.points.push(("closed".into(), None));
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for &server in &servers {
+                let mode = Mode::Closed {
+                    depth: sc.load.depth,
+                };
+                let run = self.measure(sc, server, rep, "closed", mode, &pool)?;
+                self.capacity
+                    .entry(server)
+                    .or_default()
+                    .push(run.summary.achieved_rate);
+                result.runs.push(run);
+            }
+        }
+        Ok(())
+    }
+
+    fn rate_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let servers = self.servers_of(sc);
+        let rates = self.rates(sc, &servers)?;
+        for &rate in &rates {
+            let point = format!("rate={rate:.0}");
+            result.points.push((point.clone(), Some(rate)));
+            for rep in 0..sc.repeats {
+                let pool = request_pool(sc, seed_of(rep))?;
+                for &server in &servers {
+                    let mode = Mode::Open {
+                        rate,
+                        arrival: sc.load.arrival,
+                    };
+                    let run = self.measure(sc, server, rep, &point, mode, &pool)?;
+                    result.runs.push(run);
+                }
+            }
+            if sc.kind == Kind::Sweep {
+                for &server in &servers {
+                    let p99 = Spread::of(&result.values(&point, server, |s| s.p99_us));
+                    let errors: f64 = result
+                        .values(&point, server, |s| s.errors as f64)
+                        .iter()
+                        .sum();
+                    if let Some(p99) = p99 {
+                        self.sweep.entry(server).or_default().push((
+                            rate,
+                            p99.median,
+                            errors as u64,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bisection bracket for `server`: from the sweep if it has a passing
+    /// point, else `bracket` × own capacity. Returns (lo, hi, lo_verified).
+    fn slo_bracket(&self, sc: &Scenario, server: ServerKind) -> Result<(f64, f64, bool)> {
+        let pass = |&(_, p99, errors): &(f64, f64, u64)| p99 <= sc.slo_p99_us && errors == 0;
+        if let Some(points) = self.sweep.get(&server)
+            && let Some(&(lo, _, _)) = points.iter().rfind(|p| pass(p))
+        {
+            let hi = points
+                .iter()
+                .filter(|p| p.0 > lo && !pass(p))
+                .map(|p| p.0)
+                .fold(f64::INFINITY, f64::min);
+            let hi = if hi.is_finite() { hi } else { lo * 1.5 };
+            return Ok((lo, hi, true));
+        }
+        let cap = self.median_capacity(server).with_context(|| {
+            format!(
+                "slo bracket for {}: no sweep point passed and no capacity was measured",
+                server.name()
+            )
+        })?;
+        Ok((sc.bracket[0] * cap, sc.bracket[1] * cap, false))
+    }
+
+    fn slo_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let servers = self.servers_of(sc);
+        let mut brackets = BTreeMap::new();
+        for &s in &servers {
+            brackets.insert(s, self.slo_bracket(sc, s)?);
+        }
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            let mut searches: Vec<SloSearch> = servers
+                .iter()
+                .map(|&server| SloSearch {
+                    server,
+                    rep,
+                    max_rate: brackets[&server].0,
+                    verified: brackets[&server].2,
+                    probes: Vec::new(),
+                })
+                .collect();
+            let mut his: Vec<f64> = servers.iter().map(|s| brackets[s].1).collect();
+            for step in 0..sc.steps {
+                for (i, &server) in servers.iter().enumerate() {
+                    let search = &mut searches[i];
+                    // An unverified lower end is probed itself and halved until
+                    // it passes; after that, plain bisection.
+                    let rate = if search.verified {
+                        ((search.max_rate + his[i]) / 2.0 / 10.0).round() * 10.0
+                    } else {
+                        (search.max_rate / 10.0).round().max(1.0) * 10.0
+                    };
+                    let point = format!("slo-step{}", step + 1);
+                    let mode = Mode::Open {
+                        rate,
+                        arrival: sc.load.arrival,
+                    };
+                    let run = self.measure(sc, server, rep, &point, mode, &pool)?;
+                    let s = &run.summary;
+                    let passed = s.p99_us <= sc.slo_p99_us
+                        && s.errors == 0
+                        && s.achieved_rate >= 0.95 * s.offered_rate;
+                    search.probes.push((rate, s.p99_us, s.errors, passed));
+                    if passed {
+                        search.max_rate = rate;
+                        search.verified = true;
+                    } else {
+                        his[i] = rate;
+                        if !search.verified {
+                            search.max_rate = rate / 2.0;
+                        }
+                    }
+                    result.runs.push(run);
+                }
+            }
+            for s in &searches {
+                eprintln!(
+                    "  [{}] {:8} rep {}: max rate holding p99 ≤ {} us: {:.0}/s{}",
+                    sc.name,
+                    s.server.name(),
+                    rep + 1,
+                    sc.slo_p99_us,
+                    s.max_rate,
+                    if s.verified {
+                        ""
+                    } else {
+                        " (unverified bracket end)"
+                    }
+                );
+            }
+            result.slo.extend(searches);
+        }
+        Ok(())
+    }
+
+    fn crosscheck_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let servers = self.servers_of(sc);
+        result.points.push(("closed".into(), None));
+        let dir = self.out.join(&sc.name);
+        std::fs::create_dir_all(&dir)?;
+        let mut body = Vec::new();
+        Template::parse(&sc.load.body_template)?.render(
+            &mut crate::schedule::Rng::new(1),
+            0,
+            &mut body,
+        );
+        let script = dir.join("post.lua");
+        std::fs::write(
+            &script,
+            format!(
+                "wrk.method = \"{}\"\nwrk.body = [==[{}]==]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+                sc.load.method,
+                String::from_utf8_lossy(&body)
+            ),
+        )?;
+        let have_wrk = std::process::Command::new("wrk").arg("-v").output().is_ok();
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for &server in &servers {
+                let (wrk_rps, wrk_p99_us, wrk_errors) = if have_wrk {
+                    let running = self.start(sc, server)?;
+                    let port = running.ports[0];
+                    let out = crate::crosscheck::wrk(sc, port, &script);
+                    running.stop()?;
+                    match out {
+                        Ok(w) => (Some(w.rps), w.p99_us, w.errors),
+                        Err(e) => (None, None, Some(format!("{e:#}"))),
+                    }
+                } else {
+                    (
+                        None,
+                        None,
+                        Some("wrk not installed (apt-get install -y wrk)".into()),
+                    )
+                };
+                let mode = Mode::Closed {
+                    depth: sc.load.depth,
+                };
+                let run = self.measure(sc, server, rep, "closed", mode, &pool)?;
+                eprintln!(
+                    "  [{}] {:8} rep {}: wrk {} req/s, generator {:.0} req/s",
+                    sc.name,
+                    server.name(),
+                    rep + 1,
+                    wrk_rps.map_or("n/a".into(), |r| format!("{r:.0}")),
+                    run.summary.achieved_rate
+                );
+                result.crosscheck.push(CrossRecord {
+                    server,
+                    rep,
+                    wrk_rps,
+                    wrk_p99_us,
+                    wrk_errors,
+                    generator_rps: run.summary.achieved_rate,
+                    generator_p99_us: run.summary.service_p99_us,
+                    generator_errors: run.summary.errors,
+                    generator_idle_pct: run.summary.generator_idle_pct,
+                });
+                result.runs.push(run);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Cumulative µs in which some task waited for a CPU (`/proc/pressure/cpu`).
+fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let some = text.lines().find(|l| l.starts_with("some"))?;
+    some.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
+/// Pins this thread (the generator) to [`GENERATOR_CORE`].
+pub fn pin_generator() -> Result<()> {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: GENERATOR_CORE }) {
+        bail!("cannot pin the generator to core {GENERATOR_CORE}: the suite needs 2 cores");
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH-MM-SSZ` (UTC) for report directory names.
+pub fn timestamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// The workspace root (parent of `latency-tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("latency-tests has a parent directory")
+        .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_civil_utc() {
+        assert_eq!(timestamp(0), "1970-01-01T00-00-00Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00-00-00Z");
+        assert_eq!(timestamp(1_767_225_599), "2025-12-31T23-59-59Z");
+    }
+}
