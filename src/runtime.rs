@@ -255,11 +255,11 @@ impl Service {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => {
-                    let _ = service.stop();
+                    service.abandon();
                     return Err(StartError::Shard(msg));
                 }
                 Err(_) => {
-                    let _ = service.stop();
+                    service.abandon();
                     return Err(StartError::Shard(
                         "a shard did not start within 30 s".to_string(),
                     ));
@@ -293,6 +293,22 @@ impl Service {
     pub fn snapshots(&self) -> Vec<ShardSnapshot> {
         let senders: Vec<_> = self.shards.iter().map(|s| s.commands.clone()).collect();
         collect_snapshots(&senders, Duration::from_secs(2))
+    }
+
+    /// Start-up failed: tell every shard to stop but do not wait for them
+    /// (a shard still connecting to a peer that never started would wait
+    /// forever). The process is about to report the error and exit.
+    fn abandon(&mut self) {
+        for s in &self.shards {
+            let _ = s.commands.send(ShardCommand::Shutdown);
+            let _ = s.commands.send(ShardCommand::Exit);
+        }
+        for s in &mut self.shards {
+            drop(s.thread.take());
+        }
+        if let Some(c) = self.coordinator.take() {
+            drop(c);
+        }
     }
 
     /// The epoch state was restored from at start (0: none).
