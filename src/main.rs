@@ -24,6 +24,10 @@ struct Cli {
 enum Command {
     /// Serve CONFIG until SIGINT or SIGTERM, then drain and exit 0.
     ///
+    /// With a [checkpoint] table, state is restored from the newest valid
+    /// committed epoch before any port opens, an epoch is committed every
+    /// interval, and a final one after draining (exit 1 if that fails).
+    ///
     /// Prints one line per listener (`listening shard=0 addr=127.0.0.1:8888`,
     /// `listening admin addr=…`) and `ready service=NAME` once every shard
     /// accepts connections. Logs go to stderr; set RUST_LOG (e.g.
@@ -36,9 +40,12 @@ enum Command {
         #[arg(long, value_name = "FILTER")]
         log: Option<String>,
     },
-    /// Validate CONFIG and print the plan: shards with their cores and ports,
-    /// routes, request schemas, each step with its output column and type,
-    /// and the reply. Exits 2 with file:line:column on the first mistake.
+    /// Validate CONFIG and print the plan.
+    ///
+    /// Prints shards with their cores and ports, routes, request schemas,
+    /// each step with its output column and type, and the reply. Exits 2
+    /// with file:line:column, the key and what was expected on the first
+    /// mistake.
     Check {
         /// Path to the service's TOML configuration.
         config: PathBuf,
