@@ -11,7 +11,7 @@
 //!    (see [`crate::state`] for why that is a consistent cut and costs no
 //!    copy) and sends the [`Capture`](crate::state::Capture) to the writer.
 //! 3. The writer applies the capture to its mirror of the shard and writes
-//!    `dir/epoch-N/shard-<i>.arrow` (Arrow IPC file format; see [`file`]
+//!    `dir/epoch-N/shard-<i>.arrow` (Arrow IPC file format; see [`file`](mod@file)
 //!    for the columns), fsyncs it and reports size, row count and CRC-32.
 //! 4. With every shard's file written, the coordinator writes
 //!    `dir/epoch-N/MANIFEST` (JSON, see [`Manifest`]): temp file, fsync,
