@@ -502,6 +502,7 @@ impl Suite {
 
     /// Starts `server`, runs one load, stops it; returns the stats and the
     /// CPU stall percentage of the run.
+    #[allow(clippy::too_many_arguments)]
     fn run_once(
         &self,
         sc: &Scenario,
