@@ -209,7 +209,7 @@ fn checkpoint_table(md: &mut String, r: &ScenarioResult) {
     let s = &r.scenario;
     let _ = writeln!(
         md,
-        "{} distinct keys prefilled before every run ({} connections, {} in flight each, body `{}`), then {} req/s over random existing keys (body `{}`). Variants run interleaved with the same seed per repetition; each run checkpoints into a fresh directory.\n",
+        "{} distinct keys prefilled before every run ({} connections, {} in flight each, body `{}`), then {} req/s over random existing keys (body `{}`). Variants run interleaved with the same seed per repetition; each run checkpoints into a fresh directory. With `full_every = 10` (the default), a load spanning ≥ 10 epochs includes at least one full snapshot of every key.\n",
         s.keys,
         s.prefill.connections,
         s.prefill.pipeline,
@@ -853,6 +853,83 @@ mod tests {
             target("x", 0.7, false, None, String::new()).status,
             "not measured"
         );
+    }
+
+    fn ckpt_result(p99s: &[(f64, f64, f64)]) -> ScenarioResult {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/70_checkpoint.toml"),
+        )
+        .unwrap();
+        let scenario = crate::scenario::Scenario::parse(&text, "70", true).unwrap();
+        let run = |label: &str, rep: usize, p99: f64, stall: f64| crate::suite::RunRecord {
+            server: ServerKind::Coreline,
+            rep,
+            point: label.into(),
+            target_rate: Some(20000.0),
+            summary: RunSummary {
+                offered_rate: 20000.0,
+                achieved_rate: 20000.0,
+                p50_us: 100.0,
+                p90_us: 200.0,
+                p99_us: p99,
+                p999_us: p99,
+                max_us: p99,
+                mean_us: 100.0,
+                service_p50_us: 90.0,
+                service_p99_us: p99,
+                lag_p99_us: 5.0,
+                lag_max_us: 9.0,
+                generator_idle_pct: 50.0,
+                errors: 0,
+                cpu_stall_pct: stall,
+                counts: Default::default(),
+            },
+            hgrm: String::new(),
+            attempt: 0,
+            spectrum: Vec::new(),
+        };
+        let mut runs = Vec::new();
+        for (rep, &(stall, with, without)) in p99s.iter().enumerate() {
+            runs.push(run("ckpt", rep, with, stall));
+            runs.push(run("nockpt", rep, without, stall));
+        }
+        ScenarioResult {
+            scenario,
+            points: vec![
+                ("ckpt".into(), Some(20000.0)),
+                ("nockpt".into(), Some(20000.0)),
+            ],
+            runs,
+            slo: Vec::new(),
+            crosscheck: Vec::new(),
+            checkpoint: Vec::new(),
+            error: None,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn checkpoint_target_is_the_median_paired_p99_ratio() {
+        let r = ckpt_result(&[
+            (0.0, 105.0, 100.0),
+            (0.0, 300.0, 100.0),
+            (0.0, 108.0, 100.0),
+        ]);
+        let t = checkpoint_target(std::slice::from_ref(&r));
+        let m = t.measured.unwrap();
+        assert!((m.median - 1.08).abs() < 1e-9, "{m:?}");
+        assert_eq!((t.status.as_str(), t.goal.as_str()), ("met", "≤ 1.1×"));
+        let r = ckpt_result(&[(0.0, 120.0, 100.0), (0.0, 130.0, 100.0), (0.0, 90.0, 100.0)]);
+        assert_eq!(checkpoint_target(&[r]).status, "missed");
+        assert_eq!(checkpoint_target(&[]).status, "not measured");
+        // A busy machine makes it inconclusive, like every other verdict.
+        let r = ckpt_result(&[(20.0, 105.0, 100.0), (20.0, 101.0, 100.0)]);
+        let all = targets(std::slice::from_ref(&r));
+        let t = all.iter().find(|t| t.name.contains("checkpoints")).unwrap();
+        assert_eq!(t.status, "met (inconclusive: machine busy)");
+        let mut md = String::new();
+        checkpoint_table(&mut md, &r);
+        assert!(md.contains("p99 ckpt ÷ nockpt: **1.03×"), "{md}");
     }
 
     #[test]
