@@ -130,6 +130,11 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// True if the template uses `{seq}`.
+    pub fn has_seq(&self) -> bool {
+        self.parts.contains(&Part::Seq)
+    }
+
     /// Appends one rendering of the template to `out`.
     pub fn render(&self, rng: &mut Rng, seq: u64, out: &mut Vec<u8>) {
         const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";

@@ -14,6 +14,7 @@
 //! (SVG), `machine` (what we ran on), `crosscheck` (wrk).
 
 mod body;
+mod ckpt;
 mod crosscheck;
 mod framing;
 mod generator;
@@ -339,26 +340,50 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
             } else {
                 (sc.instances.to_string(), sc.server_cores.clone())
             };
-            if seen.contains(&key) || !sc.servers.contains(&server) {
+            if !sc.servers.contains(&server) {
                 continue;
             }
-            seen.push(key);
-            let running = server::start(
-                server,
-                &s.bins,
-                &root.join(&sc.coreline_config),
-                sc.instances,
-                &sc.server_cores,
-                &out.join("logs").join(format!("{}.log", server.name())),
-            )
-            .with_context(|| {
-                format!(
-                    "preflight: starting {} for scenario {}",
-                    server.name(),
-                    sc.name
+            // Config variants (checkpoint scenario) start from a copy whose
+            // checkpoint dir is fresh and under the report, never the repo.
+            let mut configs = Vec::new();
+            if server == ServerKind::Coreline && !sc.variants.is_empty() {
+                for v in &sc.variants {
+                    let dir = out
+                        .join("preflight")
+                        .join(format!("{}-{}", sc.name, v.label));
+                    configs.push((
+                        (v.config.clone(), sc.server_cores.clone()),
+                        Some(ckpt::fresh_config(&root.join(&v.config), &dir)?),
+                    ));
+                }
+            } else {
+                configs.push((key, None));
+            }
+            for (key, fresh) in configs {
+                if seen.contains(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let config = fresh
+                    .as_ref()
+                    .map_or_else(|| root.join(&sc.coreline_config), |f| f.path.clone());
+                let running = server::start(
+                    server,
+                    &s.bins,
+                    &config,
+                    sc.instances,
+                    &sc.server_cores,
+                    &out.join("logs").join(format!("{}.log", server.name())),
                 )
-            })?;
-            running.stop()?;
+                .with_context(|| {
+                    format!(
+                        "preflight: starting {} for scenario {}",
+                        server.name(),
+                        sc.name
+                    )
+                })?;
+                running.stop()?;
+            }
         }
     }
     eprintln!(

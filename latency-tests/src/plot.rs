@@ -14,18 +14,28 @@ fn color(server: ServerKind) -> RGBColor {
     }
 }
 
-/// Lines of (x, y) per server on log-log axes.
+/// A named, coloured line.
+type Line = (String, RGBColor, Vec<(f64, f64)>);
+
+fn by_server(series: &[(ServerKind, Vec<(f64, f64)>)]) -> Vec<Line> {
+    series
+        .iter()
+        .map(|(s, p)| (s.name().to_owned(), color(*s), p.clone()))
+        .collect()
+}
+
+/// Lines of (x, y) on log-log axes.
 fn log_log(
     path: &Path,
     caption: &str,
     x_desc: &str,
     y_desc: &str,
-    series: &[(ServerKind, Vec<(f64, f64)>)],
+    series: &[Line],
     percentile_axis: bool,
 ) -> Result<()> {
     let points = series
         .iter()
-        .flat_map(|(_, p)| p.iter())
+        .flat_map(|(_, _, p)| p.iter())
         .filter(|(x, y)| *x > 0.0 && *y > 0.0);
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in points {
@@ -77,8 +87,8 @@ fn log_log(
         mesh.x_label_formatter(&plain_label);
     }
     mesh.draw().map_err(err)?;
-    for (server, pts) in series {
-        let c = color(*server);
+    for (name, c, pts) in series {
+        let c = *c;
         let pts: Vec<(f64, f64)> = pts
             .iter()
             .copied()
@@ -87,7 +97,7 @@ fn log_log(
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
             .map_err(err)?
-            .label(server.name())
+            .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 2, c.filled())))
@@ -115,7 +125,7 @@ pub fn p99_vs_rate(
         title,
         "offered rate (requests/s)",
         "p99 latency (µs)",
-        series,
+        &by_server(series),
         false,
     )
 }
@@ -123,15 +133,39 @@ pub fn p99_vs_rate(
 /// Percentile spectrum: latency (µs) versus percentile, one line per server.
 /// `series` holds (quantile, µs) pairs.
 pub fn spectrum(path: &Path, title: &str, series: &[(ServerKind, Vec<(f64, f64)>)]) -> Result<()> {
-    let mapped: Vec<(ServerKind, Vec<(f64, f64)>)> = series
+    spectrum_lines(path, title, by_server(series))
+}
+
+/// Percentile spectrum with one line per label (e.g. config variants).
+pub fn spectrum_labeled(
+    path: &Path,
+    title: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    const PALETTE: [RGBColor; 4] = [
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(90, 90, 90),
+    ];
+    let lines = series
         .iter()
-        .map(|(s, pts)| {
+        .enumerate()
+        .map(|(i, (l, p))| (l.clone(), PALETTE[i % PALETTE.len()], p.clone()))
+        .collect();
+    spectrum_lines(path, title, lines)
+}
+
+fn spectrum_lines(path: &Path, title: &str, lines: Vec<Line>) -> Result<()> {
+    let mapped: Vec<Line> = lines
+        .into_iter()
+        .map(|(name, c, pts)| {
             let pts = pts
                 .iter()
                 .filter(|(q, _)| *q < 1.0)
                 .map(|&(q, v)| (1.0 / (1.0 - q), v))
                 .collect();
-            (*s, pts)
+            (name, c, pts)
         })
         .collect();
     log_log(

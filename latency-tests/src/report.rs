@@ -149,6 +149,7 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         paired_ratio(&p99(ServerKind::Coreline), &p99(ServerKind::Floor)),
         why_head,
     ));
+    out.push(checkpoint_target(results));
     // A verdict from a disturbed machine is not a verdict.
     let stalls: Vec<f64> = results
         .iter()
@@ -162,6 +163,134 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         }
     }
     out
+}
+
+/// The p99 of each variant of a checkpoint scenario's pair, per repetition.
+fn checkpoint_p99s(r: &ScenarioResult) -> Option<(String, String, Vec<f64>, Vec<f64>)> {
+    let labels: Vec<String> = r
+        .scenario
+        .variants
+        .iter()
+        .map(|v| v.label.clone())
+        .collect();
+    let (with, without) = crate::ckpt::ratio_pair(&labels)?;
+    let p99 = |l: &str| r.values(l, ServerKind::Coreline, |s| s.p99_us);
+    Some((with.into(), without.into(), p99(with), p99(without)))
+}
+
+/// Issue 4: p99 with checkpoints ÷ p99 without, ≤ 1.10×.
+fn checkpoint_target(results: &[ScenarioResult]) -> Target {
+    let name = "p99 under load with 1 s checkpoints ÷ without (keyed state prefilled)";
+    let Some(r) = results.iter().find(|r| r.scenario.kind == Kind::Checkpoint) else {
+        return target(
+            name,
+            crate::ckpt::P99_RATIO_GOAL,
+            false,
+            None,
+            "no checkpoint scenario ran".into(),
+        );
+    };
+    let note = match &r.error {
+        Some(e) => format!("checkpoint scenario failed: {e}"),
+        None => format!(
+            "scenario `{}`, {} keys, paired per repetition",
+            r.scenario.name, r.scenario.keys
+        ),
+    };
+    let measured = checkpoint_p99s(r).and_then(|(_, _, w, wo)| paired_ratio(&w, &wo));
+    target(name, crate::ckpt::P99_RATIO_GOAL, false, measured, note)
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or("—".into(), |v| v.to_string())
+}
+
+fn checkpoint_table(md: &mut String, r: &ScenarioResult) {
+    let s = &r.scenario;
+    let _ = writeln!(
+        md,
+        "{} distinct keys prefilled before every run ({} connections, {} in flight each, body `{}`), then {} req/s over random existing keys (body `{}`). Variants run interleaved with the same seed per repetition; each run checkpoints into a fresh directory. With `full_every = 10` (the default), a load spanning ≥ 10 epochs includes at least one full snapshot of every key.\n",
+        s.keys,
+        s.prefill.connections,
+        s.prefill.pipeline,
+        s.prefill.body_template,
+        r.points
+            .first()
+            .and_then(|p| p.1)
+            .map_or("—".into(), |x| format!("{x:.0}")),
+        s.load.body_template,
+    );
+    md.push_str("| variant | config | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for v in &s.variants {
+        let runs: Vec<&RunSummary> = r
+            .runs
+            .iter()
+            .filter(|x| x.point == v.label)
+            .map(|x| &x.summary)
+            .collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let val =
+            |f: fn(&RunSummary) -> f64| Spread::of(&r.values(&v.label, ServerKind::Coreline, f));
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            v.label,
+            v.config,
+            spread(val(|s| s.achieved_rate)),
+            spread(val(|s| s.p50_us)),
+            spread(val(|s| s.p90_us)),
+            spread(val(|s| s.p99_us)),
+            spread(val(|s| s.p999_us)),
+            spread(val(|s| s.max_us)),
+            errors_cell(&runs),
+            spread(val(|s| s.lag_p99_us)),
+            spread(val(|s| s.cpu_stall_pct)),
+        );
+    }
+    if let Some((with, without, w, wo)) = checkpoint_p99s(r) {
+        let per: Vec<String> = w
+            .iter()
+            .zip(&wo)
+            .map(|(a, b)| format!("{:.2}×", a / b))
+            .collect();
+        let t = checkpoint_target(std::slice::from_ref(r));
+        let _ = writeln!(
+            md,
+            "\np99 {with} ÷ {without}: **{}** (per repetition: {}); goal {}: **{}**.\n",
+            ratio(paired_ratio(&w, &wo)),
+            per.join(", "),
+            t.goal,
+            t.status
+        );
+    }
+    md.push_str("Checkpoint statistics (admin `/stats`; \"start\" = after the prefill and a forced `POST /checkpoint`, \"end\" = when the load stopped):\n\n");
+    md.push_str("| variant | rep | prefill s (keys/s) | forced epoch | epochs during load | committed at end | failures | last epoch (kind) | last duration ms | last bytes | last rows | dir bytes after stop |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for c in &r.checkpoint {
+        let end = c.at_end.as_ref();
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} ({:.0}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.variant,
+            c.rep + 1,
+            c.prefill.seconds,
+            c.prefill.ok as f64 / c.prefill.seconds.max(1e-9),
+            opt(c.forced_epoch),
+            opt(c.epochs_during_load),
+            opt(end.map(|e| e.committed)),
+            opt(end.map(|e| e.failures)),
+            end.map_or("— (no checkpoints)".into(), |e| format!(
+                "{} ({})",
+                e.last_committed_epoch,
+                e.last_kind.as_deref().unwrap_or("?")
+            )),
+            opt(end.map(|e| format!("{:.1}", e.last_duration_ms))),
+            opt(end.map(|e| e.last_bytes)),
+            opt(end.map(|e| e.last_rows)),
+            opt(c.dir_bytes),
+        );
+    }
 }
 
 fn errors_cell(runs: &[&RunSummary]) -> String {
@@ -485,7 +614,7 @@ pub fn render(
         );
     }
     md.push_str(
-        "## Headline targets (issue 3; 1 coreline shard vs 1-worker baselines, hello workload)\n\n",
+        "## Headline targets (issue 3: 1 coreline shard vs 1-worker baselines, hello workload; issue 4: checkpoints under load)\n\n",
     );
     md.push_str("| target | goal | measured: median (min–max) of paired ratios | status | source |\n|---|---|---|---|---|\n");
     for t in targets {
@@ -537,6 +666,7 @@ pub fn render(
                 Kind::Sweep | Kind::Fixed => rate_table(&mut md, r),
                 Kind::Slo => slo_table(&mut md, r),
                 Kind::Crosscheck => crosscheck_table(&mut md, r),
+                Kind::Checkpoint => checkpoint_table(&mut md, r),
             }
             if images {
                 match s.kind {
@@ -544,7 +674,7 @@ pub fn render(
                         let _ =
                             writeln!(md, "\n![p99 vs offered rate](p99_vs_rate_{}.svg)", s.name);
                     }
-                    Kind::Fixed => {
+                    Kind::Fixed | Kind::Checkpoint => {
                         let _ = writeln!(md, "\n![percentile spectrum](spectrum_{}.svg)", s.name);
                     }
                     _ => {}
@@ -580,6 +710,24 @@ fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
                     .collect();
                 crate::plot::p99_vs_rate(
                     &out.join(format!("p99_vs_rate_{}.svg", s.name)),
+                    &s.title,
+                    &series,
+                )
+            }
+            Kind::Checkpoint => {
+                let series: Vec<_> = r
+                    .points
+                    .iter()
+                    .filter_map(|(label, _)| {
+                        let mut runs: Vec<_> =
+                            r.runs.iter().filter(|x| &x.point == label).collect();
+                        runs.sort_by(|a, b| a.summary.p99_us.total_cmp(&b.summary.p99_us));
+                        runs.get(runs.len() / 2)
+                            .map(|x| (label.clone(), x.spectrum.clone()))
+                    })
+                    .collect();
+                crate::plot::spectrum_labeled(
+                    &out.join(format!("spectrum_{}.svg", s.name)),
                     &s.title,
                     &series,
                 )
@@ -705,6 +853,83 @@ mod tests {
             target("x", 0.7, false, None, String::new()).status,
             "not measured"
         );
+    }
+
+    fn ckpt_result(p99s: &[(f64, f64, f64)]) -> ScenarioResult {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/70_checkpoint.toml"),
+        )
+        .unwrap();
+        let scenario = crate::scenario::Scenario::parse(&text, "70", true).unwrap();
+        let run = |label: &str, rep: usize, p99: f64, stall: f64| crate::suite::RunRecord {
+            server: ServerKind::Coreline,
+            rep,
+            point: label.into(),
+            target_rate: Some(20000.0),
+            summary: RunSummary {
+                offered_rate: 20000.0,
+                achieved_rate: 20000.0,
+                p50_us: 100.0,
+                p90_us: 200.0,
+                p99_us: p99,
+                p999_us: p99,
+                max_us: p99,
+                mean_us: 100.0,
+                service_p50_us: 90.0,
+                service_p99_us: p99,
+                lag_p99_us: 5.0,
+                lag_max_us: 9.0,
+                generator_idle_pct: 50.0,
+                errors: 0,
+                cpu_stall_pct: stall,
+                counts: Default::default(),
+            },
+            hgrm: String::new(),
+            attempt: 0,
+            spectrum: Vec::new(),
+        };
+        let mut runs = Vec::new();
+        for (rep, &(stall, with, without)) in p99s.iter().enumerate() {
+            runs.push(run("ckpt", rep, with, stall));
+            runs.push(run("nockpt", rep, without, stall));
+        }
+        ScenarioResult {
+            scenario,
+            points: vec![
+                ("ckpt".into(), Some(20000.0)),
+                ("nockpt".into(), Some(20000.0)),
+            ],
+            runs,
+            slo: Vec::new(),
+            crosscheck: Vec::new(),
+            checkpoint: Vec::new(),
+            error: None,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn checkpoint_target_is_the_median_paired_p99_ratio() {
+        let r = ckpt_result(&[
+            (0.0, 105.0, 100.0),
+            (0.0, 300.0, 100.0),
+            (0.0, 108.0, 100.0),
+        ]);
+        let t = checkpoint_target(std::slice::from_ref(&r));
+        let m = t.measured.unwrap();
+        assert!((m.median - 1.08).abs() < 1e-9, "{m:?}");
+        assert_eq!((t.status.as_str(), t.goal.as_str()), ("met", "≤ 1.1×"));
+        let r = ckpt_result(&[(0.0, 120.0, 100.0), (0.0, 130.0, 100.0), (0.0, 90.0, 100.0)]);
+        assert_eq!(checkpoint_target(&[r]).status, "missed");
+        assert_eq!(checkpoint_target(&[]).status, "not measured");
+        // A busy machine makes it inconclusive, like every other verdict.
+        let r = ckpt_result(&[(20.0, 105.0, 100.0), (20.0, 101.0, 100.0)]);
+        let all = targets(std::slice::from_ref(&r));
+        let t = all.iter().find(|t| t.name.contains("checkpoints")).unwrap();
+        assert_eq!(t.status, "met (inconclusive: machine busy)");
+        let mut md = String::new();
+        checkpoint_table(&mut md, &r);
+        assert!(md.contains("p99 ckpt ÷ nockpt: **1.03×"), "{md}");
     }
 
     #[test]

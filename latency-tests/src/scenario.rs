@@ -9,7 +9,10 @@
 //!   with no errors, found by bisection;
 //! - `fixed`: open-loop runs at one rate;
 //! - `crosscheck`: closed-loop throughput of `wrk` and of our generator,
-//!   interleaved, on the same servers.
+//!   interleaved, on the same servers;
+//! - `checkpoint`: coreline only, several configs (`coreline_variants`, e.g.
+//!   with and without checkpoints) interleaved at one rate, each run after a
+//!   prefill of `keys` distinct keys (see `ckpt`).
 //!
 //! Settings live in `[params]`; `[quick]` overrides any of them for
 //! `suite --quick`. Rates are absolute (`rates`) or fractions (`fractions`) of
@@ -78,6 +81,46 @@ pub enum Kind {
     Fixed,
     /// wrk vs our generator, closed loop.
     Crosscheck,
+    /// coreline config variants at one rate after a keyed-state prefill.
+    Checkpoint,
+}
+
+/// One coreline config of a `checkpoint` scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Short name: point label, file names (`[a-z0-9_-]`).
+    pub label: String,
+    /// coreline config, relative to `latency-tests/`.
+    pub config: String,
+}
+
+/// How a `checkpoint` scenario fills keyed state before measuring.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prefill {
+    /// Connections (each sends its own contiguous range of keys).
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Body template; `{seq}` is the key's index, `0..keys`, once each.
+    pub body_template: String,
+    /// Seconds without a response before the prefill fails.
+    pub timeout: f64,
+    /// GET route answering a key's state (`?key=`), to check the prefill.
+    pub read_path: String,
+}
+
+impl Default for Prefill {
+    fn default() -> Self {
+        Prefill {
+            connections: 4,
+            pipeline: 128,
+            body_template: r#"{"user":"u{seq}","amount":{int:0..100}}"#.into(),
+            timeout: 10.0,
+            read_path: "/counts".into(),
+        }
+    }
 }
 
 /// Which measured capacity fractions refer to.
@@ -156,6 +199,8 @@ pub struct Params {
     pub steps: Option<usize>,
     /// Bisection bracket as fractions of own capacity, if no sweep gave one.
     pub bracket: Option<[f64; 2]>,
+    /// Distinct keys prefilled before each run (checkpoint).
+    pub keys: Option<u64>,
 }
 
 impl Params {
@@ -170,6 +215,7 @@ impl Params {
             slo_p99_us: self.slo_p99_us.or(base.slo_p99_us),
             steps: self.steps.or(base.steps),
             bracket: self.bracket.or(base.bracket),
+            keys: self.keys.or(base.keys),
         }
     }
 }
@@ -183,6 +229,10 @@ struct File {
     kind: Kind,
     #[serde(default)]
     coreline_config: Option<String>,
+    #[serde(default)]
+    coreline_variants: Vec<Variant>,
+    #[serde(default)]
+    prefill: Prefill,
     #[serde(default)]
     servers: Option<Vec<String>>,
     #[serde(default)]
@@ -239,6 +289,20 @@ pub struct Scenario {
     pub steps: usize,
     /// Bisection bracket fallback.
     pub bracket: [f64; 2],
+    /// coreline configs run interleaved (checkpoint).
+    pub variants: Vec<Variant>,
+    /// Prefill settings (checkpoint).
+    pub prefill: Prefill,
+    /// Distinct keys prefilled before each run (checkpoint; 0 = none).
+    pub keys: u64,
+}
+
+/// The `{keys}` marker in a body template, replaced by the key count.
+pub const KEYS_MARKER: &str = "{keys}";
+
+/// `template` with every `{keys}` replaced by `keys`.
+pub fn with_keys(template: &str, keys: u64) -> String {
+    template.replace(KEYS_MARKER, &keys.to_string())
 }
 
 impl Scenario {
@@ -258,6 +322,9 @@ impl Scenario {
                 .with_context(|| format!("scenario {origin}: servers"))?,
             None => ServerKind::ALL.to_vec(),
         };
+        let keys = p.keys.unwrap_or(0);
+        let mut load = file.load;
+        load.body_template = with_keys(&load.body_template, keys);
         let s = Scenario {
             name: file.name,
             title: file.title,
@@ -271,7 +338,7 @@ impl Scenario {
                 .server_cores
                 .unwrap_or_else(|| vec![crate::server::SERVER_CORE]),
             headline: file.headline,
-            load: file.load,
+            load,
             repeats: p.repeats.unwrap_or(3),
             duration: p.duration.unwrap_or(5.0),
             warmup: p.warmup.unwrap_or(1.0),
@@ -281,13 +348,16 @@ impl Scenario {
             slo_p99_us: p.slo_p99_us.unwrap_or(1000.0),
             steps: p.steps.unwrap_or(5),
             bracket: p.bracket.unwrap_or([0.2, 1.0]),
+            variants: file.coreline_variants,
+            prefill: file.prefill,
+            keys,
         };
         s.validate(origin)?;
         Ok(s)
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
-        let needs_rates = matches!(self.kind, Kind::Sweep | Kind::Fixed);
+        let needs_rates = matches!(self.kind, Kind::Sweep | Kind::Fixed | Kind::Checkpoint);
         if needs_rates && self.rates.is_empty() && self.fractions.is_empty() {
             bail!(
                 "scenario {origin}: a {:?} scenario needs `rates` or `fractions` in [params]",
@@ -306,8 +376,62 @@ impl Scenario {
         if self.rates.iter().chain(&self.fractions).any(|&r| r <= 0.0) {
             bail!("scenario {origin}: rates and fractions must be positive");
         }
+        if self.kind == Kind::Checkpoint {
+            self.validate_checkpoint(origin)?;
+        }
         crate::body::Template::parse(&self.load.body_template)
             .with_context(|| format!("scenario {origin}: load.body_template"))?;
+        if self.kind != Kind::Checkpoint && !self.variants.is_empty() {
+            bail!("scenario {origin}: coreline_variants is only for kind = \"checkpoint\"");
+        }
+        Ok(())
+    }
+
+    fn validate_checkpoint(&self, origin: &str) -> Result<()> {
+        if self.servers != [ServerKind::Coreline] {
+            bail!(
+                "scenario {origin}: a checkpoint scenario runs coreline only: servers = [\"coreline\"]"
+            );
+        }
+        if self.variants.is_empty() {
+            bail!(
+                "scenario {origin}: a checkpoint scenario needs coreline_variants = [{{ label, config }}, …]"
+            );
+        }
+        for (i, v) in self.variants.iter().enumerate() {
+            let ok = !v.label.is_empty()
+                && v.label.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !ok {
+                bail!(
+                    "scenario {origin}: coreline_variants[{i}].label `{}` must be non-empty [a-z0-9_-] (it names files)",
+                    v.label
+                );
+            }
+            if self.variants[..i].iter().any(|w| w.label == v.label) {
+                bail!(
+                    "scenario {origin}: coreline_variants label `{}` is used twice",
+                    v.label
+                );
+            }
+        }
+        if self.keys == 0 {
+            bail!("scenario {origin}: a checkpoint scenario needs keys ≥ 1 in [params]");
+        }
+        if self.prefill.connections == 0
+            || self.prefill.pipeline == 0
+            || self.prefill.timeout <= 0.0
+        {
+            bail!(
+                "scenario {origin}: prefill connections and pipeline must be ≥ 1 and timeout > 0"
+            );
+        }
+        let t = crate::body::Template::parse(&self.prefill.body_template)
+            .with_context(|| format!("scenario {origin}: prefill.body_template"))?;
+        if !t.has_seq() {
+            bail!("scenario {origin}: prefill.body_template must contain {{seq}} (the key index)");
+        }
         Ok(())
     }
 }
@@ -361,6 +485,43 @@ mod tests {
     }
 
     #[test]
+    fn checkpoint_scenarios_substitute_keys_and_check_variants() {
+        let text = r#"
+            name = "c"
+            title = "t"
+            kind = "checkpoint"
+            servers = ["coreline"]
+            coreline_variants = [{ label = "a", config = "x.toml" }, { label = "b", config = "y.toml" }]
+            [load]
+            body_template = '{"user":"u{int:0..{keys}}"}'
+            [params]
+            keys = 1000
+            rates = [100]
+            [quick]
+            keys = 10
+        "#;
+        let full = Scenario::parse(text, "c.toml", false).unwrap();
+        assert_eq!(full.load.body_template, r#"{"user":"u{int:0..1000}"}"#);
+        assert_eq!(full.keys, 1000);
+        assert_eq!(full.prefill.connections, 4);
+        let quick = Scenario::parse(text, "c.toml", true).unwrap();
+        assert_eq!(quick.load.body_template, r#"{"user":"u{int:0..10}"}"#);
+        let dup = text.replace("label = \"b\"", "label = \"a\"");
+        let e = Scenario::parse(&dup, "c.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("used twice"), "{e:#}");
+        let bad = text.replace("label = \"b\"", "label = \"B c\"");
+        assert!(Scenario::parse(&bad, "c.toml", false).is_err());
+        let no_keys = text.replace("keys = 1000\n", "");
+        let e = Scenario::parse(&no_keys, "c.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("keys ≥ 1"), "{e:#}");
+        let axum = text.replace("servers = [\"coreline\"]", "servers = [\"axum\"]");
+        assert!(Scenario::parse(&axum, "c.toml", false).is_err());
+        let no_seq = format!("{text}\n[prefill]\nbody_template = '{{\"user\":\"x\"}}'\n");
+        let e = Scenario::parse(&no_seq, "c.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("{seq}"), "{e:#}");
+    }
+
+    #[test]
     fn bad_scenarios_say_what_is_wrong() {
         let no_rates = "name='s'\ntitle='t'\nkind='fixed'\n";
         let e = Scenario::parse(no_rates, "f.toml", false).unwrap_err();
@@ -385,7 +546,15 @@ mod tests {
             for s in &all {
                 let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(&s.coreline_config);
                 assert!(cfg.exists(), "{}: missing {}", s.name, cfg.display());
+                for v in &s.variants {
+                    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(&v.config);
+                    assert!(cfg.exists(), "{}: missing {}", s.name, cfg.display());
+                }
             }
+            let ck = all.iter().find(|s| s.kind == Kind::Checkpoint).unwrap();
+            assert_eq!(ck.keys, if quick { 100_000 } else { 1_000_000 });
+            assert_eq!(ck.variants.len(), 2);
+            assert!(!ck.load.body_template.contains(KEYS_MARKER));
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - ratios are computed per interleaved pair (see `stats`).
 
 use crate::body::{BodySource, RequestPool, RequestSpec, Template};
+use crate::ckpt;
 use crate::generator::{self, Balance, LoadConfig, Mode, RunStats};
 use crate::scenario::{Kind, RateOf, Scenario, ServerKind};
 use crate::server::{self, Binaries, GENERATOR_CORE};
@@ -105,6 +106,8 @@ pub struct RunRecord {
     pub summary: RunSummary,
     /// `.hgrm` file, relative to the report directory.
     pub hgrm: String,
+    /// Which attempt was kept (0-based; > 0 when a disturbed run was redone).
+    pub attempt: usize,
     /// Percentile spectrum for plots: (quantile, microseconds).
     #[serde(skip)]
     pub spectrum: Vec<(f64, f64)>,
@@ -149,6 +152,233 @@ pub struct CrossRecord {
     pub generator_idle_pct: f64,
 }
 
+/// One run of a checkpoint scenario: its prefill and checkpoint statistics.
+#[derive(Debug, Clone, Serialize)]
+pub struct CkptRecord {
+    /// Variant label (the run's point).
+    pub variant: String,
+    /// Repetition.
+    pub rep: usize,
+    /// Keys prefilled.
+    pub keys: u64,
+    /// The prefill.
+    pub prefill: ckpt::PrefillStats,
+    /// Epoch committed by the `POST /checkpoint` forced after the prefill.
+    pub forced_epoch: Option<u64>,
+    /// `/stats` checkpoint object when the measured load started.
+    pub at_start: Option<ckpt::CkptStats>,
+    /// `/stats` checkpoint object when the measured load ended.
+    pub at_end: Option<ckpt::CkptStats>,
+    /// Epochs committed during warm-up and measurement.
+    pub epochs_during_load: Option<u64>,
+    /// Bytes in the checkpoint directory after the server stopped (its final
+    /// checkpoint included; the directory is then deleted).
+    pub dir_bytes: Option<u64>,
+    /// The run's directory (config copy), relative to the report directory.
+    pub run_dir: String,
+}
+
+/// What a checkpoint run learned in each attempt.
+#[derive(Debug, Clone, Default)]
+struct CkptAttempt {
+    config: Option<ckpt::RunConfig>,
+    run_dir: String,
+    prefill: ckpt::PrefillStats,
+    forced_epoch: Option<u64>,
+    at_start: Option<ckpt::CkptStats>,
+    at_end: Option<ckpt::CkptStats>,
+    dir_bytes: Option<u64>,
+}
+
+/// Extra steps of a run beyond start → load → stop (checkpoint scenario).
+trait RunHooks {
+    /// coreline config for `attempt` (`None`: the scenario's).
+    fn config(&self, attempt: usize) -> Result<Option<PathBuf>>;
+    /// After the server is ready, before the load.
+    fn before(&self, running: &server::Running) -> Result<()>;
+    /// After the load, before the server stops.
+    fn after(&self, running: &server::Running) -> Result<()>;
+    /// After the server stopped.
+    fn stopped(&self) -> Result<()>;
+}
+
+/// A plain run.
+struct NoHooks;
+
+impl RunHooks for NoHooks {
+    fn config(&self, _: usize) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    fn before(&self, _: &server::Running) -> Result<()> {
+        Ok(())
+    }
+    fn after(&self, _: &server::Running) -> Result<()> {
+        Ok(())
+    }
+    fn stopped(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A checkpoint-scenario run: fresh config and checkpoint dir per attempt,
+/// verified prefill before the load, checkpoint statistics around it.
+struct CkptHooks<'a> {
+    sc: &'a Scenario,
+    source: PathBuf,
+    dir: PathBuf,
+    out: &'a Path,
+    rep: usize,
+    label: &'a str,
+    attempts: std::cell::RefCell<Vec<CkptAttempt>>,
+}
+
+impl CkptHooks<'_> {
+    fn current(&self) -> std::cell::RefMut<'_, CkptAttempt> {
+        std::cell::RefMut::map(self.attempts.borrow_mut(), |a| {
+            a.last_mut().expect("config() ran first")
+        })
+    }
+
+    fn admin(&self) -> u16 {
+        self.current().config.as_ref().expect("config").admin_port
+    }
+
+    /// `GET <read path>?key=<key>` → status and the `n` output.
+    fn read_key(&self, port: u16, key: &str) -> Result<(u16, Option<i64>)> {
+        let (status, body) = ckpt::http(
+            port,
+            "GET",
+            &format!("{}?key={key}", self.sc.prefill.read_path),
+            Duration::from_secs(5),
+        )?;
+        let n = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["n"].as_i64());
+        Ok((status, n))
+    }
+}
+
+impl RunHooks for CkptHooks<'_> {
+    fn config(&self, attempt: usize) -> Result<Option<PathBuf>> {
+        let name = format!("{}-rep{}-try{}", self.label, self.rep + 1, attempt + 1);
+        let run_dir = self.dir.join(&name);
+        let config = ckpt::fresh_config(&self.source, &run_dir)?;
+        let path = config.path.clone();
+        self.attempts.borrow_mut().push(CkptAttempt {
+            config: Some(config),
+            run_dir: run_dir
+                .strip_prefix(self.out)
+                .unwrap_or(&run_dir)
+                .display()
+                .to_string(),
+            ..Default::default()
+        });
+        Ok(Some(path))
+    }
+
+    fn before(&self, running: &server::Running) -> Result<()> {
+        let sc = self.sc;
+        let admin = self.admin();
+        let ok_before = ckpt::ok_responses(&ckpt::stats(admin)?)?;
+        let cfg = ckpt::PrefillConfig {
+            port: running.ports[0],
+            method: sc.load.method.clone(),
+            path: sc.load.path.clone(),
+            template: Template::parse(&sc.prefill.body_template)?,
+            keys: sc.keys,
+            connections: sc.prefill.connections,
+            pipeline: sc.prefill.pipeline,
+            timeout: Duration::from_secs_f64(sc.prefill.timeout),
+            seed: seed_of(self.rep),
+        };
+        let prefill = ckpt::prefill(&cfg)?;
+        // The server must agree: exactly `keys` more 2xx, the first and last
+        // key seen once, the one after the last never.
+        let ok_after = ckpt::ok_responses(&ckpt::stats(admin)?)?;
+        if ok_after - ok_before != sc.keys {
+            bail!(
+                "prefill: the server counted {} 2xx responses, expected {}",
+                ok_after - ok_before,
+                sc.keys
+            );
+        }
+        let port = running.ports[0];
+        for (key, want) in [
+            ("u0".to_owned(), (200, Some(1))),
+            (format!("u{}", sc.keys - 1), (200, Some(1))),
+            (format!("u{}", sc.keys), (404, None)),
+        ] {
+            let got = self.read_key(port, &key)?;
+            if got != want {
+                bail!(
+                    "prefill check: {}?key={key} gave status {} n {:?}, expected status {} n {:?}",
+                    sc.prefill.read_path,
+                    got.0,
+                    got.1,
+                    want.0,
+                    want.1
+                );
+            }
+        }
+        let has_ckpt = self
+            .current()
+            .config
+            .as_ref()
+            .is_some_and(|c| c.ckpt_dir.is_some());
+        let mut forced = None;
+        if has_ckpt {
+            let (status, body) = ckpt::http(admin, "POST", "/checkpoint", Duration::from_secs(60))?;
+            if status != 200 {
+                bail!("POST /checkpoint after the prefill answered {status}: {body}");
+            }
+            forced = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64());
+        }
+        let at_start = ckpt::parse_ckpt_stats(&ckpt::stats(admin)?)?;
+        eprintln!(
+            "  [{}] {:8} {:>14} rep {}: prefilled {} keys in {:.1} s ({:.0}/s){}",
+            sc.name,
+            "coreline",
+            self.label,
+            self.rep + 1,
+            prefill.ok,
+            prefill.seconds,
+            prefill.ok as f64 / prefill.seconds.max(1e-9),
+            match &at_start {
+                Some(c) => format!(
+                    "; forced checkpoint epoch {} ({}, {} rows, {:.1} ms)",
+                    forced.map_or("?".into(), |e| e.to_string()),
+                    c.last_kind.as_deref().unwrap_or("?"),
+                    c.last_rows,
+                    c.last_duration_ms
+                ),
+                None => String::new(),
+            }
+        );
+        let mut cur = self.current();
+        cur.prefill = prefill;
+        cur.forced_epoch = forced;
+        cur.at_start = at_start;
+        Ok(())
+    }
+
+    fn after(&self, _: &server::Running) -> Result<()> {
+        let at_end = ckpt::parse_ckpt_stats(&ckpt::stats(self.admin())?)?;
+        self.current().at_end = at_end;
+        Ok(())
+    }
+
+    fn stopped(&self) -> Result<()> {
+        let mut cur = self.current();
+        if let Some(dir) = cur.config.as_ref().and_then(|c| c.ckpt_dir.clone()) {
+            cur.dir_bytes = Some(ckpt::dir_bytes(&dir));
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything one scenario produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioResult {
@@ -162,6 +392,8 @@ pub struct ScenarioResult {
     pub slo: Vec<SloSearch>,
     /// Cross-check records (crosscheck scenarios).
     pub crosscheck: Vec<CrossRecord>,
+    /// Prefill and checkpoint statistics (checkpoint scenarios).
+    pub checkpoint: Vec<CkptRecord>,
     /// Why the scenario stopped early, if it did.
     pub error: Option<String>,
     /// Wall-clock seconds.
@@ -248,7 +480,16 @@ impl Suite {
     }
 
     fn start(&self, sc: &Scenario, server: ServerKind) -> Result<server::Running> {
-        let config = self.root.join(&sc.coreline_config);
+        self.start_with(sc, server, None)
+    }
+
+    fn start_with(
+        &self,
+        sc: &Scenario,
+        server: ServerKind,
+        config: Option<&Path>,
+    ) -> Result<server::Running> {
+        let config = config.map_or_else(|| self.root.join(&sc.coreline_config), Path::to_path_buf);
         server::start(
             server,
             &self.bins,
@@ -261,6 +502,7 @@ impl Suite {
 
     /// Starts `server`, runs one load, stops it; returns the stats and the
     /// CPU stall percentage of the run.
+    #[allow(clippy::too_many_arguments)]
     fn run_once(
         &self,
         sc: &Scenario,
@@ -268,8 +510,12 @@ impl Suite {
         rep: usize,
         mode: Mode,
         pool: &RequestPool,
+        attempt: usize,
+        hooks: &dyn RunHooks,
     ) -> Result<(RunStats, f64)> {
-        let running = self.start(sc, server)?;
+        let config = hooks.config(attempt)?;
+        let running = self.start_with(sc, server, config.as_deref())?;
+        hooks.before(&running)?;
         let cfg = LoadConfig {
             host: "127.0.0.1".into(),
             ports: running.ports.clone(),
@@ -294,8 +540,11 @@ impl Suite {
             (Some(a), Some(b)) => 100.0 * (b - a) as f64 / 1e6 / wall.elapsed().as_secs_f64(),
             _ => f64::NAN,
         };
+        let result = result?;
+        hooks.after(&running)?;
         running.stop()?;
-        Ok((result?, stall_pct))
+        hooks.stopped()?;
+        Ok((result, stall_pct))
     }
 
     /// One measured point: runs it, and again (up to `retries` times) while
@@ -310,14 +559,30 @@ impl Suite {
         mode: Mode,
         pool: &RequestPool,
     ) -> Result<RunRecord> {
-        let mut best: Option<(RunStats, f64)> = None;
+        self.measure_with(sc, server, rep, point, mode, pool, &NoHooks)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn measure_with(
+        &self,
+        sc: &Scenario,
+        server: ServerKind,
+        rep: usize,
+        point: &str,
+        mode: Mode,
+        pool: &RequestPool,
+        hooks: &dyn RunHooks,
+    ) -> Result<RunRecord> {
+        let mut best: Option<(RunStats, f64, usize)> = None;
         for attempt in 0..=self.retries {
             let (stats, stall) = self
-                .run_once(sc, server, rep, mode, pool)
+                .run_once(sc, server, rep, mode, pool, attempt, hooks)
                 .with_context(|| format!("{} {point} rep {}", server.name(), rep + 1))?;
-            let better = best.as_ref().is_none_or(|(_, b)| stall < *b || b.is_nan());
+            let better = best
+                .as_ref()
+                .is_none_or(|(_, b, _)| stall < *b || b.is_nan());
             if better {
-                best = Some((stats, stall));
+                best = Some((stats, stall, attempt));
             }
             if stall <= self.max_stall_pct || stall.is_nan() {
                 break;
@@ -332,7 +597,7 @@ impl Suite {
                 );
             }
         }
-        let (stats, stall_pct) = best.expect("at least one attempt");
+        let (stats, stall_pct, attempt) = best.expect("at least one attempt");
         let dir = self.out.join(&sc.name);
         std::fs::create_dir_all(&dir)?;
         let file = format!(
@@ -370,6 +635,7 @@ impl Suite {
             },
             summary,
             hgrm: format!("{}/{file}", sc.name),
+            attempt,
             spectrum: spectrum(&stats),
         })
     }
@@ -414,6 +680,7 @@ impl Suite {
             runs: Vec::new(),
             slo: Vec::new(),
             crosscheck: Vec::new(),
+            checkpoint: Vec::new(),
             error: None,
             seconds: 0.0,
         };
@@ -423,6 +690,7 @@ impl Suite {
             Kind::Sweep | Kind::Fixed => self.rate_scenario(sc, &mut result),
             Kind::Slo => self.slo_scenario(sc, &mut result),
             Kind::Crosscheck => self.crosscheck_scenario(sc, &mut result),
+            Kind::Checkpoint => self.checkpoint_scenario(sc, &mut result),
         };
         if let Err(e) = outcome {
             eprintln!("scenario {} FAILED: {e:#}", sc.name);
@@ -581,6 +849,84 @@ impl Suite {
                 );
             }
             result.slo.extend(searches);
+        }
+        Ok(())
+    }
+
+    /// coreline variants interleaved (A, B, A, B, … with one seed per
+    /// repetition) at one rate, each run after a verified prefill.
+    fn checkpoint_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        if !self.servers_of(sc).contains(&ServerKind::Coreline) {
+            return Ok(());
+        }
+        let rate = *sc
+            .rates
+            .first()
+            .context("a checkpoint scenario needs rates = [r]")?;
+        for v in &sc.variants {
+            result.points.push((v.label.clone(), Some(rate)));
+        }
+        let dir = self.out.join(&sc.name).join("runs");
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for v in &sc.variants {
+                let hooks = CkptHooks {
+                    sc,
+                    source: self.root.join(&v.config),
+                    dir: dir.clone(),
+                    out: &self.out,
+                    rep,
+                    label: &v.label,
+                    attempts: Default::default(),
+                };
+                let mode = Mode::Open {
+                    rate,
+                    arrival: sc.load.arrival,
+                };
+                let run = self.measure_with(
+                    sc,
+                    ServerKind::Coreline,
+                    rep,
+                    &v.label,
+                    mode,
+                    &pool,
+                    &hooks,
+                )?;
+                let a = hooks.attempts.borrow()[run.attempt].clone();
+                let during = match (&a.at_start, &a.at_end) {
+                    (Some(s), Some(e)) => Some(e.committed.saturating_sub(s.committed)),
+                    _ => None,
+                };
+                if let Some(e) = &a.at_end {
+                    eprintln!(
+                        "  [{}] {:8} {:>14} rep {}: {} epochs committed during the load, {} failures in all; last epoch {} ({}): {:.1} ms, {} bytes, {} rows",
+                        sc.name,
+                        "coreline",
+                        v.label,
+                        rep + 1,
+                        during.unwrap_or(0),
+                        e.failures,
+                        e.last_committed_epoch,
+                        e.last_kind.as_deref().unwrap_or("?"),
+                        e.last_duration_ms,
+                        e.last_bytes,
+                        e.last_rows
+                    );
+                }
+                result.checkpoint.push(CkptRecord {
+                    variant: v.label.clone(),
+                    rep,
+                    keys: sc.keys,
+                    prefill: a.prefill,
+                    forced_epoch: a.forced_epoch,
+                    at_start: a.at_start,
+                    at_end: a.at_end,
+                    epochs_during_load: during,
+                    dir_bytes: a.dir_bytes,
+                    run_dir: a.run_dir,
+                });
+                result.runs.push(run);
+            }
         }
         Ok(())
     }
