@@ -184,6 +184,9 @@ pub fn run(setup: ShardSetup, ready: Sender<Result<(), String>>) {
 /// The reply slot of a connection with a forward in flight.
 #[derive(Default)]
 struct ForwardSlot {
+    /// The generation of the forward in flight: unique on the shard, so a
+    /// late reply can never be taken for a newer forward of a connection
+    /// that reused the slot.
     generation: Cell<u64>,
     reply: RefCell<Option<KeyedReply>>,
     waker: RefCell<Option<Waker>>,
@@ -243,6 +246,8 @@ struct Shard {
     checkpoint: Option<ShardCheckpoint>,
     /// Senders to the other shards (`None` at our own index).
     peers: Vec<Option<ConnectedSender<ShardMessage>>>,
+    /// Forwards sent so far: the source of forward generations.
+    forwards: Cell<u64>,
 }
 
 impl Shard {
@@ -305,6 +310,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         state: RefCell::new(state),
         checkpoint,
         peers: connected,
+        forwards: Cell::new(0),
     });
 
     let ex = glommio::executor();
@@ -819,7 +825,8 @@ impl Connection<'_> {
     async fn forward(&mut self, owner: usize, op: KeyedOp) -> KeyedReply {
         let shard = self.shard;
         let slot = &self.timer.forward;
-        let generation = slot.generation.get() + 1;
+        let generation = shard.forwards.get() + 1;
+        shard.forwards.set(generation);
         slot.generation.set(generation);
         slot.reply.borrow_mut().take();
         let Some(Some(tx)) = shard.peers.get(owner) else {

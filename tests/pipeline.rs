@@ -149,3 +149,28 @@ request = { n = "int64" }
     // Same connection, same shard: still serving.
     assert_eq!(c.post("/s", r#"{"n":2}"#).status, 201);
 }
+
+#[test]
+fn a_get_route_without_request_fields_takes_no_body() {
+    let svc = start(
+        r#"
+[service]
+name = "constants"
+base_port = 0
+shards = 1
+
+[[route]]
+method = "GET"
+path = "/answer"
+  [[route.step]]
+  with_column = { name = "answer", expr = "40 + 2" }
+"#,
+    );
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    let r = c.get("/answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"{"answer":42}"#);
+    let r = c.post("/answer", "{}");
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
