@@ -69,3 +69,22 @@ pub fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpLis
     // over closing it.
     unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
 }
+
+/// Moves the calling thread to the `SCHED_IDLE` policy, so that it runs only
+/// when nothing else wants its core (a pinned shard always wins). Falls back
+/// to the lowest `nice` priority if the policy cannot be set; a failure of
+/// both is logged and otherwise harmless.
+pub fn run_when_idle() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) on pid 0 (the calling thread) reads the
+    // `param` struct, which lives across the call; no memory is written.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc == 0 {
+        return;
+    }
+    // SAFETY: setpriority(2) takes plain integers and touches no memory.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+    if rc != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot lower the checkpoint writer's priority");
+    }
+}

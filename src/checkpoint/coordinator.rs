@@ -299,7 +299,12 @@ impl Coordinator {
         let writer = Writer::new(config.dir.clone(), layout, spare_txs, done_tx);
         let writer_thread = thread::Builder::new()
             .name("coreline-ckpt-writer".into())
-            .spawn(move || writer.run(writer_rx))
+            .spawn(move || {
+                // Serialising and writing snapshots must never take a core
+                // away from a shard: run only when the core is otherwise idle.
+                crate::sys::run_when_idle();
+                writer.run(writer_rx)
+            })
             .map_err(|e| CheckpointError::io("spawn checkpoint writer thread", &config.dir, e))?;
 
         let stats = Arc::new(Mutex::new(CheckpointStats {
