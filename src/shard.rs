@@ -35,7 +35,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -1050,11 +1049,6 @@ fn answer(
         opts,
     );
     Answer::Done { route, status }
-}
-
-/// Where a shard's listener is, for logs and tests.
-pub fn local_addr(listener: &std::net::TcpListener) -> io::Result<SocketAddr> {
-    listener.local_addr()
 }
 
 #[cfg(test)]
