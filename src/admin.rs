@@ -20,10 +20,10 @@ use crate::checkpoint::CoordinatorHandle;
 use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
-use crate::metrics::{render_prometheus, render_stats};
+use crate::metrics::{label_escape, render_prometheus, render_stats};
 use crate::pipeline::Plan;
 use crate::reply::write_error_json;
-use crate::runtime::collect_snapshots;
+use crate::runtime::{collect_snapshots, ping_shards};
 use crate::shard::ShardCommand;
 
 /// How long the admin endpoint waits for shards to answer a snapshot.
@@ -236,13 +236,14 @@ impl Admin {
             ),
             "/metrics" => {
                 let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
+                let svc = label_escape(name);
                 let extra = format!(
                     "# HELP coreline_uptime_seconds Seconds since the service started.\n# TYPE coreline_uptime_seconds gauge\ncoreline_uptime_seconds{{service=\"{}\"}} {}\n# HELP coreline_shards_reporting Shards that answered this scrape.\n# TYPE coreline_shards_reporting gauge\ncoreline_shards_reporting{{service=\"{}\"}} {}\n",
-                    name.replace('"', "\\\""),
+                    svc,
                     self.started.elapsed().as_secs_f64(),
-                    name.replace('"', "\\\""),
+                    svc,
                     snaps.len()
-                ) + &self.checkpoint_metrics(&name.replace('"', "\\\""));
+                ) + &self.checkpoint_metrics(&svc);
                 let text = render_prometheus(name, &snaps, &extra);
                 (200, ContentType::Prometheus, text.into_bytes(), None)
             }
@@ -267,8 +268,8 @@ impl Admin {
                         None,
                     )
                 } else {
-                    let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
-                    if snaps.len() == self.shards.len() {
+                    let answered = ping_shards(&self.shards, SNAPSHOT_WAIT);
+                    if answered == self.shards.len() {
                         (200, ContentType::Json, br#"{"ready":true}"#.to_vec(), None)
                     } else {
                         (
@@ -276,7 +277,7 @@ impl Admin {
                             ContentType::Json,
                             format!(
                                 "{{\"ready\":false,\"reason\":\"{} of {} shards answered\"}}",
-                                snaps.len(),
+                                answered,
                                 self.shards.len()
                             )
                             .into_bytes(),

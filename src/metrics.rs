@@ -175,7 +175,8 @@ pub fn merge_routes(snapshots: &[ShardSnapshot]) -> Vec<RouteMetrics> {
     merged
 }
 
-fn label_escape(s: &str) -> String {
+/// Escapes a Prometheus label value (backslash, quote, newline).
+pub fn label_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

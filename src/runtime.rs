@@ -433,6 +433,25 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
     ))
 }
 
+/// How many shards answer a ping within `wait`.
+pub fn ping_shards(shards: &[Sender<ShardCommand>], wait: Duration) -> usize {
+    let (tx, rx) = bounded(shards.len().max(1));
+    let asked = shards
+        .iter()
+        .filter(|s| s.send(ShardCommand::Ping(tx.clone())).is_ok())
+        .count();
+    let deadline = std::time::Instant::now() + wait;
+    let mut answered = 0;
+    while answered < asked {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            break;
+        }
+        answered += 1;
+    }
+    answered
+}
+
 /// Asks every shard for a snapshot and waits (bounded) for the answers.
 pub fn collect_snapshots(shards: &[Sender<ShardCommand>], wait: Duration) -> Vec<ShardSnapshot> {
     let (tx, rx): (Sender<ShardSnapshot>, Receiver<ShardSnapshot>) = bounded(shards.len().max(1));

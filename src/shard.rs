@@ -70,6 +70,8 @@ use crate::sys::{self, Half};
 pub enum ShardCommand {
     /// Send a copy of the shard's metrics to this channel.
     Snapshot(Sender<ShardSnapshot>),
+    /// Answer with the shard's index (a liveness check for `/ready`).
+    Ping(Sender<usize>),
     /// Stop accepting and drain; report on `drained` when done, then keep
     /// serving forwarded operations and checkpoint barriers until `Exit`.
     Shutdown,
@@ -533,6 +535,9 @@ async fn housekeeping(
                         port: shard.port,
                         metrics: shard.metrics.borrow().clone(),
                     });
+                }
+                ShardCommand::Ping(reply) => {
+                    let _ = reply.send(shard.index);
                 }
                 ShardCommand::Shutdown => {
                     if !shard.draining.replace(true) {

@@ -55,3 +55,16 @@ fn every_shard_answers_on_its_own_port_and_metrics_merge() {
     assert_eq!(ready.json()["ready"], true);
     assert_eq!(admin_get(&svc, "/nope").status, 404);
 }
+
+#[test]
+fn a_spinning_shard_serves_and_reports_ready() {
+    let svc = common::start(&common::hello_toml(2, "spin_before_park = \"50us\""));
+    for addr in svc.shard_addrs() {
+        let mut c = Client::connect(addr);
+        let r = c.post("/my_api", r#"{"foo":"spin","bar":1}"#);
+        assert_eq!(r.text(), r#"{"fooLength":4}"#);
+    }
+    let ready = admin_get(&svc, "/ready");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["ready"], true);
+}
