@@ -722,10 +722,7 @@ impl Route {
         if self.read.is_some() {
             return self.read(request.query, ctx, body);
         }
-        // A route without request fields (a GET computing from constants)
-        // takes no body.
-        let bodiless = self.schema.fields().is_empty() && request.body.is_empty();
-        if !bodiless && let Err(e) = self.schema.decode(request.body, &mut self.row) {
+        if let Err(e) = self.schema.decode(request.body, &mut self.row) {
             e.write_json(body);
             return Outcome::Done(e.status);
         }

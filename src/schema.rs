@@ -8,7 +8,8 @@
 //!
 //! Rules, in the order they are checked:
 //!
-//! - an empty (or all-whitespace) body is `400 empty body; expected a JSON object`;
+//! - an empty (or all-whitespace) body is `400 empty body; expected a JSON object`,
+//!   except for a schema without fields (a GET route), which takes no body;
 //! - invalid JSON, or anything after the object, is `400 invalid JSON at byte N: ...`
 //!   where `N` is the 0-based byte offset of the offending byte;
 //! - a body that is not an object is `422 expected a JSON object, found ...`;
@@ -110,6 +111,10 @@ impl RequestSchema {
             .iter()
             .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
         {
+            // A schema without fields (a GET route) takes no body.
+            if self.fields.is_empty() {
+                return Ok(());
+            }
             return Err(DecodeError::new(
                 400,
                 "empty body; expected a JSON object".to_owned(),
