@@ -1165,3 +1165,26 @@ fn first_answers_after_a_restart_come_from_the_restored_state() {
     }
     p.kill9();
 }
+
+#[test]
+fn a_failed_final_checkpoint_exits_1() {
+    let tmp = TempDir::new("ckpt-final-fails");
+    let cfg = tmp.write("counters.toml", &config(1, "1h"));
+    let mut rng = Rng::seeded("a_failed_final_checkpoint_exits_1");
+    let users = users_of(&USERS);
+    let mut p = Proc::spawn(&cfg);
+    let mut cs = clients(&p);
+    let mut model = Model::default();
+    random_updates(&mut rng, &mut cs, &mut model, &users, 20);
+    let _fix = break_dir(&tmp.join("state"));
+    drop(cs);
+    p.sigterm();
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(20)),
+        Some(1),
+        "{}",
+        p.log_text()
+    );
+    let log = p.log_text();
+    assert!(log.contains("final checkpoint failed"), "{log}");
+}
