@@ -555,6 +555,15 @@ impl KeyFrom {
     }
 }
 
+impl KeyFrom {
+    /// The header's or parameter's name.
+    pub fn name(&self) -> &str {
+        match self {
+            KeyFrom::Header(n) | KeyFrom::Query(n) => n,
+        }
+    }
+}
+
 impl fmt::Display for KeyFrom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

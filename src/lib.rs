@@ -28,6 +28,8 @@
 //! - [`state`]: keyed operator state.
 //! - [`forward`]: messages that run a keyed step on its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
+//! - [`lb`]: nginx and haproxy configurations for the shard ports
+//!   (`coreline lb`), with key affinity.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -37,6 +39,7 @@ pub mod config;
 pub mod expr;
 pub mod forward;
 pub mod http;
+pub mod lb;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
