@@ -33,6 +33,8 @@
 //! - [`forward`]: the peer mesh and the messages that run a keyed step on
 //!   its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
+//! - [`lb`]: nginx and haproxy configurations for the shard ports
+//!   (`coreline lb`), with key affinity.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -44,6 +46,7 @@ pub mod connection;
 pub mod expr;
 pub mod forward;
 pub mod http;
+pub mod lb;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
