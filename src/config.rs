@@ -439,6 +439,10 @@ pub struct CheckpointConfig {
     /// A full snapshot every this many epochs, deltas in between (at least
     /// 1; 1 = always full). Default 10.
     pub full_every: usize,
+    /// Start with empty state even though the directory holds committed
+    /// epochs none of which verifies (`coreline run --discard-state`; never
+    /// read from the file).
+    pub discard_state: bool,
 }
 
 /// The HTTP methods a route may declare.
@@ -1325,6 +1329,7 @@ impl Validator<'_> {
             interval,
             retain,
             full_every,
+            discard_state: false,
         })
     }
 
@@ -1838,6 +1843,7 @@ read = "user_counts"
                 interval: Duration::from_millis(500),
                 retain: 5,
                 full_every: 4,
+                discard_state: false,
             })
         );
         assert_eq!(config.routes.len(), 2);
