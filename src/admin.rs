@@ -75,6 +75,11 @@ impl Admin {
                     "committed": s.committed,
                     "failures": s.failures,
                     "last_error": s.last_error,
+                    "last_error_unix_ms": s.last_error_unix_ms,
+                    "last_success_unix_ms": s.last_commit_unix_ms,
+                    "unchanged": s.unchanged,
+                    "verified_epoch": s.verified_epoch,
+                    "set_aside": s.set_aside,
                     "in_flight": s.in_flight,
                 })
             }

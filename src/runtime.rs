@@ -407,8 +407,13 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
         }
         return Ok((states, (0..shards).map(|_| None).collect(), None, 0));
     };
-    let recovered = checkpoint::recover(&cp.dir, shards, &plan.tables)
-        .map_err(|e| StartError::Checkpoint(format!("{}: {e}", cp.dir.display())))?;
+    let on_damage = if cp.discard_state {
+        checkpoint::OnDamage::Discard
+    } else {
+        checkpoint::OnDamage::Refuse
+    };
+    let recovered = checkpoint::recover_with(&cp.dir, shards, &plan.tables, on_damage)
+        .map_err(|e| StartError::Checkpoint(e.to_string()))?;
     for (epoch, why) in &recovered.skipped {
         tracing::warn!(epoch, reason = %why, "skipped a damaged checkpoint");
     }
