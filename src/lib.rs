@@ -47,6 +47,7 @@ pub mod http;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+pub mod plan;
 pub mod reply;
 pub mod row;
 pub mod runtime;
