@@ -50,6 +50,7 @@ pub mod lb;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+pub mod plan;
 pub mod reply;
 pub mod row;
 pub mod runtime;
