@@ -72,15 +72,18 @@ mod agg;
 mod changed;
 pub mod key;
 mod log;
+mod slots;
 
 pub use agg::{AggFn, AggOutput, AggValues, AggregateTable, parse_agg};
 pub use changed::ChangedTable;
 pub use key::{KeyError, key_hash, owner_shard};
 pub use log::Capture;
 
+pub(crate) use agg::AggLog;
 pub(crate) use agg::{Acc, Op};
+pub(crate) use changed::ChangedLog;
 pub(crate) use key::{Key, key_type_name};
-pub(crate) use log::{AggLog, ChangedLog, TableLog};
+pub(crate) use log::TableLog;
 
 use crate::row::{ColumnType, Val};
 
