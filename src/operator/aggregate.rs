@@ -5,14 +5,13 @@
 use serde::Deserialize;
 use toml::Spanned as TomlSpanned;
 
-use super::keyed::{missing_table, null_key, unexpected_reply, update_failed};
-use super::{Ctx, Flow, Step};
+use super::{Ctx, Flow, Inputs, KeyedUpdate, Step};
 use crate::config::raw::Ordered;
 use crate::config::{ConfigError, Spanned, StepChecker};
-use crate::forward::{KeyedOp, KeyedReply, Owned};
+use crate::forward::{KeyedOp, KeyedReply};
 use crate::plan::Planner;
-use crate::row::{Column, Columns, Row, Val};
-use crate::state::{AggOutput, TableSpec, owner_shard};
+use crate::row::{Column, Columns, Row};
+use crate::state::{AggOutput, TableSpec};
 
 /// The step's table in the file.
 #[derive(Deserialize)]
@@ -79,16 +78,10 @@ impl AggregateConfig {
 /// `aggregate { name, key, outputs }`, compiled.
 #[derive(Debug, Clone)]
 pub struct Aggregate {
-    /// State table id.
-    pub table: usize,
-    /// Slot of the key column.
-    pub key: usize,
-    /// Key column name, for errors.
-    pub key_name: String,
+    /// Table, key and output slots.
+    pub keyed: KeyedUpdate,
     /// Input slot per output (`None` for `count()` and `first_seen()`).
     pub inputs: Vec<Option<usize>>,
-    /// Output slot per output.
-    pub outs: Vec<usize>,
 }
 
 impl Aggregate {
@@ -128,11 +121,13 @@ impl Aggregate {
             key_type,
         );
         Ok(Aggregate {
-            table,
-            key,
-            key_name: config.key.value.clone(),
+            keyed: KeyedUpdate {
+                table,
+                key,
+                key_name: config.key.value.clone(),
+                outs,
+            },
             inputs,
-            outs,
         })
     }
 }
@@ -140,36 +135,13 @@ impl Aggregate {
 impl Step for Aggregate {
     #[inline]
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, error_body: &mut Vec<u8>) -> Flow {
-        let key = row.get(self.key);
-        if key.is_null() {
-            return null_key(&self.key_name, error_body);
-        }
-        let owner = owner_shard(key, ctx.shards);
-        if owner != ctx.shard {
-            return Flow::Forward(owner);
-        }
-        let inputs = &self.inputs;
-        let now_ms = ctx.now_ms();
-        let Some(table) = ctx.state.aggregate_mut(self.table) else {
-            return missing_table(self.table, error_body);
-        };
-        let result = table.update(key, now_ms, |i| match inputs[i] {
-            Some(slot) => row.get(slot),
-            None => Val::Null,
-        });
-        match result {
-            Ok(values) => {
-                for (i, &out) in self.outs.iter().enumerate() {
-                    row.slot_mut(out).set(values.get(i));
-                }
-                Flow::Continue
-            }
-            Err(e) => update_failed(e, error_body),
-        }
+        let inputs = Inputs::Slots(&self.inputs);
+        self.keyed.apply(row, ctx, error_body, inputs)
     }
 
     fn describe(&self, columns: &Columns, tables: &[TableSpec]) -> String {
         let outs: Vec<String> = self
+            .keyed
             .outs
             .iter()
             .map(|&o| {
@@ -179,34 +151,20 @@ impl Step for Aggregate {
             .collect();
         format!(
             "aggregate {} by {} (state on the key's owner shard)  -> {}",
-            tables[self.table].name,
-            self.key_name,
+            tables[self.keyed.table].name,
+            self.keyed.key_name,
             outs.join(", ")
         )
     }
 
     fn forward_op(&self, row: &Row, now_ms: i64) -> Option<KeyedOp> {
-        Some(KeyedOp::Aggregate {
-            table: self.table,
-            key: Owned::from_val(row.get(self.key)),
-            inputs: self
-                .inputs
-                .iter()
-                .map(|i| i.map_or(Owned::Null, |s| Owned::from_val(row.get(s))))
-                .collect(),
-            now_ms,
-        })
+        Some(
+            self.keyed
+                .forward_op(row, Inputs::Slots(&self.inputs), now_ms),
+        )
     }
 
     fn accept(&self, row: &mut Row, reply: KeyedReply, error_body: &mut Vec<u8>) -> Flow {
-        match reply {
-            KeyedReply::Values(Some(values)) => {
-                for (&out, v) in self.outs.iter().zip(&values) {
-                    row.slot_mut(out).set(v.as_val());
-                }
-                Flow::Continue
-            }
-            other => unexpected_reply(other, error_body),
-        }
+        self.keyed.accept(row, reply, error_body)
     }
 }

@@ -5,14 +5,13 @@
 use serde::Deserialize;
 use toml::Spanned as TomlSpanned;
 
-use super::keyed::{missing_table, null_key, unexpected_reply, update_failed};
-use super::{Ctx, Flow, Step};
+use super::{Ctx, Flow, Inputs, KeyedUpdate, Step};
 use crate::config::{ConfigError, Spanned, StepChecker};
 use crate::expr::Expr;
-use crate::forward::{KeyedOp, KeyedReply, Owned};
+use crate::forward::{KeyedOp, KeyedReply};
 use crate::plan::Planner;
-use crate::row::{Column, ColumnType, Columns, Row, Slot, Val};
-use crate::state::{TableSpec, owner_shard};
+use crate::row::{Column, ColumnType, Columns, Row, Slot};
+use crate::state::TableSpec;
 
 /// The step's table in the file.
 #[derive(Deserialize)]
@@ -56,16 +55,10 @@ impl ChangedConfig {
 /// `changed { name, key, value, output }`, compiled.
 #[derive(Debug, Clone)]
 pub struct Changed {
-    /// State table id.
-    pub table: usize,
-    /// Slot of the key column.
-    pub key: usize,
-    /// Key column name, for errors.
-    pub key_name: String,
+    /// Table, key and the bool output slot.
+    pub keyed: KeyedUpdate,
     /// The compared value.
     pub value: Expr,
-    /// Output slot (bool).
-    pub out: usize,
     /// The evaluated value of this request, kept for a forward.
     pub scratch: Slot,
 }
@@ -85,11 +78,13 @@ impl Changed {
             nullable: false,
         });
         Ok(Changed {
-            table,
-            key,
-            key_name: config.key.value.clone(),
+            keyed: KeyedUpdate {
+                table,
+                key,
+                key_name: config.key.value.clone(),
+                outs: vec![out],
+            },
             value,
-            out,
             scratch: Slot::default(),
         })
     }
@@ -98,53 +93,31 @@ impl Changed {
 impl Step for Changed {
     #[inline]
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, error_body: &mut Vec<u8>) -> Flow {
-        let key = row.get(self.key);
-        if key.is_null() {
-            return null_key(&self.key_name, error_body);
-        }
+        // Evaluated before the owner is known: a forward carries it.
         let value = self.value.eval(row);
         self.scratch.set(value);
-        let owner = owner_shard(key, ctx.shards);
-        if owner != ctx.shard {
-            return Flow::Forward(owner);
-        }
-        let Some(table) = ctx.state.changed_mut(self.table) else {
-            return missing_table(self.table, error_body);
-        };
-        match table.update(key, self.scratch.get()) {
-            Ok(changed) => {
-                row.slot_mut(self.out).set(Val::Bool(changed));
-                Flow::Continue
-            }
-            Err(e) => update_failed(e, error_body),
-        }
+        let inputs = Inputs::Value(self.scratch.get());
+        self.keyed.apply(row, ctx, error_body, inputs)
     }
 
     fn describe(&self, columns: &Columns, tables: &[TableSpec]) -> String {
         format!(
             "changed {} by {} on {}  -> {}: bool",
-            tables[self.table].name,
-            self.key_name,
+            tables[self.keyed.table].name,
+            self.keyed.key_name,
             self.value.source(),
-            columns.get(self.out).name
+            columns.get(self.keyed.outs[0]).name
         )
     }
 
-    fn forward_op(&self, row: &Row, _now_ms: i64) -> Option<KeyedOp> {
-        Some(KeyedOp::Changed {
-            table: self.table,
-            key: Owned::from_val(row.get(self.key)),
-            value: Owned::from_val(self.scratch.get()),
-        })
+    fn forward_op(&self, row: &Row, now_ms: i64) -> Option<KeyedOp> {
+        Some(
+            self.keyed
+                .forward_op(row, Inputs::Value(self.scratch.get()), now_ms),
+        )
     }
 
     fn accept(&self, row: &mut Row, reply: KeyedReply, error_body: &mut Vec<u8>) -> Flow {
-        match reply {
-            KeyedReply::Changed(changed) => {
-                row.slot_mut(self.out).set(Val::Bool(changed));
-                Flow::Continue
-            }
-            other => unexpected_reply(other, error_body),
-        }
+        self.keyed.accept(row, reply, error_body)
     }
 }

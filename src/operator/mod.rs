@@ -35,10 +35,12 @@ mod with_column;
 pub use aggregate::{Aggregate, AggregateConfig, AggregateOutput};
 pub use changed::{Changed, ChangedConfig};
 pub use filter::{Filter, FilterConfig};
-pub use keyed::{read_state, run_on_owner};
+pub use keyed::{Inputs, KeyedUpdate, read_state, run_on_owner};
 pub use read::{KeyQuery, Read};
 pub use select::{Select, SelectConfig};
 pub use with_column::{WithColumn, WithColumnConfig};
+
+use std::cell::Cell;
 
 use serde::de::MapAccess;
 use toml::Spanned as TomlSpanned;
@@ -60,7 +62,7 @@ pub struct Ctx<'a> {
     pub shards: usize,
     /// Request time, read from the clock on first use only: routes without
     /// keyed steps never pay for it.
-    now_ms: Option<i64>,
+    now_ms: Cell<Option<i64>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -70,19 +72,33 @@ impl<'a> Ctx<'a> {
             state,
             shard,
             shards,
-            now_ms: None,
+            now_ms: Cell::new(None),
         }
     }
 
     /// The request's time, unix milliseconds.
-    pub fn now_ms(&mut self) -> i64 {
-        *self.now_ms.get_or_insert_with(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        })
+    pub fn now_ms(&self) -> i64 {
+        clock(&self.now_ms)
     }
+
+    /// The state, and the request's clock beside it (for an update that
+    /// reads the time only if its table needs it).
+    pub(crate) fn state_and_clock(&mut self) -> (&mut ShardState, impl FnOnce() -> i64 + '_) {
+        let now = &self.now_ms;
+        (&mut *self.state, move || clock(now))
+    }
+}
+
+fn clock(cache: &Cell<Option<i64>>) -> i64 {
+    if let Some(ms) = cache.get() {
+        return ms;
+    }
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    cache.set(Some(ms));
+    ms
 }
 
 /// What a route does after an operator ran.

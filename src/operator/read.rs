@@ -83,11 +83,6 @@ impl Step for Read {
                 write_error_json(body, &message, None);
                 Flow::Reply(status)
             }
-            other => {
-                body.clear();
-                write_error_json(body, &format!("unexpected reply {other:?}"), None);
-                Flow::Reply(500)
-            }
         }
     }
 }
