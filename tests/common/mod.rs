@@ -281,6 +281,11 @@ impl Proc {
     /// Like [`Proc::spawn`], but returns the process's log when it exits
     /// before `ready`.
     pub fn try_spawn(config: &std::path::Path) -> Result<Proc, String> {
+        Proc::try_spawn_args(config, &[])
+    }
+
+    /// Like [`Proc::try_spawn`], with extra arguments after the config.
+    pub fn try_spawn_args(config: &std::path::Path, args: &[&str]) -> Result<Proc, String> {
         use std::io::BufRead;
         use std::sync::atomic::{AtomicU64, Ordering};
         static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -288,6 +293,7 @@ impl Proc {
         let mut child = std::process::Command::new(BIN)
             .arg("run")
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
