@@ -17,14 +17,13 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::checkpoint::CoordinatorHandle;
+use crate::command::{ShardCommand, collect_snapshots, ping_shards};
 use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
 use crate::metrics::{label_escape, render_prometheus, render_stats};
 use crate::pipeline::Plan;
 use crate::reply::write_error_json;
-use crate::runtime::{collect_snapshots, ping_shards};
-use crate::shard::ShardCommand;
 
 /// How long the admin endpoint waits for shards to answer a snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
