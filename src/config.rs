@@ -379,6 +379,10 @@ pub struct ServiceConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// The routes, in file order (at least one).
     pub routes: Vec<RouteConfig>,
+    /// Whether `[limits] max_connections` was given in the file. When it
+    /// was not, start-up may lower the default to fit `RLIMIT_NOFILE`; an
+    /// explicit value that does not fit is refused.
+    pub max_connections_set: bool,
 }
 
 impl ServiceConfig {
@@ -407,6 +411,10 @@ pub struct Service {
     /// The admin endpoint's port; none means no admin endpoint; 0 means
     /// OS-assigned.
     pub admin_port: Option<u16>,
+    /// Address the admin endpoint listens on. Default 127.0.0.1, also when
+    /// `host` is 0.0.0.0: `/checkpoint` and `/stats` are for operators, not
+    /// for the network the shards serve.
+    pub admin_host: IpAddr,
     /// How long an idle shard busy-polls for new work before it sleeps in
     /// the kernel. Default 0 (sleep at once). A few tens of microseconds
     /// trade CPU for latency on machines where waking a sleeping thread is
@@ -693,6 +701,10 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(&source, &e))?;
     let v = Validator { source: &source };
     let service = v.service(raw.service, cores)?;
+    let max_connections_set = raw
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.get_ref().max_connections.is_some());
     let limits = match raw.limits {
         Some(limits) => v.limits(limits.into_inner())?,
         None => Limits::default(),
@@ -705,6 +717,7 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         limits,
         checkpoint,
         routes,
+        max_connections_set,
     })
 }
 
@@ -730,6 +743,7 @@ struct RawService {
     shards: Option<TomlSpanned<RawShards>>,
     cores: Option<TomlSpanned<Vec<TomlSpanned<i64>>>>,
     admin_port: Option<TomlSpanned<i64>>,
+    admin_host: Option<TomlSpanned<String>>,
     spin_before_park: Option<TomlSpanned<RawDuration>>,
 }
 
@@ -1138,6 +1152,17 @@ impl Validator<'_> {
                 .with_expected("an IP address such as 127.0.0.1, 0.0.0.0 or ::1")
             })?,
         };
+        let admin_host = match raw.admin_host {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.get_ref().parse().map_err(|_| {
+                self.err(
+                    h.span(),
+                    "service.admin_host",
+                    format!("invalid IP address {:?}", h.get_ref()),
+                )
+                .with_expected("an IP address such as 127.0.0.1 or ::1")
+            })?,
+        };
         let base_port = self.port(&raw.base_port, "service.base_port")?;
 
         let pinned = match &raw.cores {
@@ -1230,6 +1255,7 @@ impl Validator<'_> {
             shards_auto,
             cores: pinned,
             admin_port,
+            admin_host,
             spin_before_park: raw
                 .spin_before_park
                 .map(|d| d.into_inner().0)

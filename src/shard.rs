@@ -238,6 +238,7 @@ async fn accept_loop(
     stop: glommio::channels::local_channel::LocalReceiver<()>,
     queue: glommio::TaskQueueHandle,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.recv().await;
@@ -246,11 +247,25 @@ async fn accept_loop(
         .await;
         let stream = match accepted {
             None => return,
-            Some(Ok(s)) => s,
+            Some(Ok(s)) => {
+                backoff.succeeded(shard.index);
+                s
+            }
             Some(Err(e)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(shard = shard.index, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                // Out of descriptors (EMFILE/ENFILE) or another accept error:
+                // stop accepting for a while, doubling up to a bound, while
+                // the connections already open are served (they run in
+                // their own tasks). The pending clients wait in the
+                // backlog and are accepted once descriptors free up.
+                let fd_exhausted = e
+                    .raw_os_error()
+                    .is_some_and(|c| c == libc::EMFILE || c == libc::ENFILE)
+                    || e.to_string().contains("Too many open files");
+                if fd_exhausted {
+                    shard.metrics.borrow_mut().accept_fd_exhausted += 1;
+                }
+                let pause = backoff.failed(shard.index, &e);
+                glommio::timer::sleep(pause).await;
                 continue;
             }
         };
@@ -273,6 +288,48 @@ async fn accept_loop(
         glommio::spawn_local_into(connection::run(shard.clone(), stream, timer, slot), queue)
             .expect("task queue exists")
             .detach();
+    }
+}
+
+/// Backoff of a failing accept loop, and a log line at most every few
+/// seconds (a stall used to log thousands of lines a second).
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_millis(500);
+    const LOG_EVERY: Duration = Duration::from_secs(5);
+
+    /// Records a failure; returns how long to stop accepting.
+    fn failed(&mut self, shard: usize, error: &dyn std::fmt::Display) -> Duration {
+        self.failures += 1;
+        self.pause = (self.pause * 2).clamp(Self::FIRST, Self::MAX);
+        if self.logged.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+            tracing::warn!(
+                shard,
+                error = %error,
+                failures = self.failures,
+                pause_ms = self.pause.as_millis() as u64,
+                "accept failed; pausing accepts (existing connections are still served)"
+            );
+            self.logged = Some(std::time::Instant::now());
+            self.failures = 0;
+        }
+        self.pause
+    }
+
+    /// An accept succeeded: the next failure starts from the first pause.
+    fn succeeded(&mut self, shard: usize) {
+        if !self.pause.is_zero() {
+            tracing::debug!(shard, "accepting again");
+            self.pause = Duration::ZERO;
+            self.logged = None;
+        }
     }
 }
 

@@ -481,7 +481,7 @@ fn kill9_restores_exactly_the_committed_epoch() {
                 pending = Some((model, now));
                 let mut admin = TcpStream::connect(p.admin.unwrap()).unwrap();
                 admin
-                    .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                    .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\n\r\n")
                     .unwrap();
                 // Right away, during the barrier or file writes, or around
                 // the manifest's commit.

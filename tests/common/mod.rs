@@ -390,9 +390,15 @@ impl Proc {
         Client::connect(self.admin_addr()).get(path)
     }
 
-    /// `POST path` (empty body) on the admin port.
+    /// `POST path` (empty body) on the admin port, with the header that
+    /// mutating admin requests need.
     pub fn admin_post(&self, path: &str) -> Response {
-        Client::connect(self.admin_addr()).post(path, "")
+        let mut c = Client::connect(self.admin_addr());
+        c.send(
+            format!("POST {path} HTTP/1.1\r\nHost: t\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        c.response()
     }
 
     /// `GET /stats` as JSON.
