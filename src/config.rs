@@ -1937,6 +1937,7 @@ read = "user_counts"
                 shards_auto: false,
                 cores: Some(vec![1, 0]),
                 admin_port: Some(8880),
+                admin_host: "127.0.0.1".parse().unwrap(),
                 spin_before_park: Duration::ZERO,
             }
         );
@@ -2171,7 +2172,7 @@ read = "user_counts"
         assert_eq!(
             error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
             "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`"
         );
         assert_eq!(
             error(&with_service(

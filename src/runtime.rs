@@ -168,17 +168,14 @@ fn check_memlock(shards: usize) -> Result<(), StartError> {
     }
 }
 
-/// Descriptors kept aside from connections: stdio, listeners, io_uring
-/// rings and eventfds, the admin endpoint's connections
-/// ([`ADMIN_MAX_CONNECTIONS`](crate::admin::ADMIN_MAX_CONNECTIONS)),
-/// checkpoint files and directories.
+/// Descriptors kept aside from connections: stdio, listeners, each
+/// shard's io_uring rings and eventfds (about 4 each, measured), checkpoint
+/// files, and 16 for admin connections. (The admin endpoint may hold up to
+/// [`ADMIN_MAX_CONNECTIONS`](crate::admin::ADMIN_MAX_CONNECTIONS); beyond
+/// its share it competes with the shards, and whoever meets `EMFILE`
+/// pauses accepting.)
 pub fn fd_reserve(shards: usize, admin: bool) -> u64 {
-    let admin = if admin {
-        crate::admin::ADMIN_MAX_CONNECTIONS as u64 + 1
-    } else {
-        0
-    };
-    32 + 16 * shards as u64 + admin
+    16 + 8 * shards as u64 + if admin { 16 } else { 0 }
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and checks that every

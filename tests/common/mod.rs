@@ -287,11 +287,29 @@ impl Proc {
 
     /// Like [`Proc::try_spawn`], with extra arguments after the config.
     pub fn try_spawn_args(config: &std::path::Path, args: &[&str]) -> Result<Proc, String> {
+        Proc::try_spawn_wrapped(config, &[], args)
+    }
+
+    /// Like [`Proc::try_spawn_args`], run through `wrapper` (a command and
+    /// its arguments, e.g. `["prlimit", "--nofile=128"]`) when not empty.
+    pub fn try_spawn_wrapped(
+        config: &std::path::Path,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Result<Proc, String> {
         use std::io::BufRead;
         use std::sync::atomic::{AtomicU64, Ordering};
         static RUNS: AtomicU64 = AtomicU64::new(0);
         let log = config.with_extension(format!("run{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
-        let mut child = std::process::Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            None => std::process::Command::new(BIN),
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg(config)
             .args(args)
