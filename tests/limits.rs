@@ -174,9 +174,21 @@ fn fd_limits_are_raised_checked_and_survived() {
     for c in &mut existing {
         assert_eq!(c.post("/my_api", BODY).status, 200);
     }
+    let pid = p.child.id();
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = open_fds();
     let admin: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(p.admin.unwrap()).unwrap())
         .collect();
+    // Until the admin endpoint has accepted them (they time out 1 s later).
+    let t = Instant::now();
+    while open_fds() < before + 60 && t.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let request = format!(
         "POST /my_api HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{BODY}",
         BODY.len()
