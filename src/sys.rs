@@ -56,6 +56,26 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Hands freed heap memory back to the kernel (glibc's `malloc_trim(0)`,
+/// which also trims the per-thread arenas the shards allocate from and
+/// releases free pages inside them). Without it, the buffers of a
+/// connection peak stay resident after the connections close: 21 → 70 MB
+/// for 3,000 connections and still 70 MB after (tests/memory.rs). Returns
+/// whether memory was released; a no-op on other C libraries.
+pub fn release_free_memory() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim(3) takes a plain integer and works on the
+        // allocator's own state under its own locks; it may be called from
+        // any thread at any time and touches no memory we own.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
+
 /// Hands a bound, listening std socket to glommio on the current executor.
 pub fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
     use std::os::fd::{FromRawFd, IntoRawFd};
