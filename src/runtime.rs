@@ -55,7 +55,7 @@ pub enum StartError {
     /// A port stayed unavailable for the whole bind retry, yet nothing
     /// listens on it (sockets of a previous run still being torn down).
     #[error(
-        "port {port} ({what}) on {host} stayed unavailable for {waited:?} although no process listens on it (sockets of a previous run still closing?); retry, or change base_port/admin_port"
+        "port {port} ({what}) on {host} stayed unavailable for {waited:?} although no process listens on it (a connection of a previous run still closing, or an outgoing connection using it as its local port: keep service ports out of net.ipv4.ip_local_port_range); retry, or change base_port/admin_port"
     )]
     PortBusy {
         /// The port.
@@ -261,7 +261,7 @@ pub fn bind(host: IpAddr, port: u16, what: &str) -> Result<std::net::TcpListener
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
                 if started.elapsed() >= BIND_RETRY {
-                    return Err(match listener_holder(host, port) {
+                    return Err(match listener_holder(port) {
                         Some(holder) => StartError::PortInUse {
                             port,
                             what: what.to_string(),
@@ -304,8 +304,7 @@ fn bind_once(host: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> 
 /// Who listens on `port`, if a socket in `LISTEN` state is bound to it
 /// (from `/proc/net/tcp{,6}`), named by pid and command when `/proc` lets
 /// this process see the owner.
-fn listener_holder(host: IpAddr, port: u16) -> Option<String> {
-    let _ = host;
+fn listener_holder(port: u16) -> Option<String> {
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
