@@ -226,7 +226,7 @@ pub(crate) async fn run(
     let _ = stream.close().await;
     let mut bufs = conn.bufs;
     bufs.reset();
-    shard.buffers.borrow_mut().push(bufs);
+    shard.give_back(bufs);
     shard.conns.borrow_mut()[slot] = None;
     shard.metrics.borrow_mut().open_connections -= 1;
 }
@@ -248,7 +248,7 @@ pub(crate) async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.write_all(&bufs.out).await;
     let _ = stream.close().await;
     bufs.reset();
-    shard.buffers.borrow_mut().push(bufs);
+    shard.give_back(bufs);
 }
 
 struct Connection<'s> {

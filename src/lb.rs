@@ -258,8 +258,8 @@ fn keyed_routes(plan: &Plan) -> Vec<KeyedRoute> {
             });
         } else if let Some(from) = &config.key_from {
             let slot = route.steps.iter().find_map(|s| match s {
-                Operator::Aggregate(a) => Some(a.key),
-                Operator::Changed(c) => Some(c.key),
+                Operator::Aggregate(a) => Some(a.keyed.key),
+                Operator::Changed(c) => Some(c.keyed.key),
                 _ => None,
             });
             let slot = slot.expect("config checks that key_from routes have a keyed step");

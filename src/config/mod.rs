@@ -130,6 +130,10 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         toml::from_str(&source.text).map_err(|e| ConfigError::from_toml(&source, &e))?;
     let v = Validator::new(&source);
     let service = v.service(raw.service, cores)?;
+    let max_connections_set = raw
+        .limits
+        .as_ref()
+        .is_some_and(|l| l.get_ref().max_connections.is_some());
     let limits = match raw.limits {
         Some(limits) => v.limits(limits.into_inner())?,
         None => Limits::default(),
@@ -142,6 +146,7 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         limits,
         checkpoint,
         routes,
+        max_connections_set,
     })
 }
 

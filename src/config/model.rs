@@ -25,6 +25,10 @@ pub struct ServiceConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// The routes, in file order (at least one).
     pub routes: Vec<RouteConfig>,
+    /// Whether `[limits] max_connections` was given in the file. When it
+    /// was not, start-up may lower the default to fit `RLIMIT_NOFILE`; an
+    /// explicit value that does not fit is refused.
+    pub max_connections_set: bool,
 }
 
 impl ServiceConfig {
@@ -53,6 +57,10 @@ pub struct Service {
     /// The admin endpoint's port; none means no admin endpoint; 0 means
     /// OS-assigned.
     pub admin_port: Option<u16>,
+    /// Address the admin endpoint listens on. Default 127.0.0.1, also when
+    /// `host` is 0.0.0.0: `/checkpoint` and `/stats` are for operators, not
+    /// for the network the shards serve.
+    pub admin_host: IpAddr,
     /// How long an idle shard busy-polls for new work before it sleeps in
     /// the kernel. Default 0 (sleep at once). A few tens of microseconds
     /// trade CPU for latency on machines where waking a sleeping thread is

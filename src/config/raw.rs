@@ -33,6 +33,7 @@ pub(crate) struct RawService {
     pub(crate) shards: Option<TomlSpanned<RawShards>>,
     pub(crate) cores: Option<TomlSpanned<Vec<TomlSpanned<i64>>>>,
     pub(crate) admin_port: Option<TomlSpanned<i64>>,
+    pub(crate) admin_host: Option<TomlSpanned<String>>,
     pub(crate) spin_before_park: Option<TomlSpanned<RawDuration>>,
 }
 

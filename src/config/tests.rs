@@ -113,6 +113,7 @@ fn full_file_parses_to_expected_structs() {
             shards_auto: false,
             cores: Some(vec![1, 0]),
             admin_port: Some(8880),
+            admin_host: "127.0.0.1".parse().unwrap(),
             spin_before_park: Duration::ZERO,
         }
     );
@@ -347,7 +348,7 @@ fn unknown_keys_anywhere() {
     assert_eq!(
         error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
         "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`"
     );
     assert_eq!(
         error(&with_service(

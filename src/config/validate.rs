@@ -87,6 +87,17 @@ impl<'a> Validator<'a> {
                 .with_expected("an IP address such as 127.0.0.1, 0.0.0.0 or ::1")
             })?,
         };
+        let admin_host = match raw.admin_host {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.get_ref().parse().map_err(|_| {
+                self.err(
+                    h.span(),
+                    "service.admin_host",
+                    format!("invalid IP address {:?}", h.get_ref()),
+                )
+                .with_expected("an IP address such as 127.0.0.1 or ::1")
+            })?,
+        };
         let base_port = self.port(&raw.base_port, "service.base_port")?;
 
         let pinned = match &raw.cores {
@@ -179,6 +190,7 @@ impl<'a> Validator<'a> {
             shards_auto,
             cores: pinned,
             admin_port,
+            admin_host,
             spin_before_park: raw
                 .spin_before_park
                 .map(|d| d.into_inner().0)
