@@ -211,6 +211,28 @@ impl RunArgs {
 }
 
 /// Pins the current thread to `core`.
+/// Raises this process's open-file limit to its hard limit (the servers the
+/// suite starts inherit it): 10,000 connections need 10,000 descriptors on
+/// each side, more than the usual soft limit of 1,024.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                eprintln!(
+                    "warning: could not raise the open-file limit to {}",
+                    lim.rlim_max
+                );
+            }
+        }
+    }
+}
+
 fn pin(core: usize) -> Result<()> {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         bail!("cannot pin the generator to core {core}");
@@ -463,6 +485,7 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    raise_open_file_limit();
     match cli.command {
         Command::Suite(args) => run_suite(&args)?,
         Command::Run(args) => {
