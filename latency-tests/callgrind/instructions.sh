@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Instructions per hello request for the whole coreline server process
 # (every thread), counted by valgrind's callgrind: the server runs under
-# callgrind twice, answering N1 and then N2 requests over 16 keep-alive
-# connections (hello_client.py), and the figure is
+# callgrind twice, answering N1 and then N2 requests over CONNS keep-alive
+# connections (hello_client.py; default 1, one request in flight, so every
+# request takes the same path through the reactor; with many connections the
+# batching, hence the figure, depends on timing), and the figure is
 # (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up, warm-up and shutdown cancel out.
 #
-#   bash latency-tests/callgrind/instructions.sh [coreline binary] [N1] [N2]
+#   [CONNS=1] bash latency-tests/callgrind/instructions.sh [coreline binary] [N1] [N2]
 #
 # Extra environment for the server (e.g. GLOMMIO_URING_SETUP=plain) passes
 # through. Needs valgrind and python3.
@@ -13,11 +15,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${1:-target/release/coreline}
 n1=${2:-2000}
-n2=${3:-4000}
-port=28888
-cfg=latency-tests/configs/hello.toml
+n2=${3:-12000}
+conns=${CONNS:-1}
+# configs/hello.toml on ports of its own, so it can run beside the suite.
+port=28896
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+cfg="$dir/hello.toml"
+sed -e "s/^base_port = .*/base_port = $port/" -e 's/^admin_port = .*/admin_port = 28897/' \
+  latency-tests/configs/hello.toml >"$cfg"
 
 run() {
   local n=$1 out="$dir/cg.$1"
@@ -28,8 +34,8 @@ run() {
     curl -s -m 1 "127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  python3 latency-tests/callgrind/hello_client.py "$port" 200 16   # warm-up
-  python3 latency-tests/callgrind/hello_client.py "$port" "$n" 16
+  python3 latency-tests/callgrind/hello_client.py "$port" 200 "$conns"   # warm-up
+  python3 latency-tests/callgrind/hello_client.py "$port" "$n" "$conns"
   kill -TERM "$pid"
   wait "$pid" || true
   # "summary:" (or "totals:") line of the callgrind output: total Ir.

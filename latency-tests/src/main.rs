@@ -362,7 +362,7 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
             } else {
                 (sc.instances.to_string(), sc.server_cores.clone())
             };
-            if !sc.servers.contains(&server) {
+            if !sc.servers.contains(&server) || sc.min_cores > suite::machine_cores() {
                 continue;
             }
             // Config variants (checkpoint scenario) start from a copy whose

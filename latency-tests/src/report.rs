@@ -802,7 +802,7 @@ pub fn render(
 
 fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
     let mut problems = Vec::new();
-    for r in results {
+    for r in results.iter().filter(|r| r.skipped.is_none()) {
         let s = &r.scenario;
         let servers = servers_in(r);
         let outcome = match s.kind {

@@ -238,9 +238,12 @@ impl RunHooks for ConfigHook {
     }
 }
 
-/// Cores of this machine.
+/// Online cores of this machine (not this thread's affinity mask: the
+/// generator thread is pinned to one core).
 pub fn machine_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf reads a system constant and touches no memory.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
 }
 
 /// Writes `source` (a coreline config) to `dest` with `[service] shards = k`
