@@ -211,3 +211,59 @@ fn config_errors_point_at_the_step() {
     );
     assert!(e.contains("test.toml:"), "{e}");
 }
+
+/// `configs/fraud.toml` over sockets: aggregate features and the XGBoost
+/// model in one pipeline; the outlier is declined with 402.
+#[test]
+fn fraud_config_declines_an_outlier() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/fraud.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("base_port = 8920", "base_port = 0")
+        .replace("admin_port = 8992", "admin_port = 0");
+    let config = coreline::config::parse(coreline::config::Source { path, text }).unwrap();
+    let svc = coreline::runtime::Service::start(coreline::pipeline::plan(config).unwrap()).unwrap();
+    // The card's owner shard answers either way (forwarding); use shard 0.
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    for a in [50, 55, 48, 52, 50] {
+        let resp = c.post("/pay", &format!(r#"{{"card":"c1","amount":{a}}}"#));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.json()["decision"], "approve", "{}", resp.text());
+    }
+    let resp = c.post("/pay", r#"{"card":"c1","amount":1000}"#);
+    assert_eq!(resp.status, 402, "{}", resp.text());
+    let body = resp.json();
+    assert_eq!(body["decision"], "decline");
+    assert_eq!(body["n"], 6);
+    // XGBoost's own prediction for these features is 0.9989478.
+    let p = body["p_fraud"].as_f64().unwrap();
+    assert!(close(p, 0.9989478) || (p - 0.9989478).abs() < 1e-6, "{p}");
+}
+
+/// `configs/iris.toml` over sockets: the ONNX pipeline and the inline model.
+#[test]
+fn iris_config_names_the_species() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/iris.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("base_port = 8930", "base_port = 0")
+        .replace("admin_port = 8993", "admin_port = 0");
+    let config = coreline::config::parse(coreline::config::Source { path, text }).unwrap();
+    let svc = coreline::runtime::Service::start(coreline::pipeline::plan(config).unwrap()).unwrap();
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    let flower = r#"{"sepal_length":5.1,"sepal_width":3.5,"petal_length":1.4,"petal_width":0.2}"#;
+    let resp = c.post("/predict", flower);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json(),
+        serde_json::json!({"species": 0, "name": "setosa"})
+    );
+    let resp = c.post("/linear", flower);
+    let z: f64 = 0.1 * 5.1 + 0.2 * 3.5 - 0.3 * 1.4 - 0.4 * 0.2 + 0.5;
+    let want = 1.0 / (1.0 + (-z).exp());
+    assert!(
+        close(resp.json()["score"].as_f64().unwrap(), want),
+        "{}",
+        resp.text()
+    );
+}

@@ -161,6 +161,32 @@ def main():
                         lgb.Dataset(xtr, ytr), num_boost_round=30)
     lgb_model("lgb_reg", booster, xte_m)
 
+    # XGBoost fraud model for configs/fraud.toml, on simulated card transactions. The
+    # features are what the config computes per request: the amount, then the card's
+    # count, sum and ewma(amount, 0.1) after this transaction (coreline's aggregate
+    # outputs), and amount / ewma.
+    x, y = simulated_card_transactions()
+    xtr, ytr, xte, _ = split(x, y)
+    clf = xgb.XGBClassifier(n_estimators=30, max_depth=4, random_state=0).fit(xtr, ytr)
+    xgb_model("fraud", clf.get_booster(), xte)
+
+
+def simulated_card_transactions(cards=300, per_card=12, fraud_rate=0.04):
+    rows, labels = [], []
+    for _ in range(cards):
+        typical = RNG.lognormal(3.5, 0.6)
+        n, total, ewma = 0, 0.0, None
+        for _ in range(per_card):
+            fraud = RNG.random() < fraud_rate
+            amount = typical * (RNG.uniform(6, 25) if fraud else RNG.lognormal(0, 0.35))
+            amount = round(amount, 2)
+            n += 1
+            total += amount
+            ewma = amount if ewma is None else 0.1 * amount + 0.9 * ewma
+            rows.append([amount, n, total, ewma, amount / ewma])
+            labels.append(int(fraud))
+    return np.array(rows), np.array(labels)
+
 
 def xgb_model(name, booster, x_test):
     booster.save_model(os.path.join(HERE, name + ".json"))
