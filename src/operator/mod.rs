@@ -29,6 +29,7 @@ mod changed;
 mod filter;
 mod keyed;
 mod read;
+mod score;
 mod select;
 mod with_column;
 
@@ -37,6 +38,7 @@ pub use changed::{Changed, ChangedConfig};
 pub use filter::{Filter, FilterConfig};
 pub use keyed::{Inputs, KeyedUpdate, read_state, run_on_owner};
 pub use read::{KeyQuery, Read};
+pub use score::{ModelSource, Score, ScoreConfig};
 pub use select::{Select, SelectConfig};
 pub use with_column::{WithColumn, WithColumnConfig};
 
@@ -269,6 +271,7 @@ step_kinds! {
         "select" => Select(select::{Select, SelectConfig, RawSelect}),
         "aggregate" => Aggregate(aggregate::{Aggregate, AggregateConfig, RawAggregate}),
         "changed" => Changed(changed::{Changed, ChangedConfig, RawChanged}),
+        "score" => Score(score::{Score, ScoreConfig, RawScore}),
     }
     internal {
         Read(read::Read),
