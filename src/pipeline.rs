@@ -316,6 +316,19 @@ fn plan_route(
             } => {
                 let (key_slot, key_type) = key_column(source, &columns, key, &at("changed.key"))?;
                 let compiled = compile_at(source, &columns, value, &at("changed.value"))?;
+                if compiled.ty().is_array() {
+                    return Err(ConfigError::at(
+                        source,
+                        value.span.clone(),
+                        &at("changed.value"),
+                        format!(
+                            "`{}` is {}; keyed state does not store arrays (compare a scalar, \
+                             e.g. element_at(x, 1))",
+                            value.value,
+                            compiled.ty()
+                        ),
+                    ));
+                }
                 let table = add_table(
                     source,
                     tables,
@@ -409,13 +422,13 @@ fn key_column(
         return Err(unknown_column(source, &key.span, at, &key.value, columns));
     };
     let ty = columns.get(i).ty;
-    if ty == ColumnType::Float64 {
+    if ty == ColumnType::Float64 || ty.is_array() {
         return Err(ConfigError::at(
             source,
             key.span.clone(),
             at,
             format!(
-                "key column \"{}\" is float64; keys must be utf8, int64 or bool",
+                "key column \"{}\" is {ty}; keys must be utf8, int64 or bool",
                 key.value
             ),
         ));
@@ -853,7 +866,12 @@ impl Route {
                     return Outcome::Done(400);
                 }
             },
-            ColumnType::Float64 => unreachable!("float keys are refused by the plan"),
+            ColumnType::Float64
+            | ColumnType::Float64Array
+            | ColumnType::Float32Array
+            | ColumnType::Int64Array => {
+                unreachable!("float and array keys are refused by the plan")
+            }
         };
         // The key travels in slot 0 of the route's (otherwise unused) row.
         if self.row.width() == 0 {

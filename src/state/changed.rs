@@ -97,6 +97,7 @@ impl ChangedTable {
             (_, Val::Int(_)) => "int64",
             (_, Val::Float(_)) => "float64",
             (_, Val::Bool(_)) => "bool",
+            (_, Val::Array(a)) => a.ty().name(),
         };
         Err(UpdateError::Input {
             output: 0,

@@ -41,7 +41,7 @@ impl NewKeys {
             Val::Int(i) => KeyRec::Int(i),
             Val::Bool(b) => KeyRec::Bool(b),
             // Tables reject these before logging.
-            Val::Null | Val::Float(_) => return,
+            Val::Null | Val::Float(_) | Val::Array(_) => return,
         };
         self.recs.push(rec);
     }
@@ -161,6 +161,8 @@ impl ChangedLog {
             Val::Int(i) => (V_INT, i as u64, &[]),
             Val::Float(f) => (V_FLOAT, f.to_bits(), &[]),
             Val::Str(s) => (V_STR, 0, s.as_bytes()),
+            // Keyed state never stores arrays (the plan refuses them).
+            Val::Array(_) => (V_NULL, 0, &[]),
         };
         let (mut start, mut cap) = match pos {
             Some(p) => (self.vals[p].start, self.vals[p].cap as usize),
