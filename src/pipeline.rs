@@ -51,6 +51,8 @@ pub struct RoutePlan {
     pub name: String,
     /// Request fields: slots `0..request.len()` of the row.
     pub request: Vec<Column>,
+    /// The fixed length of each request field (`len` on a vector field).
+    pub request_lengths: Vec<Option<usize>>,
     /// Every column the row holds (request fields, then step outputs).
     pub columns: Columns,
     /// The steps, compiled.
@@ -155,6 +157,7 @@ pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
                 path: route.path.clone(),
                 name: format!("{} {}", route.method, route.path),
                 request: Vec::new(),
+                request_lengths: Vec::new(),
                 columns: Columns::new(),
                 steps: Vec::new(),
                 reply: Vec::new(),
@@ -404,6 +407,7 @@ fn plan_route(
         path: route.path.clone(),
         name: format!("{} {}", route.method, route.path),
         request,
+        request_lengths: route.request.iter().map(|f| f.len).collect(),
         columns,
         steps,
         reply,
@@ -570,11 +574,13 @@ impl Plan {
             let fields: Vec<String> = r
                 .request
                 .iter()
-                .map(|c| {
+                .zip(&r.request_lengths)
+                .map(|(c, len)| {
                     format!(
-                        "{}: {}{}",
+                        "{}: {}{}{}",
                         c.name,
                         c.ty,
+                        len.map_or(String::new(), |n| format!(" (len {n})")),
                         if c.nullable { " (nullable)" } else { "" }
                     )
                 })
@@ -679,7 +685,7 @@ impl RoutePlan {
             method: self.method,
             path: self.path.clone(),
             name: self.name.clone(),
-            schema: RequestSchema::new(self.request.clone()),
+            schema: RequestSchema::with_lengths(self.request.clone(), self.request_lengths.clone()),
             row: Row::with_width(self.columns.len()),
             ops,
             reply: ReplyEncoder::new(&self.reply),
