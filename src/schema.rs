@@ -6,6 +6,10 @@
 //! parsed: no `serde_json::Value`, no intermediate struct, and field names are
 //! matched by a short byte comparison loop (routes have few fields).
 //!
+//! A dotted field name `user.age` reads key `age` of the object at key `user`
+//! (at any depth): the schema keeps the names as a small tree of object keys,
+//! built once, and the visitor descends into the objects it names.
+//!
 //! Rules, in the order they are checked:
 //!
 //! - an empty (or all-whitespace) body is `400 empty body; expected a JSON object`,
@@ -15,22 +19,35 @@
 //! - a body that is not an object is `422 expected a JSON object, found ...`;
 //! - a value of the wrong type, or `null` in a non-nullable field, is
 //!   `422 field "bar": expected int64, found string`; `int64` fields reject
-//!   numbers with a fraction or an exponent and numbers out of range;
-//!   `float64` fields accept integers; `bool` takes only `true`/`false`;
-//! - a field given twice is `422 duplicate field "foo"`;
-//! - a missing non-nullable field is `422 missing field "foo" (expected utf8)`;
-//!   a missing nullable field is null;
+//!   numbers with a fraction or an exponent and numbers out of range, but
+//!   take `-0` as 0 (see `NegZero`); `float64` fields accept integers;
+//!   `bool` takes only `true`/`false`;
+//! - vector fields (`array<float64>`, `array<float32>`, `array<int64>`) take
+//!   a JSON array of numbers, decoded into the slot's reused element buffer;
+//!   `null` elements of float vectors are NaN (a missing value); a wrong
+//!   length (`len`), or an element that does not fit, is
+//!   `422 field "v": expected array<int64>, found 2.5 (not an integer) at index 1`
+//!   or `... expected array<float64> of length 4, found 3 elements`;
+//! - the object holding a dotted field must be an object (`422 field "user":
+//!   expected an object (holding "user.age"), found string`); `null` or
+//!   absent, its fields are missing;
+//! - a field (or object of fields) given twice is `422 duplicate field "foo"`;
+//! - a missing non-nullable field is `422 missing field "foo" (expected utf8)`,
+//!   or for a nested one `... (expected int64; found no key "age" in object
+//!   "user")`; a missing nullable field is null;
 //! - fields the schema does not declare are skipped, whatever their value
 //!   (nested objects and arrays included, as long as it is valid JSON), so
 //!   clients may send more than a route reads.
 //!
-//! Invariant: once the row's string buffers are warm, decoding a body whose
-//! strings contain no escape sequences allocates nothing, skipped fields
-//! included (checked with a counting allocator: 0 allocations over 100 warm
-//! decodes + encodes). serde_json unescapes `\n`, `\"`, `\u00e9`... through a
+//! Invariant: once the row's string and vector buffers are warm, decoding a
+//! body whose strings contain no escape sequences allocates nothing, skipped
+//! fields included (checked with a counting allocator in tests/alloc.rs and
+//! tests/alloc_arrays.rs). serde_json unescapes `\n`, `\"`, `\u00e9`... through a
 //! scratch buffer owned by its `Deserializer`, which is created per body, so
 //! a body with escaped strings costs one or two allocations; the slot's own
-//! buffer is still reused. Errors allocate their message.
+//! buffer is still reused. A vector longer than any before grows its buffer
+//! once. Errors allocate their message, and so does an int64 `-0` (one
+//! message per `-0`, for the second pass).
 
 use std::fmt;
 
@@ -953,6 +970,7 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::ArrayRef;
     use serde_json::{Value, json};
 
     fn col(name: &str, ty: ColumnType, nullable: bool) -> Column {
@@ -1280,5 +1298,85 @@ mod tests {
         e.write_json(&mut out);
         assert_eq!(out, br#"{"error":"empty body; expected a JSON object"}"#);
         assert_eq!(e.to_string(), "empty body; expected a JSON object");
+    }
+
+    #[test]
+    fn dotted_names_are_checked() {
+        assert_eq!(check_names(["a", "b.c", "b.d.e", "bc"]), Ok(()));
+        assert_eq!(check_names(["a.b", "a"]).unwrap_err().0, 1);
+        assert_eq!(check_names(["a", "x", "a.b.c"]).unwrap_err().0, 2);
+        assert!(
+            check_names(["a.", "b"])
+                .unwrap_err()
+                .1
+                .contains("empty part")
+        );
+        assert!(check_names([".a"]).is_err() && check_names([""]).is_err());
+    }
+
+    #[test]
+    fn vectors_and_nested_fields_in_slots() {
+        let mut s = RequestSchema::with_lengths(
+            vec![
+                col("v", ColumnType::Float64Array, false),
+                col("a.b.c", ColumnType::Int64, false),
+                col("a.d", ColumnType::Float32Array, true),
+                col("n", ColumnType::Int64Array, true),
+            ],
+            vec![Some(2), None, None, None],
+        );
+        let mut row = Row::with_width(4);
+        s.decode(
+            br#"{"a":{"b":{"c":-0,"z":1},"d":[0.1,null]},"v":[1,null],"n":[]}"#,
+            &mut row,
+        )
+        .unwrap();
+        let Val::Array(ArrayRef::F64(v)) = row.get(0) else {
+            panic!("{:?}", row.get(0))
+        };
+        assert_eq!(v[0], 1.0);
+        assert!(v[1].is_nan());
+        assert_eq!(row.get(1), Val::Int(0));
+        let Val::Array(ArrayRef::F32(d)) = row.get(2) else {
+            panic!()
+        };
+        assert_eq!(d[0], 0.1f32);
+        assert!(d[1].is_nan());
+        assert_eq!(row.get(3), Val::Array(ArrayRef::I64(&[])));
+        // Multi-line bodies: the `-0` check finds the literal by line and
+        // column.
+        s.decode(b"{\"v\":[2,3],\n \"a\":\n {\"b\": {\"c\":\n-0}}}", &mut row)
+            .unwrap();
+        assert_eq!(row.get(1), Val::Int(0));
+        assert_eq!(row.get(2), Val::Null);
+        let e = s
+            .decode(
+                b"{\"v\":[2,3],\n \"a\":\n {\"b\": {\"c\":\n-0.0}}}",
+                &mut row,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.field.as_deref()),
+            (
+                "field \"a.b.c\": expected int64, found -0.0 (not an integer)",
+                Some("a.b.c")
+            )
+        );
+        let e = s
+            .decode(br#"{"v":[2,3],"a":{"b":{}}}"#, &mut row)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "missing field \"a.b.c\" (expected int64; found no key \"c\" in object \"a.b\")"
+        );
+        let e = s
+            .decode(br#"{"v":[2,3],"a":{"b":[]}}"#, &mut row)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "field \"a.b\": expected an object (holding \"a.b.c\"), found array"
+        );
+        assert_eq!(s.length(0), Some(2));
+        assert_eq!(s.length(1), None);
     }
 }

@@ -20,7 +20,13 @@ shards = 1
 
 [[route]]
 path = "/score"
-request = { features = { type = "array<float64>", len = 4 }, weights = { type = "array<float32>", nullable = true }, ids = "array<int64>", "user.age" = "int64", "user.address.zip" = { type = "utf8", nullable = true }, "user.name" = "utf8" }
+  [route.request]
+  features = { type = "array<float64>", len = 4 }
+  weights = { type = "array<float32>", nullable = true }
+  ids = "array<int64>"
+  "user.age" = "int64"
+  "user.address.zip" = { type = "utf8", nullable = true }
+  "user.name" = "utf8"
   [[route.step]]
   with_column = { name = "n", expr = "size(ids)" }
   [[route.step]]
@@ -36,6 +42,27 @@ request = { features = { type = "array<float64>", len = 4 }, weights = { type = 
   [route.reply]
   columns = ["features", "weights", "ids", "n", "first", "last_id", "out_of_range", "built", "user.age", "user.name", "user.address.zip"]
 "#;
+
+#[test]
+fn check_describes_vector_and_nested_fields() {
+    let config = parse(Source {
+        path: "vectors.toml".into(),
+        text: VECTORS.to_owned(),
+    })
+    .unwrap();
+    let text = plan(config).unwrap().describe(&[0]);
+    assert!(
+        text.contains(
+            "request: {features: array<float64> (len 4), weights: array<float32> (nullable), \
+             ids: array<int64>, user.age: int64, user.address.zip: utf8 (nullable), user.name: utf8}"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("with_column built = array(\"user.age\", first * 2, element_at(weights, 1))  -> built: array<float64>"),
+        "{text}"
+    );
+}
 
 #[test]
 fn vectors_and_nested_fields_decode_compute_and_reply() {
