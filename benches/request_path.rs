@@ -114,6 +114,40 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
+/// Vector and nested request fields: a 16-element `array<float64>` feature
+/// vector (with a missing value) and two nested fields, decoded into warm
+/// row buffers; then a 16-element vector alone, for the per-element cost.
+fn arrays(c: &mut Criterion) {
+    let mut g = c.benchmark_group("arrays");
+    g.throughput(Throughput::Elements(1));
+    let column = |name: &str, ty| Column {
+        name: name.into(),
+        ty,
+        nullable: false,
+    };
+    let mut schema = RequestSchema::with_lengths(
+        vec![
+            column("features", ColumnType::Float64Array),
+            column("user.age", ColumnType::Int64),
+            column("user.country", ColumnType::Utf8),
+        ],
+        vec![Some(16), None, None],
+    );
+    let body = br#"{"features":[0.5,1.25,-3.0,4,null,6.5,7.125,8,9.75,10,11.5,12,13.25,14,15.5,16],"user":{"age":31,"country":"FR"}}"#;
+    let mut row = Row::with_width(3);
+    assert!(schema.decode(body, &mut row).is_ok());
+    g.bench_function("decode_vector16_nested2", |b| {
+        b.iter(|| schema.decode(black_box(body), &mut row).is_ok())
+    });
+    let mut vector = RequestSchema::new(vec![column("features", ColumnType::Float64Array)]);
+    let body =
+        br#"{"features":[0.5,1.25,-3.0,4,null,6.5,7.125,8,9.75,10,11.5,12,13.25,14,15.5,16]}"#;
+    g.bench_function("decode_vector16", |b| {
+        b.iter(|| vector.decode(black_box(body), &mut row).is_ok())
+    });
+    g.finish();
+}
+
 fn whole_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("whole");
     let limits = Limits::default();
@@ -172,5 +206,5 @@ fn whole_path(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, whole_path);
+criterion_group!(benches, stages, arrays, whole_path);
 criterion_main!(benches);

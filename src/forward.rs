@@ -33,7 +33,7 @@ use glommio::channels::shared_channel::{
 };
 
 use crate::operator::run_on_owner;
-use crate::row::Val;
+use crate::row::{ArrayRef, Val};
 use crate::state::ShardState;
 
 /// An owned value, to cross threads.
@@ -49,6 +49,12 @@ pub enum Owned {
     Float(f64),
     /// Text.
     Str(String),
+    /// An `array<float64>` vector.
+    F64s(Vec<f64>),
+    /// An `array<float32>` vector.
+    F32s(Vec<f32>),
+    /// An `array<int64>` vector.
+    I64s(Vec<i64>),
 }
 
 impl Owned {
@@ -60,6 +66,9 @@ impl Owned {
             Val::Int(i) => Owned::Int(i),
             Val::Float(f) => Owned::Float(f),
             Val::Str(s) => Owned::Str(s.to_string()),
+            Val::Array(ArrayRef::F64(a)) => Owned::F64s(a.to_vec()),
+            Val::Array(ArrayRef::F32(a)) => Owned::F32s(a.to_vec()),
+            Val::Array(ArrayRef::I64(a)) => Owned::I64s(a.to_vec()),
         }
     }
 
@@ -71,6 +80,9 @@ impl Owned {
             Owned::Int(i) => Val::Int(*i),
             Owned::Float(f) => Val::Float(*f),
             Owned::Str(s) => Val::Str(s),
+            Owned::F64s(a) => Val::Array(ArrayRef::F64(a)),
+            Owned::F32s(a) => Val::Array(ArrayRef::F32(a)),
+            Owned::I64s(a) => Val::Array(ArrayRef::I64(a)),
         }
     }
 }

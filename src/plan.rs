@@ -144,12 +144,12 @@ impl<'a> Planner<'a> {
     ) -> Result<(usize, ColumnType), ConfigError> {
         let i = self.column(key, &self.key(field))?;
         let ty = self.columns.get(i).ty;
-        if ty == ColumnType::Float64 {
+        if ty == ColumnType::Float64 || ty.is_array() {
             return Err(self.error(
                 key.span.clone(),
                 field,
                 format!(
-                    "key column \"{}\" is float64; keys must be utf8, int64 or bool",
+                    "key column \"{}\" is {ty}; keys must be utf8, int64 or bool",
                     key.value
                 ),
             ));

@@ -10,8 +10,11 @@
 //! floats through `ryu` (shortest round-trip form, integral floats keep their
 //! `.0`, e.g. `11.0`); non-finite floats (NaN, ±inf), which JSON cannot
 //! express, become `null`; text is escaped by [`write_json_string`].
+//! Vectors are JSON arrays of their elements under the same rules (so a
+//! NaN element, a missing value, is `null`); `array<float32>` elements are
+//! printed in their shortest `f32` form (`0.1`, not `0.10000000149011612`).
 
-use crate::row::{Row, Val};
+use crate::row::{ArrayRef, Row, Val};
 
 /// Encodes chosen columns of a [`Row`] as one JSON object.
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ pub fn write_json_value(out: &mut Vec<u8>, value: Val<'_>) {
         }
         Val::Float(_) => out.extend_from_slice(b"null"),
         Val::Str(s) => write_json_string(out, s),
+        Val::Array(a) => write_json_array(out, a),
     }
 }
 
@@ -103,6 +107,44 @@ pub fn json_string_len(s: &str) -> usize {
             Escape::Unicode => 6,
         })
         .sum::<usize>()
+}
+
+/// Appends a vector as a JSON array (NaN and infinite elements are `null`).
+fn write_json_array(out: &mut Vec<u8>, array: ArrayRef<'_>) {
+    out.push(b'[');
+    match array {
+        ArrayRef::F64(a) => {
+            for (i, &f) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_value(out, Val::Float(f));
+            }
+        }
+        ArrayRef::F32(a) => {
+            let mut buf = ryu::Buffer::new();
+            for (i, &f) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                if f.is_finite() {
+                    out.extend_from_slice(buf.format_finite(f).as_bytes());
+                } else {
+                    out.extend_from_slice(b"null");
+                }
+            }
+        }
+        ArrayRef::I64(a) => {
+            let mut buf = itoa::Buffer::new();
+            for (i, &n) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(buf.format(n).as_bytes());
+            }
+        }
+    }
+    out.push(b']');
 }
 
 /// Appends `s` as a quoted JSON string: `"` and `\` are escaped, `\n`, `\r`,
@@ -256,6 +298,24 @@ mod tests {
         let out = encode(&[("t", 0), ("f", 1), ("i", 2), ("z", 3)], &r);
         let v: Value = serde_json::from_slice(out.as_bytes()).unwrap();
         assert_eq!(v, json!({"t": text, "f": 3.25, "i": -7, "z": null}));
+    }
+
+    #[test]
+    fn arrays_are_json_arrays_with_nan_as_null() {
+        let f32s = [0.1f32, f32::NAN, -2.0];
+        let r = row(&[
+            Val::Array(ArrayRef::F64(&[1.5, f64::NAN, 3.0, f64::INFINITY])),
+            Val::Array(ArrayRef::F32(&f32s)),
+            Val::Array(ArrayRef::I64(&[i64::MIN, 0, 7])),
+            Val::Array(ArrayRef::F64(&[])),
+        ]);
+        let text = encode(&[("f", 0), ("g", 1), ("i", 2), ("e", 3)], &r);
+        assert_eq!(
+            text,
+            r#"{"f":[1.5,null,3.0,null],"g":[0.1,null,-2.0],"i":[-9223372036854775808,0,7],"e":[]}"#
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["i"][0].as_i64(), Some(i64::MIN));
     }
 
     #[test]

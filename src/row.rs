@@ -22,6 +22,15 @@ pub enum ColumnType {
     Float64,
     /// Boolean (`bool`).
     Boolean,
+    /// A vector of 64-bit floats (`array<float64>`); a JSON `null` element
+    /// is NaN, a missing value.
+    Float64Array,
+    /// A vector of 32-bit floats (`array<float32>`); nulls as for
+    /// `array<float64>`.
+    Float32Array,
+    /// A vector of 64-bit integers (`array<int64>`); elements are never
+    /// null.
+    Int64Array,
 }
 
 impl ColumnType {
@@ -32,14 +41,32 @@ impl ColumnType {
             ColumnType::Int64 => "int64",
             ColumnType::Float64 => "float64",
             ColumnType::Boolean => "bool",
+            ColumnType::Float64Array => "array<float64>",
+            ColumnType::Float32Array => "array<float32>",
+            ColumnType::Int64Array => "array<int64>",
         }
     }
 
-    /// Parses a configuration type name (`utf8`, `int64`, `float64`, `bool`).
-    /// Arrow's spellings (`Utf8`, `Int64`, `Float64`, `Boolean`) and `string`,
-    /// `boolean` are accepted too.
+    /// Parses a configuration type name (`utf8`, `int64`, `float64`, `bool`,
+    /// `array<float64>`, `array<float32>`, `array<int64>`). Arrow's
+    /// spellings (`Utf8`, `Int64`, `Float64`, `Boolean`) and `string`,
+    /// `boolean` are accepted too, and blanks inside `array< ... >`.
     pub fn parse(name: &str) -> Option<ColumnType> {
-        match name.to_ascii_lowercase().as_str() {
+        let name = name.to_ascii_lowercase();
+        if let Some(inner) = name
+            .strip_prefix("array")
+            .map(str::trim_start)
+            .and_then(|s| s.strip_prefix('<'))
+            .and_then(|s| s.strip_suffix('>'))
+        {
+            return match inner.trim() {
+                "float64" | "double" => Some(ColumnType::Float64Array),
+                "float32" | "float" => Some(ColumnType::Float32Array),
+                "int64" | "bigint" => Some(ColumnType::Int64Array),
+                _ => None,
+            };
+        }
+        match name.as_str() {
             "utf8" | "string" => Some(ColumnType::Utf8),
             "int64" => Some(ColumnType::Int64),
             "float64" => Some(ColumnType::Float64),
@@ -55,6 +82,9 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Float64Array => DataType::new_list(DataType::Float64, false),
+            ColumnType::Float32Array => DataType::new_list(DataType::Float32, false),
+            ColumnType::Int64Array => DataType::new_list(DataType::Int64, false),
         }
     }
 
@@ -65,6 +95,12 @@ impl ColumnType {
             DataType::Int64 => Some(ColumnType::Int64),
             DataType::Float64 => Some(ColumnType::Float64),
             DataType::Boolean => Some(ColumnType::Boolean),
+            DataType::List(item) => match item.data_type() {
+                DataType::Float64 => Some(ColumnType::Float64Array),
+                DataType::Float32 => Some(ColumnType::Float32Array),
+                DataType::Int64 => Some(ColumnType::Int64Array),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -72,6 +108,14 @@ impl ColumnType {
     /// True for `int64` and `float64`.
     pub fn is_numeric(self) -> bool {
         matches!(self, ColumnType::Int64 | ColumnType::Float64)
+    }
+
+    /// True for the `array<...>` types.
+    pub fn is_array(self) -> bool {
+        matches!(
+            self,
+            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array
+        )
     }
 }
 
@@ -207,6 +251,46 @@ pub enum Val<'a> {
     Float(f64),
     /// Text borrowed from a row slot or an evaluator's scratch buffer.
     Str(&'a str),
+    /// A vector borrowed from a row slot or an evaluator's scratch buffer.
+    Array(ArrayRef<'a>),
+}
+
+/// A borrowed vector: the elements of an `array<...>` value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ArrayRef<'a> {
+    /// `array<float64>`; NaN is a missing element.
+    F64(&'a [f64]),
+    /// `array<float32>`; NaN is a missing element.
+    F32(&'a [f32]),
+    /// `array<int64>`.
+    I64(&'a [i64]),
+}
+
+impl ArrayRef<'_> {
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            ArrayRef::F64(a) => a.len(),
+            ArrayRef::F32(a) => a.len(),
+            ArrayRef::I64(a) => a.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The column type of this vector.
+    pub fn ty(&self) -> ColumnType {
+        match self {
+            ArrayRef::F64(_) => ColumnType::Float64Array,
+            ArrayRef::F32(_) => ColumnType::Float32Array,
+            ArrayRef::I64(_) => ColumnType::Int64Array,
+        }
+    }
 }
 
 impl<'a> Val<'a> {
@@ -227,12 +311,17 @@ impl<'a> Val<'a> {
 
 /// Storage for one column of a row. The string buffer survives nulls and
 /// overwrites, so a warm slot never allocates for text that fits.
+///
+/// Vectors live in a buffer of their own ([`ArrayBuf`]) that survives the
+/// same way; a column has one element type, so once warm the buffer keeps
+/// its kind and capacity.
 #[derive(Debug, Default)]
 pub struct Slot {
     kind: Kind,
     int: i64,
     float: f64,
     text: String,
+    array: ArrayBuf,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -243,6 +332,84 @@ enum Kind {
     Int,
     Float,
     Str,
+    Array,
+}
+
+/// The reusable element buffer of a slot holding a vector.
+#[derive(Debug, Clone)]
+pub enum ArrayBuf {
+    /// `array<float64>` elements.
+    F64(Vec<f64>),
+    /// `array<float32>` elements.
+    F32(Vec<f32>),
+    /// `array<int64>` elements.
+    I64(Vec<i64>),
+}
+
+impl Default for ArrayBuf {
+    fn default() -> ArrayBuf {
+        ArrayBuf::F64(Vec::new())
+    }
+}
+
+impl ArrayBuf {
+    fn as_ref(&self) -> ArrayRef<'_> {
+        match self {
+            ArrayBuf::F64(v) => ArrayRef::F64(v),
+            ArrayBuf::F32(v) => ArrayRef::F32(v),
+            ArrayBuf::I64(v) => ArrayRef::I64(v),
+        }
+    }
+
+    /// Replaces the elements with `source`'s, keeping this buffer when it
+    /// has the same element type.
+    fn copy_from(&mut self, source: ArrayRef<'_>) {
+        match source {
+            ArrayRef::F64(a) => self.f64_mut().extend_from_slice(a),
+            ArrayRef::F32(a) => self.f32_mut().extend_from_slice(a),
+            ArrayRef::I64(a) => self.i64_mut().extend_from_slice(a),
+        }
+    }
+
+    /// The buffer emptied, as `f64` (switching element type only if it
+    /// held another).
+    #[inline]
+    pub fn f64_mut(&mut self) -> &mut Vec<f64> {
+        if !matches!(self, ArrayBuf::F64(_)) {
+            *self = ArrayBuf::F64(Vec::new());
+        }
+        let ArrayBuf::F64(v) = self else {
+            unreachable!("set just above")
+        };
+        v.clear();
+        v
+    }
+
+    /// The buffer emptied, as `f32`.
+    #[inline]
+    pub fn f32_mut(&mut self) -> &mut Vec<f32> {
+        if !matches!(self, ArrayBuf::F32(_)) {
+            *self = ArrayBuf::F32(Vec::new());
+        }
+        let ArrayBuf::F32(v) = self else {
+            unreachable!("set just above")
+        };
+        v.clear();
+        v
+    }
+
+    /// The buffer emptied, as `i64`.
+    #[inline]
+    pub fn i64_mut(&mut self) -> &mut Vec<i64> {
+        if !matches!(self, ArrayBuf::I64(_)) {
+            *self = ArrayBuf::I64(Vec::new());
+        }
+        let ArrayBuf::I64(v) = self else {
+            unreachable!("set just above")
+        };
+        v.clear();
+        v
+    }
 }
 
 impl Clone for Slot {
@@ -260,6 +427,9 @@ impl Clone for Slot {
         self.float = source.float;
         self.text.clear();
         self.text.push_str(&source.text);
+        if source.kind == Kind::Array {
+            self.array.copy_from(source.array.as_ref());
+        }
     }
 }
 
@@ -273,6 +443,7 @@ impl Slot {
             Kind::Int => Val::Int(self.int),
             Kind::Float => Val::Float(self.float),
             Kind::Str => Val::Str(&self.text),
+            Kind::Array => Val::Array(self.array.as_ref()),
         }
     }
 
@@ -298,6 +469,10 @@ impl Slot {
                 self.text.push_str(s);
                 self.kind = Kind::Str;
             }
+            Val::Array(a) => {
+                self.array.copy_from(a);
+                self.kind = Kind::Array;
+            }
         }
     }
 
@@ -314,6 +489,14 @@ impl Slot {
         self.text.clear();
         self.kind = Kind::Str;
         &mut self.text
+    }
+
+    /// Marks the slot as a vector and hands its element buffer out to be
+    /// filled (emptied by the typed accessors of [`ArrayBuf`]).
+    #[inline]
+    pub fn array_mut(&mut self) -> &mut ArrayBuf {
+        self.kind = Kind::Array;
+        &mut self.array
     }
 }
 

@@ -302,7 +302,7 @@ impl<'l> ShardFileWriter<'l> {
                 Val::Str(s) => key.append_value(s),
                 Val::Int(i) => key.append_value(ibuf.format(i)),
                 Val::Bool(b) => key.append_value(if b { "true" } else { "false" }),
-                Val::Null | Val::Float(_) => key.append_value(""),
+                Val::Null | Val::Float(_) | Val::Array(_) => key.append_value(""),
             }
         }
         let key_type = StringArray::from_iter_values(keys.map(key_type_name));
@@ -428,6 +428,10 @@ fn typed<'a>(ty: ColumnType, vals: impl Iterator<Item = Val<'a>>) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
+        // Keyed state never stores arrays (the plan refuses them).
+        ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
+            arrow_array::new_null_array(&ty.to_arrow(), vals.count())
+        }
     }
 }
 
@@ -455,6 +459,11 @@ impl<'a> ColRef<'a> {
             }
             ColumnType::Boolean => ColRef::B(array.as_boolean_opt().ok_or_else(bad)?),
             ColumnType::Utf8 => ColRef::S(array.as_string_opt::<i32>().ok_or_else(bad)?),
+            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
+                return Err(format!(
+                    "column `{name}` has type {ty}; keyed state does not store arrays"
+                ));
+            }
         })
     }
 

@@ -236,6 +236,8 @@ impl fmt::Display for KeyFrom {
 pub struct FieldConfig {
     /// Name, type and nullability.
     pub column: Column,
+    /// `len = n` on a vector field: it must have exactly `n` elements.
+    pub len: Option<usize>,
     /// The span of the field's name in `request`.
     pub span: Span,
 }

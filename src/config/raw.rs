@@ -166,6 +166,7 @@ pub(crate) struct RawTypeTable {
     pub(crate) ty: TomlSpanned<String>,
     #[serde(default)]
     pub(crate) nullable: bool,
+    pub(crate) len: Option<TomlSpanned<i64>>,
 }
 
 impl<'de> Deserialize<'de> for RawType {
@@ -174,7 +175,7 @@ impl<'de> Deserialize<'de> for RawType {
         impl<'de> Visitor<'de> for TypeVisitor {
             type Value = RawType;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a type (utf8, int64, float64, bool) or a table like { type = \"int64\", nullable = true }")
+                f.write_str("a type (utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>) or a table like { type = \"int64\", nullable = true }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawType, E> {
                 Ok(RawType::Name(v.to_owned()))

@@ -403,7 +403,7 @@ fn wrong_types_and_missing_fields() {
             "[[route]]\npath = \"/a\"\nrequest = { a = 3 }\n"
         )),
         "configs/x.toml:6:17: route[0].request.a: invalid type: integer `3`; \
-             expected a type (utf8, int64, float64, bool) or a table like { type = \"int64\", nullable = true }"
+             expected a type (utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>) or a table like { type = \"int64\", nullable = true }"
     );
     assert_eq!(
         error(&with_service(

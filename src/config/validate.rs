@@ -548,14 +548,42 @@ impl<'a> Validator<'a> {
                     .with_expected("a non-empty field name"));
             }
             let ty_span = ty.span();
-            let (type_name, type_span, nullable) = match ty.into_inner() {
-                RawType::Name(n) => (n, ty_span, false),
-                RawType::Table(t) => (t.ty.get_ref().clone(), t.ty.span(), t.nullable),
+            let (type_name, type_span, nullable, len) = match ty.into_inner() {
+                RawType::Name(n) => (n, ty_span, false, None),
+                RawType::Table(t) => (t.ty.get_ref().clone(), t.ty.span(), t.nullable, t.len),
             };
             let Some(ty) = ColumnType::parse(&type_name) else {
                 return Err(self
                     .err(type_span, &key, format!("unknown type {type_name:?}"))
-                    .with_expected("one of: utf8, int64, float64, bool"));
+                    .with_expected(
+                        "one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>",
+                    ));
+            };
+            let len = match len {
+                None => None,
+                Some(n) if !ty.is_array() => {
+                    return Err(self
+                        .err(
+                            n.span(),
+                            &format!("{key}.len"),
+                            format!("len applies to arrays, and this field is {ty}"),
+                        )
+                        .with_expected(
+                            "a type such as \"array<float64>\" to fix a vector's length",
+                        ));
+                }
+                Some(n) => match usize::try_from(*n.get_ref()) {
+                    Ok(len) if len >= 1 => Some(len),
+                    _ => {
+                        return Err(self
+                            .err(
+                                n.span(),
+                                &format!("{key}.len"),
+                                format!("invalid length {}", n.get_ref()),
+                            )
+                            .with_expected("a number of elements, at least 1"));
+                    }
+                },
             };
             fields.push(FieldConfig {
                 column: Column {
@@ -563,8 +591,15 @@ impl<'a> Validator<'a> {
                     ty,
                     nullable,
                 },
+                len,
                 span: name.span(),
             });
+        }
+        if let Err((i, message)) =
+            crate::schema::check_names(fields.iter().map(|f| f.column.name.as_str()))
+        {
+            let key = route_key(route, &format!("request.{}", fields[i].column.name));
+            return Err(self.err(fields[i].span.clone(), &key, message));
         }
         Ok(fields)
     }

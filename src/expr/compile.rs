@@ -21,14 +21,15 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, Token};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use super::ExprError;
 use super::functions::TrimSide;
 use super::like::Matcher;
 use super::node::{
-    AnyNode, Between, BoolNode, Case, CaseKey, Cmp, Coalesce, EQ, Eval, Extreme, FloatNode, GT,
-    InList, IntNode, KeyMatch, LT, Like, LikePattern, Pair, Selector, StrNode,
+    AnyNode, ArrNode, Between, BoolNode, Case, CaseKey, Cmp, Coalesce, EQ, ElementAt, Eval,
+    Extreme, FloatNode, GT, InList, IntNode, KeyMatch, LT, Like, LikePattern, Pair, Selector,
+    StrNode,
 };
 use crate::row::{ColumnType, Columns, Row};
 
@@ -96,9 +97,9 @@ const WINDOW_FUNCTIONS: &[&str] = &[
 
 /// Every function name [`Compiler::function`] accepts (plus the special
 /// forms `substring`/`substr`/`trim`/`ceil`/`floor` parsed by sqlparser).
-const FUNCTIONS: &str = "abs, ceil, ceiling, char_length, character_length, coalesce, concat, \
-exp, floor, greatest, if, ifnull, lcase, least, length, ln, lower, ltrim, mod, nvl, pow, power, \
-round, rtrim, sqrt, substr, substring, trim, ucase, upper";
+const FUNCTIONS: &str = "abs, array, cardinality, ceil, ceiling, char_length, character_length, \
+coalesce, concat, element_at, exp, floor, greatest, if, ifnull, lcase, least, length, ln, lower, \
+ltrim, mod, nvl, pow, power, round, rtrim, size, sqrt, substr, substring, trim, ucase, upper";
 
 /// The compiled form handed to [`super::Expr`].
 pub(crate) struct Compiled {
@@ -148,9 +149,11 @@ fn parse(sql: &str) -> Result<Ast> {
         ));
     }
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(sql)
-        .map_err(|e| parser_error(sql, e))?;
+    let mut tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| parser_error(sql, e.into()))?;
+    array_calls_as_brackets(&mut tokens);
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let expr = parser.parse_expr().map_err(|e| parser_error(sql, e))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
@@ -168,6 +171,41 @@ fn parse(sql: &str) -> Result<Ast> {
         return Err(ExprError::new(message, offset));
     }
     Ok(expr)
+}
+
+/// Rewrites Spark's `array(a, b)` into `ARRAY[a, b]`: sqlparser's generic
+/// dialect reads `ARRAY(...)` as an array subquery, and its bracket form
+/// is the same vector constructor. Only the two parentheses change, so
+/// every token keeps its position for error messages.
+fn array_calls_as_brackets(tokens: &mut [TokenWithSpan]) {
+    let significant = |t: &TokenWithSpan| !matches!(t.token, Token::Whitespace(_));
+    for i in 0..tokens.len() {
+        let is_array = matches!(&tokens[i].token, Token::Word(w) if w.keyword == Keyword::ARRAY && w.quote_style.is_none());
+        if !is_array {
+            continue;
+        }
+        let Some(open) = (i + 1..tokens.len()).find(|&j| significant(&tokens[j])) else {
+            continue;
+        };
+        if tokens[open].token != Token::LParen {
+            continue;
+        }
+        let mut depth = 0usize;
+        for j in open..tokens.len() {
+            match tokens[j].token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        tokens[open].token = Token::LBracket;
+                        tokens[j].token = Token::RBracket;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Turns a sqlparser error (whose text ends in ` at Line: L, Column: C`
@@ -469,6 +507,8 @@ enum Node {
     Int(IntNode),
     Float(FloatNode),
     Str(StrNode),
+    /// A vector and its type (one of the `array<...>` types).
+    Arr(ArrNode, ColumnType),
 }
 
 impl Node {
@@ -479,6 +519,7 @@ impl Node {
             Node::Int(_) => Some(ColumnType::Int64),
             Node::Float(_) => Some(ColumnType::Float64),
             Node::Str(_) => Some(ColumnType::Utf8),
+            Node::Arr(_, ty) => Some(*ty),
         }
     }
 
@@ -490,6 +531,7 @@ impl Node {
                 | Node::Int(IntNode::Const(None))
                 | Node::Float(FloatNode::Const(None))
                 | Node::Str(StrNode::Const(None))
+                | Node::Arr(ArrNode::Null, _)
         )
     }
 
@@ -508,6 +550,9 @@ impl Node {
             ColumnType::Int64 => Node::Int(IntNode::Const(None)),
             ColumnType::Float64 => Node::Float(FloatNode::Const(None)),
             ColumnType::Utf8 => Node::Str(StrNode::Const(None)),
+            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
+                Node::Arr(ArrNode::Null, ty)
+            }
         }
     }
 }
@@ -520,6 +565,7 @@ fn any_node(node: Node) -> AnyNode {
         Node::Int(n) => AnyNode::Int(n),
         Node::Float(n) => AnyNode::Float(n),
         Node::Str(n) => AnyNode::Str(n),
+        Node::Arr(n, _) => AnyNode::Arr(n),
     }
 }
 
@@ -567,6 +613,15 @@ fn fold(node: Node, nullable: bool, konst: bool) -> Typed {
         Node::Int(mut n) => Node::Int(IntNode::Const(n.eval(&row))),
         Node::Float(mut n) => Node::Float(FloatNode::Const(n.eval(&row))),
         Node::Str(mut n) => Node::Str(StrNode::Const(n.eval(&row).map(str::to_owned))),
+        // Vectors are not folded: a constant `array(1, 2)` is rebuilt per
+        // evaluation into its own buffer, which costs no allocation.
+        Node::Arr(n, ty) => {
+            return Typed {
+                node: Node::Arr(n, ty),
+                nullable,
+                konst,
+            };
+        }
     })
 }
 
@@ -700,6 +755,10 @@ macro_rules! with_type {
                 type $n = StrNode;
                 $body
             }
+            // Callers refuse vectors first (`no_arrays`), with a position.
+            ty @ (ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array) => {
+                return Err(ExprError::new(format!("{ty} is not supported here"), 0));
+            }
         }
     };
 }
@@ -778,6 +837,18 @@ impl Compiler<'_> {
         })
     }
 
+    /// The error for a vector where only scalars are supported.
+    fn no_array(&self, ty: ColumnType, at: &Ast) -> ExprError {
+        self.error(
+            at,
+            format!(
+                "expected a scalar (utf8, int64, float64 or bool), found {ty} ({}); \
+                 read an element with element_at() or the length with size()",
+                describe(at)
+            ),
+        )
+    }
+
     fn want_all<N: NodeType>(&self, args: Vec<Arg>, ctx: &str) -> Result<Vec<N>> {
         args.into_iter()
             .map(|a| self.want::<N>(a.t, a.at, ctx))
@@ -810,6 +881,9 @@ impl Compiler<'_> {
         let mut acc: Option<ColumnType> = None;
         for a in args {
             let Some(ty) = a.t.ty() else { continue };
+            if ty.is_array() {
+                return Err(self.no_array(ty, a.at));
+            }
             acc = match acc {
                 None => Some(ty),
                 Some(prev) if prev == ty => Some(ty),
@@ -926,6 +1000,13 @@ impl Compiler<'_> {
                 ..
             } => self.case(operand.as_deref(), conditions, else_result.as_deref()),
             Ast::Function(f) => self.function(f, e),
+            Ast::Array(array) => {
+                if array.elem.is_empty() {
+                    return Err(self.error(e, "array() takes at least 1 argument, found 0"));
+                }
+                let elems: Vec<&Ast> = array.elem.iter().collect();
+                self.build_array(&elems, "array()")
+            }
             Ast::Substring {
                 expr,
                 substring_from,
@@ -998,6 +1079,9 @@ impl Compiler<'_> {
             ColumnType::Int64 => Node::Int(IntNode::Col(i)),
             ColumnType::Float64 => Node::Float(FloatNode::Col(i)),
             ColumnType::Utf8 => Node::Str(StrNode::Col(i)),
+            ty @ (ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array) => {
+                Node::Arr(ArrNode::Col(i), ty)
+            }
         };
         Ok(Typed {
             node,
@@ -1185,6 +1269,11 @@ impl Compiler<'_> {
     ) -> Result<Typed> {
         let l = self.arg(l_ast)?;
         let r = self.arg(r_ast)?;
+        for a in [&l, &r] {
+            if let Some(ty) = a.t.ty().filter(|t| t.is_array()) {
+                return Err(self.no_array(ty, a.at));
+            }
+        }
         let ty = match (l.t.ty(), r.t.ty()) {
             (Some(a), Some(b)) if a == b => Some(a),
             (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Some(ColumnType::Float64),
@@ -1391,6 +1480,12 @@ impl Compiler<'_> {
         let Some(from) = t.ty() else {
             return Ok(Typed::constant(Node::null_of(target)));
         };
+        if from.is_array() {
+            return Err(self.error(
+                x,
+                format!("cannot CAST {from} to {target} ({})", describe(x)),
+            ));
+        }
         if from == target {
             return Ok(t);
         }
@@ -1695,11 +1790,94 @@ impl Compiler<'_> {
                 arity(2, 2)?;
                 self.arith(Arith::Rem, args[0], args[1])
             }
+            "size" | "cardinality" => {
+                arity(1, 1)?;
+                let t = self.expr(args[0])?;
+                let konst = t.konst;
+                let arr = self.want_array(t, args[0], &ctx)?;
+                Ok(fold(Node::Int(IntNode::Size(Box::new(arr))), false, konst))
+            }
+            "element_at" => {
+                arity(2, 2)?;
+                let t = self.expr(args[0])?;
+                let ty = t.ty();
+                let konst = t.konst;
+                let arr = self.want_array(t, args[0], &ctx)?;
+                let i = self.expr(args[1])?;
+                let konst = konst && i.konst;
+                let index = self.want::<IntNode>(i, args[1], "element_at() index")?;
+                let e = Box::new(ElementAt { arr, index });
+                let node = match ty {
+                    Some(ColumnType::Int64Array) => Node::Int(IntNode::ElementAt(e)),
+                    _ => Node::Float(FloatNode::ElementAt(e)),
+                };
+                // Out of range (or index 0) is NULL.
+                Ok(fold(node, true, konst))
+            }
+            "array" => {
+                arity(1, usize::MAX)?;
+                self.build_array(&args, &ctx)
+            }
             _ => Err(self.error(
                 e,
                 format!("function \"{name}\" does not exist; known functions: {FUNCTIONS}"),
             )),
         }
+    }
+
+    /// A vector argument: a vector node, a typed NULL vector, or an error
+    /// naming what was found. An untyped NULL is an `array<float64>` NULL.
+    fn want_array(&self, t: Typed, at: &Ast, ctx: &str) -> Result<ArrNode> {
+        match t.node {
+            Node::Arr(n, _) => Ok(n),
+            Node::Null => Ok(ArrNode::Null),
+            other => Err(self.error(
+                at,
+                format!(
+                    "{ctx} expects an array, found {} ({})",
+                    type_name(other.ty()),
+                    describe(at)
+                ),
+            )),
+        }
+    }
+
+    /// `array(a, b, ...)` / `ARRAY[a, b, ...]`: an `array<int64>` when every
+    /// argument is int64 (or NULL), else an `array<float64>` (NULL
+    /// arguments are NaN).
+    fn build_array(&mut self, xs: &[&Ast], ctx: &str) -> Result<Typed> {
+        let args = self.args(xs.iter().copied())?;
+        for a in &args {
+            if let Some(ty) = a.t.ty()
+                && !ty.is_numeric()
+            {
+                return Err(self.error(
+                    a.at,
+                    format!("{ctx} expects numbers, found {ty} ({})", describe(a.at)),
+                ));
+            }
+        }
+        // An untyped NULL fits an int64 vector (which it makes NULL).
+        let ints = args
+            .iter()
+            .all(|a| matches!(a.t.ty(), None | Some(ColumnType::Int64)))
+            && args.iter().any(|a| a.t.ty().is_some());
+        let konst = args.iter().all(|a| a.t.konst);
+        let node = if ints {
+            let nullable = args.iter().any(|a| a.t.nullable);
+            let args = self.want_all::<IntNode>(args, ctx)?;
+            let buf = Vec::with_capacity(args.len());
+            return Ok(fold(
+                Node::Arr(ArrNode::BuildInt { args, buf }, ColumnType::Int64Array),
+                nullable,
+                konst,
+            ));
+        } else {
+            let args = self.want_all::<FloatNode>(args, ctx)?;
+            let buf = Vec::with_capacity(args.len());
+            Node::Arr(ArrNode::BuildFloat { args, buf }, ColumnType::Float64Array)
+        };
+        Ok(fold(node, false, konst))
     }
 
     /// An integer constant argument (such as `round`'s scale).
@@ -1772,6 +1950,9 @@ impl Compiler<'_> {
         let (mut nullable, mut konst) = (false, true);
         for x in xs {
             let t = self.expr(x)?;
+            if let Some(ty) = t.ty().filter(|t| t.is_array()) {
+                return Err(self.no_array(ty, x));
+            }
             nullable |= t.nullable;
             konst &= t.konst;
             args.push(any_node(t.node));
@@ -1882,7 +2063,7 @@ fn cast_target(data_type: &DataType) -> Option<ColumnType> {
         D::Custom(name, modifiers) if modifiers.is_empty() && name.0.len() == 1 => {
             match name.to_string().to_ascii_lowercase().as_str() {
                 "long" => ColumnType::Int64,
-                other => ColumnType::parse(other)?,
+                other => ColumnType::parse(other).filter(|t| !t.is_array())?,
             }
         }
         _ => return None,

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use super::cast;
 use super::functions::{self, TrimSide};
 use super::like::{LikeTok, Matcher};
-use crate::row::{Row, Val};
+use crate::row::{ArrayRef, Row, Val};
 
 /// Evaluation of a typed node against one row.
 pub(crate) trait Eval {
@@ -339,6 +339,7 @@ pub(crate) enum AnyNode {
     Int(IntNode),
     Float(FloatNode),
     Str(StrNode),
+    Arr(ArrNode),
 }
 
 impl AnyNode {
@@ -350,6 +351,7 @@ impl AnyNode {
             AnyNode::Int(n) => n.eval(row).map_or(Val::Null, Val::Int),
             AnyNode::Float(n) => n.eval(row).map_or(Val::Null, Val::Float),
             AnyNode::Str(n) => n.eval(row).map_or(Val::Null, Val::Str),
+            AnyNode::Arr(n) => n.eval(row).map_or(Val::Null, Val::Array),
         }
     }
 
@@ -361,6 +363,8 @@ impl AnyNode {
             AnyNode::Int(n) => n.eval(row).map(|i| cast::push_int(buf, i)),
             AnyNode::Float(n) => n.eval(row).map(|f| cast::push_float(buf, f)),
             AnyNode::Str(n) => n.eval(row).map(|s| buf.push_str(s)),
+            // The compiler refuses arrays in `concat`.
+            AnyNode::Arr(_) => None,
         }
         .is_some()
     }
@@ -480,6 +484,11 @@ pub(crate) enum IntNode {
     Floor(Box<FloatNode>),
     Ceil(Box<FloatNode>),
     Length(Box<StrNode>),
+    /// `size(arr)`: the number of elements, -1 for NULL (Spark's
+    /// `size` with `spark.sql.legacy.sizeOfNull`, its default with ANSI off).
+    Size(Box<ArrNode>),
+    /// `element_at(arr, i)` on an `array<int64>`.
+    ElementAt(Box<ElementAt>),
     FromFloat(Box<FloatNode>),
     FromStr(Box<StrNode>),
     FromBool(Box<BoolNode>),
@@ -517,6 +526,12 @@ impl Eval for IntNode {
             IntNode::Floor(a) => a.eval(row).map(|f| f.floor() as i64),
             IntNode::Ceil(a) => a.eval(row).map(|f| f.ceil() as i64),
             IntNode::Length(a) => a.eval(row).map(|s| s.chars().count() as i64),
+            IntNode::Size(a) => Some(a.eval(row).map_or(-1, |a| a.len() as i64)),
+            IntNode::ElementAt(e) => match e.eval(row)? {
+                (ArrayRef::I64(a), i) => Some(a[i]),
+                // The compiler builds this node for int64 arrays only.
+                _ => None,
+            },
             IntNode::FromFloat(a) => a.eval(row).map(|f| f as i64),
             IntNode::FromStr(a) => a.eval(row).and_then(cast::parse_long),
             IntNode::FromBool(a) => a.eval(row).map(i64::from),
@@ -540,11 +555,16 @@ pub(crate) enum FloatNode {
     Mul(Box<Pair<FloatNode>>),
     Div(Box<Pair<FloatNode>>),
     Rem(Box<Pair<FloatNode>>),
-    Round { arg: Box<FloatNode>, scale: i32 },
+    Round {
+        arg: Box<FloatNode>,
+        scale: i32,
+    },
     Sqrt(Box<FloatNode>),
     Exp(Box<FloatNode>),
     Ln(Box<FloatNode>),
     Pow(Box<Pair<FloatNode>>),
+    /// `element_at(arr, i)` on an `array<float64>` or `array<float32>`.
+    ElementAt(Box<ElementAt>),
     FromStr(Box<StrNode>),
     FromBool(Box<BoolNode>),
     Case(Box<Case<FloatNode>>),
@@ -590,6 +610,12 @@ impl Eval for FloatNode {
                 .eval(row)
                 .and_then(|f| (f > 0.0 || f.is_nan()).then(|| f.ln())),
             FloatNode::Pow(p) => Some(functions::pow(p.0.eval(row)?, p.1.eval(row)?)),
+            FloatNode::ElementAt(e) => match e.eval(row)? {
+                (ArrayRef::F64(a), i) => Some(a[i]),
+                (ArrayRef::F32(a), i) => Some(f64::from(a[i])),
+                // The compiler builds this node for float arrays only.
+                (ArrayRef::I64(_), _) => None,
+            },
             FloatNode::FromStr(a) => a.eval(row).and_then(cast::parse_double),
             FloatNode::FromBool(a) => a.eval(row).map(|b| if b { 1.0 } else { 0.0 }),
             FloatNode::Case(c) => c.eval(row),
@@ -710,6 +736,84 @@ impl Eval for StrNode {
             StrNode::Case(c) => c.eval(row),
             StrNode::Coalesce(c) => c.eval(row),
             StrNode::Extreme(c) => c.eval(row),
+        }
+    }
+}
+
+/// `element_at(arr, index)`: Spark's 1-based index, negative counting from
+/// the end.
+#[derive(Debug, Clone)]
+pub(crate) struct ElementAt {
+    pub arr: ArrNode,
+    pub index: IntNode,
+}
+
+impl ElementAt {
+    /// The vector and the 0-based position of the element; `None` (NULL)
+    /// for a NULL vector or index, index 0, or an index out of range (Spark
+    /// with ANSI mode off answers NULL out of range, but raises an error
+    /// for index 0; evaluation here is total).
+    #[inline]
+    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<(ArrayRef<'a>, usize)> {
+        let index = self.index.eval(row)?;
+        let arr = self.arr.eval(row)?;
+        let len = arr.len() as u64;
+        let at = if index > 0 {
+            index as u64 - 1
+        } else if index < 0 {
+            len.checked_sub(index.unsigned_abs())?
+        } else {
+            return None;
+        };
+        (at < len).then_some((arr, at as usize))
+    }
+}
+
+/// A node producing a vector. Nodes that build one own the buffer the result
+/// borrows.
+#[derive(Debug, Clone)]
+pub(crate) enum ArrNode {
+    /// A NULL vector.
+    Null,
+    Col(usize),
+    /// `array(a, b, ...)` of numbers, at least one float64: a NULL
+    /// argument is a NaN element (a missing value).
+    BuildFloat {
+        args: Vec<FloatNode>,
+        buf: Vec<f64>,
+    },
+    /// `array(a, b, ...)` of int64s: NULL when any argument is NULL
+    /// (`array<int64>` elements cannot be missing).
+    BuildInt {
+        args: Vec<IntNode>,
+        buf: Vec<i64>,
+    },
+}
+
+impl ArrNode {
+    /// Evaluates the node; `None` is NULL.
+    #[inline]
+    pub(crate) fn eval<'a>(&'a mut self, row: &'a Row) -> Option<ArrayRef<'a>> {
+        match self {
+            ArrNode::Null => None,
+            ArrNode::Col(i) => match row.get(*i) {
+                Val::Array(a) => Some(a),
+                _ => None,
+            },
+            ArrNode::BuildFloat { args, buf } => {
+                buf.clear();
+                for a in args.iter_mut() {
+                    buf.push(a.eval(row).unwrap_or(f64::NAN));
+                }
+                Some(ArrayRef::F64(buf))
+            }
+            ArrNode::BuildInt { args, buf } => {
+                buf.clear();
+                for a in args.iter_mut() {
+                    buf.push(a.eval(row)?);
+                }
+                Some(ArrayRef::I64(buf))
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::node::{AnyNode, FloatNode, IntNode, StrNode};
 use super::*;
-use crate::row::Column;
+use crate::row::{ArrayRef, Column};
 
 /// An owned value, for assertions.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,8 +12,10 @@ enum V {
     I(i64),
     F(f64),
     S(String),
+    /// A vector, as its JSON text.
+    A(String),
 }
-use V::{B, F, I, Null, S};
+use V::{A, B, F, I, Null, S};
 
 fn s(text: &str) -> V {
     S(text.to_string())
@@ -27,6 +29,11 @@ impl From<Val<'_>> for V {
             Val::Int(i) => I(i),
             Val::Float(f) => F(f),
             Val::Str(s) => S(s.to_string()),
+            Val::Array(_) => {
+                let mut out = Vec::new();
+                crate::reply::write_json_value(&mut out, v);
+                A(String::from_utf8(out).expect("JSON is UTF-8"))
+            }
         }
     }
 }
@@ -1256,4 +1263,172 @@ fn keywords_work_as_column_names() {
         "{}",
         e.message
     );
+}
+
+/// Vector columns: `v` array<float64>, `w` array<float32>, `n` array<int64>
+/// (nullable), `x` float64, `k` int64, `s` utf8.
+fn array_cols() -> Columns {
+    let mut c = Columns::new();
+    for (name, ty) in [
+        ("v", ColumnType::Float64Array),
+        ("w", ColumnType::Float32Array),
+        ("n", ColumnType::Int64Array),
+        ("x", ColumnType::Float64),
+        ("k", ColumnType::Int64),
+        ("s", ColumnType::Utf8),
+    ] {
+        c.push(Column {
+            name: name.to_string(),
+            ty,
+            nullable: true,
+        });
+    }
+    c
+}
+
+fn array_row() -> Row {
+    let mut r = Row::with_width(6);
+    r.slot_mut(0)
+        .set(Val::Array(ArrayRef::F64(&[1.5, f64::NAN, -3.0])));
+    r.slot_mut(1).set(Val::Array(ArrayRef::F32(&[0.25, 2.0])));
+    r.slot_mut(2)
+        .set(Val::Array(ArrayRef::I64(&[10, 20, 30, 40])));
+    r.slot_mut(3).set(Val::Float(0.5));
+    r.slot_mut(4).set(Val::Int(7));
+    r.slot_mut(5).set(Val::Str("text"));
+    r
+}
+
+fn arr_ev(sql: &str, r: &Row) -> V {
+    let mut e = compile(sql, &array_cols()).unwrap_or_else(|e| panic!("{sql}: {}", e.render(sql)));
+    e.eval(r).into()
+}
+
+fn arr_err(sql: &str) -> (String, usize) {
+    let e = compile(sql, &array_cols()).expect_err(sql);
+    (e.message, e.offset)
+}
+
+#[test]
+fn size_element_at_and_array() {
+    let r = array_row();
+    assert_eq!(arr_ev("size(v)", &r), I(3));
+    assert_eq!(arr_ev("cardinality(n)", &r), I(4));
+    assert_eq!(arr_ev("size(w) + 1", &r), I(3));
+    // 1-based; negative counts from the end; out of range and 0 are NULL.
+    assert_eq!(arr_ev("element_at(v, 1)", &r), F(1.5));
+    assert!(matches!(arr_ev("element_at(v, 2)", &r), F(f) if f.is_nan()));
+    assert_eq!(arr_ev("element_at(v, -1)", &r), F(-3.0));
+    assert_eq!(arr_ev("element_at(v, -3)", &r), F(1.5));
+    assert_eq!(arr_ev("element_at(v, -4)", &r), Null);
+    assert_eq!(arr_ev("element_at(v, 4)", &r), Null);
+    assert_eq!(arr_ev("element_at(v, 0)", &r), Null);
+    assert_eq!(arr_ev("element_at(v, NULL)", &r), Null);
+    assert_eq!(arr_ev("element_at(v, 9223372036854775807)", &r), Null);
+    assert_eq!(arr_ev("element_at(v, -9223372036854775808)", &r), Null);
+    assert_eq!(arr_ev("element_at(w, 1) * 4", &r), F(1.0));
+    assert_eq!(arr_ev("element_at(n, k - 5)", &r), I(20));
+    assert_eq!(arr_ev("element_at(n, 2) + 1", &r), I(21));
+    // array(): int64 arguments give array<int64>, any float64 array<float64>.
+    assert_eq!(arr_ev("array(k, 2, 3)", &r), A("[7,2,3]".into()));
+    assert_eq!(arr_ev("array(x, k, NULL)", &r), A("[0.5,7.0,null]".into()));
+    assert_eq!(arr_ev("ARRAY[x, 1.0]", &r), A("[0.5,1.0]".into()));
+    assert_eq!(
+        arr_ev("array(k, NULL)", &r),
+        Null,
+        "int arrays have no missing element"
+    );
+    assert_eq!(arr_ev("size(array(1, 2, 3, 4, 5))", &r), I(5));
+    assert_eq!(arr_ev("element_at(array(x * 2, k), 1)", &r), F(1.0));
+    assert_eq!(arr_ev("v", &r), A("[1.5,null,-3.0]".into()));
+    assert_eq!(arr_ev("v IS NULL", &r), B(false));
+    let empty = Row::with_width(6);
+    // size(NULL) is -1 as in Spark with ANSI mode off.
+    assert_eq!(arr_ev("size(v)", &empty), I(-1));
+    assert_eq!(arr_ev("element_at(v, 1)", &empty), Null);
+    assert_eq!(arr_ev("v IS NULL", &empty), B(true));
+    let e = compile("array(x, k)", &array_cols()).unwrap();
+    assert_eq!(e.ty(), ColumnType::Float64Array);
+    assert!(!e.nullable());
+    let e = compile("array(k, 1)", &array_cols()).unwrap();
+    assert_eq!(e.ty(), ColumnType::Int64Array);
+    let e = compile("element_at(n, 1)", &array_cols()).unwrap();
+    assert_eq!((e.ty(), e.nullable()), (ColumnType::Int64, true));
+    let e = compile("size(v)", &array_cols()).unwrap();
+    assert_eq!((e.ty(), e.nullable()), (ColumnType::Int64, false));
+}
+
+#[test]
+fn array_type_errors_have_positions() {
+    assert_eq!(
+        arr_err("size(x)"),
+        (
+            "size() expects an array, found float64 (column \"x\")".into(),
+            5
+        )
+    );
+    assert_eq!(
+        arr_err("element_at(v, 'a')"),
+        (
+            "element_at() index expects int64, found utf8 (literal 'a')".into(),
+            14
+        )
+    );
+    assert_eq!(
+        arr_err("element_at(s, 1)"),
+        (
+            "element_at() expects an array, found utf8 (column \"s\")".into(),
+            11
+        )
+    );
+    assert_eq!(
+        arr_err("array(x, s)"),
+        (
+            "array() expects numbers, found utf8 (column \"s\")".into(),
+            9
+        )
+    );
+    assert_eq!(
+        arr_err("v + 1").0,
+        "+ expects numbers, found array<float64> (column \"v\")"
+    );
+    let (message, offset) = arr_err("x = 1 AND v = v");
+    assert!(
+        message.starts_with(
+            "expected a scalar (utf8, int64, float64 or bool), found array<float64> (column \"v\")"
+        ),
+        "{message}"
+    );
+    assert_eq!(offset, 10);
+    assert!(arr_err("coalesce(v, v)").0.starts_with("expected a scalar"));
+    assert!(arr_err("concat(s, n)").0.starts_with("expected a scalar"));
+    assert_eq!(
+        arr_err("CAST(v AS string)").0,
+        "cannot CAST array<float64> to utf8 (column \"v\")"
+    );
+    assert_eq!(
+        arr_err("length(n)").0,
+        "length() expects utf8, found array<int64> (column \"n\")"
+    );
+    assert_eq!(arr_err("size(v, 1)").0, "size() takes 1 argument, found 2");
+    assert_eq!(
+        arr_err("array()").0,
+        "array() takes at least 1 argument, found 0"
+    );
+}
+
+#[test]
+fn building_arrays_does_not_reallocate_once_warm() {
+    let mut e = compile("array(x, k, 3)", &array_cols()).unwrap();
+    let r = array_row();
+    let first = match e.eval(&r) {
+        Val::Array(ArrayRef::F64(a)) => a.as_ptr(),
+        other => panic!("{other:?}"),
+    };
+    for _ in 0..10 {
+        match e.eval(&r) {
+            Val::Array(ArrayRef::F64(a)) => assert_eq!(a.as_ptr(), first),
+            other => panic!("{other:?}"),
+        }
+    }
 }

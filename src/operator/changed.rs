@@ -68,6 +68,18 @@ impl Changed {
     pub fn plan(config: &ChangedConfig, p: &mut Planner<'_>) -> Result<Changed, ConfigError> {
         let (key, key_type) = p.key_column(&config.key, "key")?;
         let value = p.compile(&config.value, "value")?;
+        if value.ty().is_array() {
+            return Err(p.error(
+                config.value.span.clone(),
+                "value",
+                format!(
+                    "`{}` is {}; keyed state does not store arrays (compare a scalar, \
+                     e.g. element_at(x, 1))",
+                    config.value.value,
+                    value.ty()
+                ),
+            ));
+        }
         let table = p.declare_table(
             TableSpec::changed(config.name.value.clone(), value.ty()),
             key_type,

@@ -142,7 +142,12 @@ impl KeyQuery {
                     );
                 }
             },
-            ColumnType::Float64 => unreachable!("float keys are refused by the plan"),
+            ColumnType::Float64
+            | ColumnType::Float64Array
+            | ColumnType::Float32Array
+            | ColumnType::Int64Array => {
+                unreachable!("float and array keys are refused by the plan")
+            }
         };
         row.slot_mut(0).set(key);
         Ok(())

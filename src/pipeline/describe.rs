@@ -81,11 +81,13 @@ impl Plan {
             let fields: Vec<String> = r
                 .request
                 .iter()
-                .map(|c| {
+                .zip(&r.request_lengths)
+                .map(|(c, len)| {
                     format!(
-                        "{}: {}{}",
+                        "{}: {}{}{}",
                         c.name,
                         c.ty,
+                        len.map_or(String::new(), |n| format!(" (len {n})")),
                         if c.nullable { " (nullable)" } else { "" }
                     )
                 })

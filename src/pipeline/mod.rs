@@ -67,6 +67,8 @@ pub struct RoutePlan {
     pub input: RouteInput,
     /// Request fields: slots `0..request.len()` of the row.
     pub request: Vec<Column>,
+    /// The fixed length of each request field (`len` on a vector field).
+    pub request_lengths: Vec<Option<usize>>,
     /// Every column the row holds (request fields, then step outputs).
     pub columns: Columns,
     /// The steps, compiled.
@@ -150,6 +152,7 @@ fn plan_read(
         name: format!("{} {}", route.method, route.path),
         input: RouteInput::QueryKey(*key_type),
         request: Vec::new(),
+        request_lengths: Vec::new(),
         columns,
         steps: vec![Operator::Read(Read { table })],
         reply,
@@ -220,6 +223,7 @@ fn plan_route(
         path: route.path.clone(),
         name: format!("{} {}", route.method, route.path),
         input: RouteInput::Body,
+        request_lengths: route.request.iter().map(|f| f.len).collect(),
         request,
         columns: planner.into_columns(),
         steps,

@@ -81,7 +81,10 @@ impl RoutePlan {
     /// Builds this shard's own copy of the route.
     pub fn build(&self) -> Route {
         let input = match self.input {
-            RouteInput::Body => Input::Body(RequestSchema::new(self.request.clone())),
+            RouteInput::Body => Input::Body(RequestSchema::with_lengths(
+                self.request.clone(),
+                self.request_lengths.clone(),
+            )),
             RouteInput::QueryKey(key_type) => Input::Key(KeyQuery::new(key_type)),
         };
         Route {

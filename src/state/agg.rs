@@ -351,6 +351,7 @@ impl Op {
             (_, Val::Float(_)) => Err("float64"),
             (_, Val::Bool(_)) => Err("bool"),
             (_, Val::Str(_)) => Err("utf8"),
+            (_, Val::Array(a)) => Err(a.ty().name()),
         }
     }
 

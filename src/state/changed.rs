@@ -66,6 +66,8 @@ impl ChangedLog {
             Val::Int(i) => (V_INT, i as u64, &[]),
             Val::Float(f) => (V_FLOAT, f.to_bits(), &[]),
             Val::Str(s) => (V_STR, 0, s.as_bytes()),
+            // Keyed state never stores arrays (the plan refuses them).
+            Val::Array(_) => (V_NULL, 0, &[]),
         };
         let (mut start, mut cap) = match pos {
             Some(p) => (self.vals[p].start, self.vals[p].cap as usize),
@@ -195,6 +197,7 @@ impl ChangedTable {
             (_, Val::Int(_)) => "int64",
             (_, Val::Float(_)) => "float64",
             (_, Val::Bool(_)) => "bool",
+            (_, Val::Array(a)) => a.ty().name(),
         };
         Err(UpdateError::Input {
             output: 0,

@@ -114,7 +114,7 @@ impl NewKeys {
             Val::Int(i) => KeyRec::Int(i),
             Val::Bool(b) => KeyRec::Bool(b),
             // Tables reject these before logging.
-            Val::Null | Val::Float(_) => return,
+            Val::Null | Val::Float(_) | Val::Array(_) => return,
         };
         self.recs.push(rec);
     }
