@@ -532,6 +532,34 @@ fn capacity_table(md: &mut String, r: &ScenarioResult) {
     }
 }
 
+/// Scaling: one row per shard count, with the speed-up over 1 shard.
+fn scaling_table(md: &mut String, r: &ScenarioResult) {
+    md.push_str("| shards | throughput req/s | ÷ 1 shard | service p50 µs | service p99 µs | errors | generator idle % | cpu stall % |\n|---|---|---|---|---|---|---|---|\n");
+    let c = ServerKind::Coreline;
+    let one = r.values("shards=1", c, |x| x.achieved_rate);
+    for (point, _) in &r.points {
+        let runs: Vec<&RunSummary> = r
+            .runs
+            .iter()
+            .filter(|x| &x.point == point)
+            .map(|x| &x.summary)
+            .collect();
+        let tput = r.values(point, c, |x| x.achieved_rate);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            point.trim_start_matches("shards="),
+            spread(Spread::of(&tput)),
+            ratio(paired_ratio(&tput, &one)),
+            spread(Spread::of(&r.values(point, c, |x| x.service_p50_us))),
+            spread(Spread::of(&r.values(point, c, |x| x.service_p99_us))),
+            errors_cell(&runs),
+            spread(Spread::of(&r.values(point, c, |x| x.generator_idle_pct))),
+            spread(Spread::of(&r.values(point, c, |x| x.cpu_stall_pct))),
+        );
+    }
+}
+
 fn slo_table(md: &mut String, r: &ScenarioResult) {
     let baselines = baselines_in(r);
     let rates = |s: ServerKind| -> Vec<f64> {
@@ -776,7 +804,8 @@ pub fn render(
                 continue;
             }
             match s.kind {
-                Kind::Capacity | Kind::Scaling => capacity_table(&mut md, r),
+                Kind::Capacity => capacity_table(&mut md, r),
+                Kind::Scaling => scaling_table(&mut md, r),
                 Kind::Forwarding => forwarding_table(&mut md, r),
                 Kind::Sweep | Kind::Fixed => rate_table(&mut md, r),
                 Kind::Slo => slo_table(&mut md, r),

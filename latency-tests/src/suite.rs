@@ -826,13 +826,16 @@ impl Suite {
                 let config = dir.join(format!("shards-{k}.toml"));
                 write_sharded_config(&self.root.join(&sc.coreline_config), k, &config)?;
                 let hooks = ConfigHook(config);
+                // The server process may use exactly its shards' cores.
+                let mut sharded = sc.clone();
+                sharded.server_cores = (0..k).collect();
                 for rep in 0..sc.repeats {
                     let pool = request_pool(sc, seed_of(rep))?;
                     let mode = Mode::Closed {
                         depth: sc.load.depth,
                     };
                     let run = self.measure_with(
-                        sc,
+                        &sharded,
                         ServerKind::Coreline,
                         rep,
                         &point,
