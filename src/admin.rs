@@ -421,6 +421,8 @@ impl Admin {
     /// keeps the connection in its phase.
     fn read(&self, c: &mut Conn, draining: bool) -> Option<Step> {
         let limits = self.plan.config.limits;
+        // A client may half-close right after its request: answer it.
+        let mut eof = false;
         loop {
             if c.len == c.buf.len() {
                 if c.buf.len() >= limits.max_header_bytes + limits.max_body_bytes + 4096 {
@@ -429,7 +431,10 @@ impl Admin {
                 c.buf.resize(c.buf.len() * 2, 0);
             }
             match c.stream.read(&mut c.buf[c.len..]) {
-                Ok(0) => return Some(Step::Close),
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
                 Ok(n) => c.len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -438,6 +443,7 @@ impl Admin {
         }
         let date = HttpDate::new(SystemTime::now());
         match c.decoder.decode(&c.buf[..c.len], &limits) {
+            Ok(Decoded::Incomplete { .. }) if eof => Some(Step::Close),
             Ok(Decoded::Incomplete {
                 send_continue,
                 in_body,

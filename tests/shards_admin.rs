@@ -198,3 +198,16 @@ fn admin_listens_on_loopback_even_when_shards_listen_everywhere() {
     let svc = common::start(&toml);
     assert!(svc.admin_addr().unwrap().ip().is_unspecified());
 }
+
+#[test]
+fn a_request_followed_by_a_half_close_is_answered() {
+    use std::io::{Read, Write};
+    let svc = hello(1);
+    let mut s = std::net::TcpStream::connect(svc.admin_addr().unwrap()).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
