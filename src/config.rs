@@ -2103,7 +2103,7 @@ read = "user_counts"
             error(&with_service(
                 "[[route]]\npath = \"/a\"\nrequest = { a = { type = \"utf8\", null = true } }\n"
             )),
-            "configs/x.toml:6:34: route[0].request.a.null: unknown field `null`; expected `type` or `nullable`"
+            "configs/x.toml:6:34: route[0].request.a.null: unknown field `null`; expected one of `type`, `nullable`, `len`"
         );
         assert_eq!(
             error(&with_service("[extra]\n")),
@@ -2138,7 +2138,7 @@ read = "user_counts"
                 "[[route]]\npath = \"/a\"\nrequest = { a = 3 }\n"
             )),
             "configs/x.toml:6:17: route[0].request.a: invalid type: integer `3`; \
-             expected a type (utf8, int64, float64, bool) or a table like { type = \"int64\", nullable = true }"
+             expected a type (utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>) or a table like { type = \"int64\", nullable = true }"
         );
         assert_eq!(
             error(&with_service(
@@ -2399,7 +2399,7 @@ read = "user_counts"
             error(&with_service(
                 "[[route]]\npath = \"/a\"\nrequest = { a = \"text\" }\n"
             )),
-            "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; expected one of: utf8, int64, float64, bool"
+            "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; expected one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>"
         );
         assert_eq!(
             error(&with_service(
@@ -2453,7 +2453,12 @@ read = "user_counts"
         assert_eq!((err.line(), err.column(), err.width()), (6, 17, 6));
         assert_eq!(err.key(), "route[0].request.a");
         assert_eq!(err.message(), "unknown type \"text\"");
-        assert_eq!(err.expected(), Some("one of: utf8, int64, float64, bool"));
+        assert_eq!(
+            err.expected(),
+            Some(
+                "one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>"
+            )
+        );
         assert_eq!(
             err.to_string(),
             "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; \
