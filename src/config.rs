@@ -2462,7 +2462,8 @@ read = "user_counts"
         assert_eq!(
             err.to_string(),
             "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; \
-             expected one of: utf8, int64, float64, bool\n \
+             expected one of: utf8, int64, float64, bool, array<float64>, array<float32>, \
+             array<int64>\n \
              6 | request = { a = \"text\" }\n   \
                |                 ^^^^^^"
         );
