@@ -362,13 +362,13 @@ fn unknown_keys_anywhere() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route]]\npath = \"/b\"\nrequest = {}\n[[route.step]]\nfiltr = { expr = \"a\" }\n"
         )),
         "configs/x.toml:11:1: route[1].step[0].filtr: unknown field `filtr`; \
-             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`"
+             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`"
     );
     assert_eq!(
         error(&with_service(
             "[[route]]\npath = \"/a\"\nrequest = { a = { type = \"utf8\", null = true } }\n"
         )),
-        "configs/x.toml:6:34: route[0].request.a.null: unknown field `null`; expected `type` or `nullable`"
+        "configs/x.toml:6:34: route[0].request.a.null: unknown field `null`; expected one of `type`, `nullable`, `len`"
     );
     assert_eq!(
         error(&with_service("[extra]\n")),
@@ -542,14 +542,14 @@ fn steps_need_exactly_one_operator() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\n"
         )),
         "configs/x.toml:7:1: route[0].step[0]: step has no operator; \
-             expected exactly one of with_column, filter, select, aggregate, changed"
+             expected exactly one of with_column, filter, select, aggregate, changed, score"
     );
     assert_eq!(
         error(&with_service(
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\nfilter = { expr = \"a\" }\nselect = { columns = [\"a\"] }\n"
         )),
         "configs/x.toml:9:10: route[0].step[0].select: step has both filter and select; \
-             expected exactly one of with_column, filter, select, aggregate, changed"
+             expected exactly one of with_column, filter, select, aggregate, changed, score"
     );
 }
 
@@ -712,7 +712,7 @@ fn routes() {
         error(&with_service(
             "[[route]]\npath = \"/a\"\nrequest = { a = \"text\" }\n"
         )),
-        "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; expected one of: utf8, int64, float64, bool"
+        "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; expected one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>"
     );
     assert_eq!(
         error(&with_service(
@@ -766,11 +766,12 @@ fn rendering_quotes_the_line_with_a_caret() {
     assert_eq!((err.line(), err.column(), err.width()), (6, 17, 6));
     assert_eq!(err.key(), "route[0].request.a");
     assert_eq!(err.message(), "unknown type \"text\"");
-    assert_eq!(err.expected(), Some("one of: utf8, int64, float64, bool"));
+    assert_eq!(err.expected(), Some("one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>"));
     assert_eq!(
         err.to_string(),
         "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; \
-             expected one of: utf8, int64, float64, bool\n \
+             expected one of: utf8, int64, float64, bool, array<float64>, array<float32>, \
+             array<int64>\n \
              6 | request = { a = \"text\" }\n   \
                |                 ^^^^^^"
     );
