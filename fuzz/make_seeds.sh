@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets into fuzz/seeds/corpus/<target>/
 # (run from anywhere; needs curl, and a release build of coreline, which it
-# makes unless CORELINE_BIN names one). The committed corpora were made by this script and then minimised
-# with `cargo fuzz cmin` after the long runs (README: "Fuzzing and soak").
+# makes unless CORELINE_BIN names one). The committed corpora were made by
+# this script, grown by the long runs and minimised with libFuzzer's
+# -set_cover_merge=1 (README: "Fuzzing and soak").
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd .. && pwd)
 out=seeds/corpus
-rm -rf "$out"
+# Adds to (never empties) the corpora, which the long runs grew.
 mkdir -p "$out"/{http_codec,json_schema,expr,config,checkpoint}
 
 # http_codec: byte 0 = limits pick (0: defaults), byte 1 = read sizes (1: 2-byte reads).

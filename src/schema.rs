@@ -337,8 +337,10 @@ impl RequestSchema {
                 continue;
             }
             // `-0.0` or `-0e0` has a fraction or exponent: refused like `2.0`.
-            return Err(match serde_json::from_slice::<de::IgnoredAny>(body) {
-                Ok(_) => failure,
+            // `Skip`, not `IgnoredAny`: it checks that strings are UTF-8.
+            let mut de = serde_json::Deserializer::from_slice(body);
+            return Err(match Skip.deserialize(&mut de).and_then(|()| de.end()) {
+                Ok(()) => failure,
                 Err(error) => syntax_error(body, &error),
             });
         }
@@ -1024,6 +1026,9 @@ mod tests {
             rejected(br#"{"bar":"x","foo":"y"} trailing"#),
             err(400, "invalid JSON at byte 22: trailing characters", None)
         );
+        // Found next: bytes that are not UTF-8 inside a string after the
+        // schema error are malformed JSON too.
+        assert_eq!(rejected(b"{\"foo\":1,\"x\":\"\x87\"}").0, 400);
         // Well-formed JSON that breaks the schema is still a 422.
         assert_eq!(rejected(b"[1,2]").0, 422);
         assert_eq!(rejected(br#"{"foo":1,"bar":2}"#).0, 422);

@@ -601,6 +601,10 @@ struct RoundReport {
     forced_checkpoints: u64,
     p99_us: f64,
     p999_us: f64,
+    /// p99 from the actual send (without the generator's own queueing).
+    service_p99_us: f64,
+    /// 1-minute load average at the end of the round (other processes).
+    loadavg: f64,
     well_behaved_errors: u64,
     peak_rss_mib: f64,
     peak_fds: u64,
@@ -616,6 +620,8 @@ struct SoakReport {
     rate: f64,
     quiet_p99_us: f64,
     quiet_p999_us: f64,
+    quiet_service_p99_us: f64,
+    quiet_loadavg: f64,
     quiet_errors: u64,
     rounds_p99_us: f64,
     rounds_p999_us: f64,
@@ -646,6 +652,14 @@ fn load_config(base_port: u16, rate: f64, seconds: f64, seed: u64) -> LoadConfig
         seed,
         spin: false,
     }
+}
+
+/// The 1-minute load average: how busy the machine was besides the soak.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn us(ns: u64) -> f64 {
@@ -793,6 +807,7 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
     thread::sleep(Duration::from_millis(300));
     let (quiet_rss, quiet_fds) = usage(srv.pid).context("reading /proc of coreline")?;
+    let quiet_loadavg = loadavg();
     srv.kill9()?;
     let quiet_p99 = quiet.corrected.value_at_quantile(0.99);
     if quiet.counts.errors() > 0 {
@@ -802,8 +817,9 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
         ));
     }
     eprintln!(
-        "quiet: p99 {:.1} us, RSS {:.1} MiB, {quiet_fds} fds",
+        "quiet: p99 {:.1} us (service time {:.1} us), RSS {:.1} MiB, {quiet_fds} fds, load average {quiet_loadavg:.1}",
         us(quiet_p99),
+        us(quiet.service.value_at_quantile(0.99)),
         mib(quiet_rss)
     );
     let rss_bound = (2 * quiet_rss).max(quiet_rss + 64 * 1024 * 1024);
@@ -977,6 +993,8 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
             forced_checkpoints: forced.load(Ordering::Relaxed),
             p99_us: us(stats.corrected.value_at_quantile(0.99)),
             p999_us: us(stats.corrected.value_at_quantile(0.999)),
+            service_p99_us: us(stats.service.value_at_quantile(0.99)),
+            loadavg: loadavg(),
             well_behaved_errors: stats.counts.errors(),
             peak_rss_mib: mib(peak_rss),
             peak_fds,
@@ -984,12 +1002,14 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
             hostile,
         };
         eprintln!(
-            "round {round}: restored epoch {} (≥ {} required), {} users checked, start retries {}; p99 {:.1} us; keyed acks {}, forced checkpoints {}; malformed {}/{} as expected; slowloris {} opened, {} cut with 408; peak RSS {:.1} MiB, peak fds {}, fds after {}",
+            "round {round}: restored epoch {} (≥ {} required), {} users checked, start retries {}; p99 {:.1} us (service time {:.1} us, load average {:.1}); keyed acks {}, forced checkpoints {}; malformed {}/{} as expected; slowloris {} opened, {} cut with 408; peak RSS {:.1} MiB, peak fds {}, fds after {}",
             r.restored_epoch,
             r.required_epoch,
             r.users_checked,
             r.start_retries,
             r.p99_us,
+            r.service_p99_us,
+            r.loadavg,
             r.keyed_acked,
             r.forced_checkpoints,
             r.hostile.malformed_ok,
@@ -1024,6 +1044,8 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
         rate: args.rate,
         quiet_p99_us: us(quiet_p99),
         quiet_p999_us: us(quiet.corrected.value_at_quantile(0.999)),
+        quiet_service_p99_us: us(quiet.service.value_at_quantile(0.99)),
+        quiet_loadavg,
         quiet_errors: quiet.counts.errors(),
         rounds_p99_us: us(rounds_p99),
         rounds_p999_us: us(pooled.value_at_quantile(0.999)),

@@ -766,7 +766,10 @@ fn rendering_quotes_the_line_with_a_caret() {
     assert_eq!((err.line(), err.column(), err.width()), (6, 17, 6));
     assert_eq!(err.key(), "route[0].request.a");
     assert_eq!(err.message(), "unknown type \"text\"");
-    assert_eq!(err.expected(), Some("one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>"));
+    assert_eq!(
+        err.expected(),
+        Some("one of: utf8, int64, float64, bool, array<float64>, array<float32>, array<int64>")
+    );
     assert_eq!(
         err.to_string(),
         "configs/x.toml:6:17: route[0].request.a: unknown type \"text\"; \
