@@ -1,7 +1,7 @@
 //! One client connection: its reused buffers, the decode-answer-write loop,
 //! forwards to owner shards, timeouts and the lingering close.
 //!
-//! Each accepted connection is a task with reused [`Buffers`]. It reads
+//! Each accepted connection is a task with reused `Buffers`. It reads
 //! whatever the socket has, decodes and answers *every* complete request in
 //! the buffer (pipelining), appending the responses to one output buffer, and
 //! writes them with one `write`: a pipelined burst costs one read and one
@@ -10,13 +10,13 @@
 //!
 //! Every response of a connection, whatever produced it (a route, a decode
 //! error, a timeout, a forward's reply, a refused connection), is written by
-//! one function, [`Buffers::respond`]: the head and body go into `out` and
+//! one function, `Buffers::respond`: the head and body go into `out` and
 //! the request's latency record into `pending`.
 //!
 //! # Timeouts without per-read timers
 //!
-//! A connection publishes its [`Phase`] (idle, reading a head, reading a
-//! body, busy) and a deadline in its [`ConnTimer`]. The shard's sweep marks
+//! A connection publishes its `Phase` (idle, reading a head, reading a
+//! body, busy) and a deadline in its `ConnTimer`. The shard's sweep marks
 //! an expired one and shuts its socket down for reading, which wakes the
 //! parked read with end-of-file. The connection then answers 408 (head or
 //! body timeout) or closes silently (idle).

@@ -17,10 +17,10 @@
 //! # The mesh
 //!
 //! [`Peers::mesh`] builds one bounded channel per ordered pair of shards on
-//! the main thread. Each shard connects its ends into a [`Mesh`] (its
-//! senders and the source of forward generations) and runs one [`inbox`]
+//! the main thread. Each shard connects its ends into a `Mesh` (its
+//! senders and the source of forward generations) and runs one `inbox`
 //! task per peer. A connection waiting for its owner parks on its
-//! [`ForwardSlot`]; the inbox that receives the reply fills the slot and
+//! `ForwardSlot`; the inbox that receives the reply fills the slot and
 //! wakes it. A reply carries the generation of the forward it answers, so a
 //! late reply never lands in a slot reused by a newer forward.
 
@@ -221,7 +221,7 @@ impl Mesh {
     /// Connects this shard's senders. The receivers connect in their own
     /// tasks so that every shard's senders can connect meanwhile, whatever
     /// order the shards start in; each one arrives on the returned channel
-    /// once connected, ready for an [`inbox`].
+    /// once connected, ready for an `inbox`.
     pub(crate) async fn connect(
         index: usize,
         peers: Peers,

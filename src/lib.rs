@@ -10,33 +10,63 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: raw TOML (serde) into a validated [`config::ServiceConfig`];
-//!   errors carry file, line and column.
-//! - [`row`]: column types, column sets and the reusable [`row::Row`].
+//! One noun per module, top to bottom in the order a request meets them.
+//!
+//! - [`runtime`]: start-up (cores, `RLIMIT_MEMLOCK`, listeners bound without
+//!   `SO_REUSEPORT`), one pinned thread per shard, signals, drain, stop.
+//! - [`shard`]: one shard's life: pin, executor, `serve`, housekeeping
+//!   (commands, checkpoint barriers, `Date`), the timeout sweep, accept,
+//!   drain.
+//! - [`connection`]: one connection: reused buffers, read, decode every
+//!   pipelined request, answer, write; `Buffers::respond` is the one place a
+//!   response is written; forwards; timeouts; lingering close.
+//! - [`http`]: the HTTP/1.1 codec (sans-IO decoder over httparse), limits,
+//!   response heads, the cached `Date`.
+//! - [`pipeline`]: the [`pipeline::Plan`] (planning every route), its
+//!   description for `coreline check`, the run-time [`pipeline::Route`] and a
+//!   shard's [`pipeline::Router`].
+//! - [`plan`]: the [`plan::Planner`] a step plans itself with.
+//! - [`operator`]: the step kinds, one file each, and their registry.
+//! - [`schema`]: a route's request schema; JSON body straight into a row.
 //! - [`expr`]: SQL expressions parsed with `sqlparser`, compiled to an
 //!   evaluator that does no lookup or allocation per request.
-//! - [`schema`]: a route's request schema; JSON body straight into a row.
-//! - [`reply`]: row columns to a JSON object.
-//! - [`operator`]: the steps (`with_column`, `filter`, `select`, ...).
-//! - [`pipeline`]: a compiled route: decode, steps, reply.
-//! - [`http`]: the HTTP/1.1 codec over httparse, responses, limits.
-//! - [`model`]: trained models (XGBoost, LightGBM, ONNX, linear) scored
-//!   per row with reusable buffers.
+//! - [`row`]: column types, column sets and the reusable [`row::Row`].
+//! - [`reply`]: row columns to a JSON object; the one JSON string escaper.
+//! - [`state`]: keyed tables (slot index, delta logs), owner hashing.
+//! - [`forward`]: the peer mesh between shards and the messages that run a
+//!   keyed step on its key's owner shard.
+//! - [`checkpoint`]: epochs, barriers, the writer, shard files, manifests,
+//!   recovery.
+//! - [`command`]: [`command::ShardCommand`], the main thread's channel to a
+//!   shard, and asking every shard at once.
+//! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, `/health`,
+//!   `/ready`, `/checkpoint`).
 //! - [`metrics`]: per-shard latency histograms and counters, and their
 //!   Prometheus and JSON renderings.
-//! - [`shard`]: one executor's life: serve, housekeeping, sweep, drain,
-//!   accept.
-//! - [`connection`]: one connection: buffers, decode, answer, the one place
-//!   a response is written, forwards, timeouts.
-//! - [`command`]: [`command::ShardCommand`] and asking every shard at once.
-//! - [`runtime`]: start shards and the coordinator, signals, shutdown.
-//! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, health).
-//! - [`state`]: keyed operator state.
-//! - [`forward`]: the peer mesh and the messages that run a keyed step on
-//!   its owner shard.
-//! - [`checkpoint`]: epoch snapshots, manifests and recovery.
+//! - [`model`]: trained models (XGBoost, LightGBM, ONNX, linear) scored
+//!   per row with reusable buffers (the `score` step).
 //! - [`lb`]: nginx and haproxy configurations for the shard ports
 //!   (`coreline lb`), with key affinity.
+//! - [`config`]: the TOML file into a validated [`config::ServiceConfig`];
+//!   errors carry file, line and column.
+//! - [`sys`]: the few system calls made directly; the only `unsafe`.
+//!
+//! # Where to look
+//!
+//! | question | file |
+//! |---|---|
+//! | where is a request parsed? | `src/http/codec.rs` (`Decoder::decode`) |
+//! | where is it routed? | `src/pipeline/router.rs` (`Router::find`) |
+//! | where does it run? | `src/pipeline/route.rs` (`Route::handle`) |
+//! | where does a keyed step go to its owner shard? | `src/connection.rs` (`run_forward`) over `src/forward.rs` (`Mesh`, `inbox`) |
+//! | where is it answered? | `src/connection.rs` (`Buffers::respond`) |
+//! | where does a step kind live? | `src/operator/<kind>.rs`, one registry line in `src/operator/mod.rs` |
+//! | where is a step kind's configuration checked? | `src/operator/<kind>.rs` (`<Kind>Config::check`), dispatched from `src/config/raw.rs` (`RawStep`) |
+//! | where is the per-key update of a keyed step? | `src/operator/keyed.rs` (`update_on_owner`) and the table kind in `src/state/` |
+//! | where is an epoch taken? | `src/shard.rs` (`housekeeping` polls `ShardCheckpoint`), `src/state/mod.rs` (`ShardState::capture`) |
+//! | where is an epoch committed? | `src/checkpoint/coordinator.rs` |
+//! | where is a config error rendered? | `src/config/error.rs` |
+//! | where is a model scored? | `src/operator/score.rs` over `src/model/` |
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

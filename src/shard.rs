@@ -12,7 +12,7 @@
 //! [`run`] pins the thread and builds the executor; `serve` connects the
 //! peer mesh, starts the housekeeping task and the inboxes, and runs the
 //! accept loop; each accepted connection is a task of
-//! [`connection`](crate::connection). Housekeeping polls commands, takes
+//! `crate::connection`. Housekeeping polls commands, takes
 //! checkpoint barriers between requests, refreshes the `Date` header and
 //! sweeps connection timeouts: one task a few times per shortest timeout,
 //! which keeps timers out of the request path (a per-read timer would cost a

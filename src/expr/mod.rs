@@ -74,6 +74,7 @@
 //!   `NULL` takes the type its context needs; an expression that is only
 //!   `NULL` has type utf8.
 
+mod ast;
 mod cast;
 mod compile;
 mod functions;

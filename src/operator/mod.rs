@@ -24,14 +24,7 @@
 //! from that line. Dispatch is a `match` on the enum: static, no trait
 //! objects on the request path.
 
-mod aggregate;
-mod changed;
-mod filter;
 mod keyed;
-mod read;
-mod score;
-mod select;
-mod with_column;
 
 pub use aggregate::{Aggregate, AggregateConfig, AggregateOutput};
 pub use changed::{Changed, ChangedConfig};
@@ -153,6 +146,9 @@ macro_rules! step_kinds {
         steps { $($key:literal => $Variant:ident($m:ident::{$Op:ident, $Config:ident, $Raw:ident}),)* }
         internal { $($IVariant:ident($im:ident::$IOp:ident),)* }
     ) => {
+        $(mod $m;)*
+        $(mod $im;)*
+
         /// The keys a `[[route.step]]` may have, one per step kind.
         pub const STEP_KINDS: &[&str] = &[$($key),*];
 

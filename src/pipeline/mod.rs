@@ -2,7 +2,7 @@
 //! per-shard [`Router`] of [`Route`]s built from it.
 //!
 //! [`plan`] is the second, semantic phase of configuration: it walks each
-//! route's steps in order with a [`Planner`](crate::plan::Planner) that
+//! route's steps in order with a `Planner` (`crate::plan`) that
 //! tracks the columns visible at each point; each step kind compiles itself
 //! against them (so type errors and unknown columns are reported with file,
 //! line and column before anything starts) and resolves every column name to
