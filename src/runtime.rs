@@ -69,6 +69,13 @@ pub enum StartError {
         /// Shard count.
         shards: usize,
     },
+    /// io_uring cannot be used here.
+    #[error(
+        "io_uring is not available ({0}): coreline's shards run on io_uring (Linux 5.8+); a seccomp \
+         profile (Docker's and containerd's defaults block it: use deploy/seccomp-io_uring.json) or \
+         the sysctl kernel.io_uring_disabled may forbid it"
+    )]
+    IoUring(std::io::Error),
     /// Cores missing or pinning impossible.
     #[error("{0}")]
     Cores(String),
@@ -179,6 +186,7 @@ impl Service {
         let svc = &plan.config.service;
         let cores = shard_cores(&plan)?;
         check_memlock(svc.shards)?;
+        crate::sys::io_uring_setup_probe().map_err(StartError::IoUring)?;
 
         // State first: listeners open only once it is loaded.
         let (states, endpoints, coordinator, restored_epoch) = restore(&plan)?;
