@@ -439,6 +439,10 @@ pub struct CheckpointConfig {
     /// A full snapshot every this many epochs, deltas in between (at least
     /// 1; 1 = always full). Default 10.
     pub full_every: usize,
+    /// Start with empty state even though the directory holds committed
+    /// epochs none of which verifies (`coreline run --discard-state`; never
+    /// read from the file).
+    pub discard_state: bool,
 }
 
 /// The HTTP methods a route may declare.
@@ -1387,6 +1391,7 @@ impl Validator<'_> {
             interval,
             retain,
             full_every,
+            discard_state: false,
         })
     }
 
@@ -1930,6 +1935,7 @@ read = "user_counts"
                 interval: Duration::from_millis(500),
                 retain: 5,
                 full_every: 4,
+                discard_state: false,
             })
         );
         assert_eq!(config.routes.len(), 2);

@@ -22,11 +22,16 @@
 //! - [`http`]: the HTTP/1.1 codec over httparse, responses, limits.
 //! - [`metrics`]: per-shard latency histograms and counters, and their
 //!   Prometheus and JSON renderings.
-//! - [`shard`]: one executor: listener, connections, routes, metrics.
+//! - [`shard`]: one executor's life: serve, housekeeping, sweep, drain,
+//!   accept.
+//! - [`connection`]: one connection: buffers, decode, answer, the one place
+//!   a response is written, forwards, timeouts.
+//! - [`command`]: [`command::ShardCommand`] and asking every shard at once.
 //! - [`runtime`]: start shards and the coordinator, signals, shutdown.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, health).
 //! - [`state`]: keyed operator state.
-//! - [`forward`]: messages that run a keyed step on its owner shard.
+//! - [`forward`]: the peer mesh and the messages that run a keyed step on
+//!   its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
 //! - [`lb`]: nginx and haproxy configurations for the shard ports
 //!   (`coreline lb`), with key affinity.
@@ -35,7 +40,9 @@
 
 pub mod admin;
 pub mod checkpoint;
+pub mod command;
 pub mod config;
+pub mod connection;
 pub mod expr;
 pub mod forward;
 pub mod http;

@@ -40,6 +40,12 @@ enum Command {
         /// RUST_LOG. Default: info.
         #[arg(long, value_name = "FILTER")]
         log: Option<String>,
+        /// Start with empty state when the checkpoint directory holds
+        /// committed epochs but none of them verifies (without it, start-up
+        /// refuses and names the damaged files). Damaged epochs are renamed
+        /// epoch-N.damaged, never deleted.
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Validate CONFIG and print the plan.
     ///
@@ -220,12 +226,19 @@ fn main() -> ExitCode {
             };
             lb(plan, balancer, instances, listen, out, script, !no_affinity)
         }
-        Command::Run { config, log } => {
+        Command::Run {
+            config,
+            log,
+            discard_state,
+        } => {
             init_logs(log.as_deref());
-            let plan = match load(&config) {
+            let mut plan = match load(&config) {
                 Ok(p) => p,
                 Err(code) => return code,
             };
+            if let Some(cp) = plan.config.checkpoint.as_mut() {
+                cp.discard_state = discard_state;
+            }
             match coreline::runtime::run_until_signal(plan) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
