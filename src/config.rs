@@ -29,6 +29,7 @@
 //!                           # (with shards = "auto", one shard per listed core)
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
 //! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
+//! lame_duck = "2s"          # optional; on SIGTERM /health answers 503 this long before draining (default 0)
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431
@@ -412,6 +413,11 @@ pub struct Service {
     /// trade CPU for latency on machines where waking a sleeping thread is
     /// slow (virtual machines), at the cost of a busier core.
     pub spin_before_park: Duration,
+    /// `lame_duck = "2s"`: on SIGTERM, how long every shard's `/health`
+    /// answers 503 while requests are still served (with `Connection:
+    /// close`), so that load balancers move traffic away before the shards
+    /// stop accepting and drain. Default 0 (drain at once).
+    pub lame_duck: Duration,
 }
 
 impl Service {
@@ -731,6 +737,7 @@ struct RawService {
     cores: Option<TomlSpanned<Vec<TomlSpanned<i64>>>>,
     admin_port: Option<TomlSpanned<i64>>,
     spin_before_park: Option<TomlSpanned<RawDuration>>,
+    lame_duck: Option<TomlSpanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -1232,6 +1239,10 @@ impl Validator<'_> {
             admin_port,
             spin_before_park: raw
                 .spin_before_park
+                .map(|d| d.into_inner().0)
+                .unwrap_or(Duration::ZERO),
+            lame_duck: raw
+                .lame_duck
                 .map(|d| d.into_inner().0)
                 .unwrap_or(Duration::ZERO),
         })
@@ -1912,6 +1923,7 @@ read = "user_counts"
                 cores: Some(vec![1, 0]),
                 admin_port: Some(8880),
                 spin_before_park: Duration::ZERO,
+                lame_duck: Duration::ZERO,
             }
         );
         assert_eq!(config.service.port(1), 8889);
@@ -2126,6 +2138,22 @@ read = "user_counts"
             error(&with_service("[limits]\nheader_timeout = \"0ms\"\n")),
             "configs/x.toml:5:18: limits.header_timeout: header_timeout is zero; expected a duration greater than zero"
         );
+    }
+
+    #[test]
+    fn lame_duck() {
+        let text = "[service]\nname = \"x\"\nbase_port = 1\nshards = 1\nlame_duck = \"2s\"\n[[route]]\npath = \"/a\"\nrequest = { a = \"utf8\" }\n";
+        assert_eq!(
+            parse_text(text).unwrap().service.lame_duck,
+            Duration::from_secs(2)
+        );
+        let without = text.replace("lame_duck = \"2s\"\n", "");
+        assert_eq!(
+            parse_text(&without).unwrap().service.lame_duck,
+            Duration::ZERO
+        );
+        let bad = error(&text.replace("\"2s\"", "\"soon\""));
+        assert!(bad.starts_with("configs/x.toml:5:13: "), "{bad}");
     }
 
     #[test]

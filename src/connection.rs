@@ -488,7 +488,8 @@ impl Connection<'_> {
                 Ok(Decoded::Request { request, consumed }) => {
                     self.in_body = false;
                     let complete = Instant::now();
-                    let close = !request.keep_alive || shard.draining.get();
+                    let close =
+                        !request.keep_alive || shard.draining.get() || shard.lame_duck.get();
                     let answer = answer(shard, &request, close, complete, &mut self.bufs.body);
                     self.bufs.start += consumed;
                     match answer {
@@ -538,7 +539,7 @@ fn answer(
     opts.keep_alive = !close;
     let (route, status) = match router.find(request.method, request.path) {
         Match::Health => {
-            let (status, text): (u16, &[u8]) = if shard.draining.get() {
+            let (status, text): (u16, &[u8]) = if shard.draining.get() || shard.lame_duck.get() {
                 (503, br#"{"status":"draining"}"#)
             } else {
                 (200, br#"{"status":"ok"}"#)

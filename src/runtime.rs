@@ -331,7 +331,8 @@ impl Service {
         self.coordinator.as_ref()
     }
 
-    /// Drains and stops every shard (bounded by the drain timeout), takes
+    /// After the `lame_duck` period (if any: `/health` fails, requests are
+    /// still served), drains and stops every shard (bounded by the drain timeout), takes
     /// the final checkpoint, then stops the admin endpoint. Returns once all
     /// shard threads have exited; an error says the final checkpoint failed
     /// (the updates since the last committed epoch are not on disk).
@@ -342,6 +343,17 @@ impl Service {
         let mut result = Ok(());
         if let Some(admin) = &self.admin {
             admin.set_draining();
+        }
+        let lame_duck = self.plan.config.service.lame_duck;
+        if !lame_duck.is_zero() {
+            tracing::info!(
+                ?lame_duck,
+                "lame duck: /health answers 503, requests are still served"
+            );
+            for s in &self.shards {
+                let _ = s.commands.send(ShardCommand::LameDuck);
+            }
+            std::thread::sleep(lame_duck);
         }
         for s in &self.shards {
             let _ = s.commands.send(ShardCommand::Shutdown);

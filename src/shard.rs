@@ -20,6 +20,11 @@
 //!
 //! # Shutdown
 //!
+//! On [`ShardCommand::LameDuck`] (the `lame_duck` period before a shutdown)
+//! `/health` answers 503 so that balancers move traffic away, while requests
+//! are still accepted and served, each response closing its connection so
+//! that no idle keep-alive connection is left to race the drain.
+//!
 //! On [`ShardCommand::Shutdown`] the shard stops accepting, closes idle
 //! connections, lets connections with a request in flight finish it (their
 //! responses carry `Connection: close`), and after `drain_timeout` shuts down
@@ -127,6 +132,9 @@ pub(crate) struct Shard {
     /// Buffers of closed connections, reused by new ones.
     pub(crate) buffers: RefCell<Vec<Buffers>>,
     pub(crate) draining: Cell<bool>,
+    /// Lame duck ([`ShardCommand::LameDuck`]): `/health` fails, requests
+    /// are served and their connections closed after the response.
+    pub(crate) lame_duck: Cell<bool>,
     shards: usize,
     pub(crate) state: RefCell<ShardState>,
     checkpoint: Option<ShardCheckpoint>,
@@ -181,6 +189,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         conns: RefCell::new(Vec::new()),
         buffers: RefCell::new(Vec::new()),
         draining: Cell::new(false),
+        lame_duck: Cell::new(false),
         shards,
         state: RefCell::new(state),
         checkpoint,
@@ -316,6 +325,7 @@ async fn housekeeping(
                 ShardCommand::Ping(reply) => {
                     let _ = reply.send(shard.index);
                 }
+                ShardCommand::LameDuck => shard.lame_duck.set(true),
                 ShardCommand::Shutdown => {
                     if !shard.draining.replace(true) {
                         let _ = stop.try_send(());
