@@ -513,6 +513,10 @@ pub struct RouteConfig {
     /// The request body's fields, in declaration order: field `i` is row
     /// column `i`.
     pub request: Vec<FieldConfig>,
+    /// `headers = { x_user = "utf8" }`: request headers as typed columns,
+    /// after the body's fields (`x_user` is header `X-User`: `_` for `-`,
+    /// case-insensitive).
+    pub headers: Vec<FieldConfig>,
     /// `read = "state"`: the route answers a keyed state's value (GET only;
     /// then `steps` is empty and `reply` is default).
     pub read: Option<Spanned<String>>,
@@ -768,6 +772,7 @@ struct RawRoute {
     method: Option<TomlSpanned<String>>,
     path: TomlSpanned<String>,
     request: Option<TomlSpanned<Ordered<RawType>>>,
+    headers: Option<TomlSpanned<Ordered<RawType>>>,
     read: Option<TomlSpanned<String>>,
     key_from: Option<TomlSpanned<String>>,
     #[serde(default)]
@@ -1506,6 +1511,21 @@ impl Validator<'_> {
             Some(fields) => self.request(index, fields.into_inner())?,
         };
 
+        let headers = match raw.headers {
+            None => Vec::new(),
+            Some(fields) => self.fields(index, "headers", fields.into_inner())?,
+        };
+        for h in &headers {
+            if request.iter().any(|f| f.column.name == h.column.name) {
+                return Err(self
+                    .err(
+                        h.span.clone(),
+                        &route_key(index, &format!("headers.{}", h.column.name)),
+                        format!("column {:?} is also a request field", h.column.name),
+                    )
+                    .with_expected("header columns named apart from the request's fields"));
+            }
+        }
         let read = raw.read.map(Spanned::from_toml);
         if let Some(read) = &read {
             let key = route_key(index, "read");
@@ -1577,6 +1597,7 @@ impl Validator<'_> {
             span,
             path_span,
             request,
+            headers,
             read,
             key_from,
             steps,
@@ -1585,17 +1606,40 @@ impl Validator<'_> {
     }
 
     fn request(&self, route: usize, raw: Ordered<RawType>) -> Checked<Vec<FieldConfig>> {
+        self.fields(route, "request", raw)
+    }
+
+    /// The typed fields of `request` or `headers` (`table`).
+    fn fields(
+        &self,
+        route: usize,
+        table: &str,
+        raw: Ordered<RawType>,
+    ) -> Checked<Vec<FieldConfig>> {
         let mut fields = Vec::with_capacity(raw.0.len());
         for (name, ty) in raw.0 {
-            let key = route_key(route, &format!("request.{}", name.get_ref()));
+            let key = route_key(route, &format!("{table}.{}", name.get_ref()));
             if name.get_ref().is_empty() {
+                return Err(self
+                    .err(name.span(), &route_key(route, table), "empty field name")
+                    .with_expected("a non-empty field name"));
+            }
+            if table == "headers"
+                && !name
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(self
                     .err(
                         name.span(),
-                        &route_key(route, "request"),
-                        "empty field name",
+                        &key,
+                        format!("{:?} cannot name a header", name.get_ref()),
                     )
-                    .with_expected("a non-empty field name"));
+                    .with_expected(
+                        "letters, digits and '_' (x_user is header X-User: '_' stands for '-', \
+                         case does not matter)",
+                    ));
             }
             let ty_span = ty.span();
             let (type_name, type_span, nullable) = match ty.into_inner() {
@@ -2173,7 +2217,7 @@ read = "user_counts"
         assert_eq!(
             error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
             "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`, `lame_duck`"
         );
         assert_eq!(
             error(&with_service(

@@ -51,6 +51,9 @@ pub struct RoutePlan {
     pub name: String,
     /// Request fields: slots `0..request.len()` of the row.
     pub request: Vec<Column>,
+    /// Header columns (`headers = {...}`): slots right after the request
+    /// fields, in declaration order.
+    pub headers: Vec<Column>,
     /// Every column the row holds (request fields, then step outputs).
     pub columns: Columns,
     /// The steps, compiled.
@@ -155,6 +158,7 @@ pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
                 path: route.path.clone(),
                 name: format!("{} {}", route.method, route.path),
                 request: Vec::new(),
+                headers: Vec::new(),
                 columns: Columns::new(),
                 steps: Vec::new(),
                 reply: Vec::new(),
@@ -198,6 +202,10 @@ fn plan_route(
     let mut columns = Columns::new();
     let request: Vec<Column> = route.request.iter().map(|f| f.column.clone()).collect();
     for c in &request {
+        columns.push(c.clone());
+    }
+    let headers: Vec<Column> = route.headers.iter().map(|f| f.column.clone()).collect();
+    for c in &headers {
         columns.push(c.clone());
     }
     let mut steps = Vec::with_capacity(route.steps.len());
@@ -391,6 +399,7 @@ fn plan_route(
         path: route.path.clone(),
         name: format!("{} {}", route.method, route.path),
         request,
+        headers,
         columns,
         steps,
         reply,
@@ -673,6 +682,12 @@ impl RoutePlan {
             status_column: self.status_column,
             read: self.read.clone(),
             key_text: String::new(),
+            headers: self
+                .headers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| HeaderColumn::new(c, self.request.len() + i))
+                .collect(),
         }
     }
 }
@@ -691,6 +706,74 @@ pub struct Route {
     read: Option<ReadPlan>,
     /// The percent-decoded `key` of a read request.
     key_text: String,
+    /// Header columns, filled after the body is decoded.
+    headers: Vec<HeaderColumn>,
+}
+
+/// A request header read into a typed column (`headers = { x_user = "utf8" }`).
+#[derive(Debug, Clone)]
+struct HeaderColumn {
+    /// The column name (`x_user`), also what [`Request::header`] matches.
+    name: String,
+    /// Its row slot.
+    slot: usize,
+    ty: ColumnType,
+    nullable: bool,
+    /// Error messages, built once: `missing header X-User`, and
+    /// `header X-User is not a valid int64`.
+    missing: String,
+    invalid: String,
+}
+
+impl HeaderColumn {
+    fn new(column: &Column, slot: usize) -> HeaderColumn {
+        // x_user -> X-User, for messages.
+        let header: Vec<String> = column
+            .name
+            .split('_')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or(String::new(), |c| {
+                    c.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect();
+        let header = header.join("-");
+        HeaderColumn {
+            name: column.name.clone(),
+            slot,
+            ty: column.ty,
+            nullable: column.nullable,
+            missing: format!("missing header {header}"),
+            invalid: format!("header {header} is not a valid {}", column.ty),
+        }
+    }
+
+    /// Reads the header into the row; the 400 message if it cannot.
+    #[inline]
+    fn fill(&self, request: &Request<'_>, row: &mut Row) -> Result<(), &str> {
+        let slot = row.slot_mut(self.slot);
+        let Some(raw) = request.header(&self.name) else {
+            if self.nullable {
+                slot.set_null();
+                return Ok(());
+            }
+            return Err(&self.missing);
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| self.invalid.as_str())?;
+        let value = match self.ty {
+            ColumnType::Utf8 => Val::Str(text),
+            ColumnType::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
+            ColumnType::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
+            ColumnType::Boolean => match text {
+                "true" => Val::Bool(true),
+                "false" => Val::Bool(false),
+                _ => return Err(&self.invalid),
+            },
+        };
+        slot.set(value);
+        Ok(())
+    }
 }
 
 /// What running a request through a route came to.
@@ -725,6 +808,12 @@ impl Route {
         if let Err(e) = self.schema.decode(request.body, &mut self.row) {
             e.write_json(body);
             return Outcome::Done(e.status);
+        }
+        for h in &self.headers {
+            if let Err(message) = h.fill(request, &mut self.row) {
+                write_error_json(body, message, Some(&h.name));
+                return Outcome::Done(400);
+            }
         }
         self.run_from(0, ctx, body)
     }

@@ -135,6 +135,10 @@ pub(crate) struct Shard {
     /// Lame duck ([`ShardCommand::LameDuck`]): `/health` fails, requests
     /// are served and their connections closed after the response.
     pub(crate) lame_duck: Cell<bool>,
+    /// Requests given a new `X-Request-Id` so far, and this process's
+    /// random prefix for them.
+    request_ids: Cell<u64>,
+    id_prefix: u32,
     shards: usize,
     pub(crate) state: RefCell<ShardState>,
     checkpoint: Option<ShardCheckpoint>,
@@ -190,6 +194,8 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         buffers: RefCell::new(Vec::new()),
         draining: Cell::new(false),
         lame_duck: Cell::new(false),
+        request_ids: Cell::new(0),
+        id_prefix: process_id_prefix(),
         shards,
         state: RefCell::new(state),
         checkpoint,
@@ -283,6 +289,31 @@ async fn accept_loop(
             .expect("task queue exists")
             .detach();
     }
+}
+
+impl Shard {
+    /// A new `X-Request-Id`, unique on this shard: no allocation.
+    pub(crate) fn next_request_id(&self) -> crate::http::RequestId {
+        let seq = self.request_ids.get().wrapping_add(1);
+        self.request_ids.set(seq);
+        crate::http::RequestId::generated(self.id_prefix, self.index as u16, seq)
+    }
+}
+
+/// 32 bits that differ between runs (start time and process id, mixed), so
+/// that request ids of a restarted process do not repeat the last run's.
+fn process_id_prefix() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h = nanos ^ (u64::from(std::process::id()) << 32);
+    // MurmurHash3's fmix64: every input bit moves every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
 }
 
 fn register(shard: &Shard, timer: Rc<ConnTimer>) -> usize {
