@@ -63,7 +63,10 @@ fn available(kind: Kind, test: &str) -> bool {
     if std::env::var("CORELINE_REQUIRE_LB").as_deref() == Ok("1") {
         panic!("{test}: {what} is not installed and CORELINE_REQUIRE_LB=1 requires it");
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures
+    // `eprintln!` of passing tests, and this must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n*** SKIPPED {test}: {what} is not installed; .ci/run installs it and sets \
          CORELINE_REQUIRE_LB=1 ***\n"
     );
