@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the seed corpora of the fuzz targets into fuzz/seeds/corpus/<target>/
-# (run from anywhere; needs curl and a release build of coreline, which it
-# makes). The committed corpora were made by this script and then minimised
+# (run from anywhere; needs curl, and a release build of coreline, which it
+# makes unless CORELINE_BIN names one). The committed corpora were made by this script and then minimised
 # with `cargo fuzz cmin` after the long runs (README: "Fuzzing and soak").
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -51,11 +51,15 @@ for f in "$root"/configs/*.toml "$root"/latency-tests/configs/*.toml seeds/check
 done
 
 # checkpoint: real epochs written by coreline: MANIFEST, NUL, shard file.
-cargo build --release --manifest-path "$root/Cargo.toml" --bin coreline >/dev/null
+bin=${CORELINE_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --manifest-path "$root/Cargo.toml" --bin coreline
+  bin="$root/target/release/coreline"
+fi
 tmp=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 sed "s|CHECKPOINT_DIR|$tmp/ckpt|" seeds/checkpoint.toml > "$tmp/c.toml"
-"$root/target/release/coreline" run "$tmp/c.toml" > "$tmp/log" 2>&1 &
+"$bin" run "$tmp/c.toml" > "$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do curl -sf localhost:37290/health >/dev/null && break; sleep 0.1; done
 post() { curl -sf -H 'X-Coreline-Admin: seeds' -d "$2" "localhost:$1" >/dev/null; }
@@ -78,5 +82,4 @@ for dir in "$tmp"/ckpt/epoch-*; do
     { cat "$dir/MANIFEST"; printf '\0'; cat "$shard"; } > "$out/checkpoint/epoch-$e-$s"
   done
 done
-ls "$out"/* | head -100 >/dev/null
 echo "seeds written to fuzz/$out"

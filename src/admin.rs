@@ -1,11 +1,25 @@
-//! The admin endpoint: `/metrics`, `/stats`, `/health`, `/ready`.
+//! The admin endpoint: `/metrics`, `/stats`, `/health`, `/ready`,
+//! `POST /checkpoint`.
 //!
-//! It runs on its own plain thread, off every shard's core budget, and
-//! handles one short connection at a time (`Connection: close`): admin
-//! traffic is a scrape every few seconds. It never touches shard data
-//! directly; each request that needs metrics asks every shard for a
-//! [`ShardSnapshot`](crate::metrics::ShardSnapshot) over its command channel
-//! and merges the copies.
+//! It runs on its own plain thread, off every shard's core budget: one
+//! `poll(2)` loop over non-blocking sockets, so that no client can hold up
+//! another (a balancer's health check must not wait behind an idle or slow
+//! connection). Each connection carries one request (`Connection: close`);
+//! its head must arrive within [`HEAD_TIMEOUT`] of the accept and its body
+//! within [`BODY_TIMEOUT`] of the head, or it is answered 408 and closed. At
+//! most [`ADMIN_MAX_CONNECTIONS`] are open; accepting one more closes the
+//! oldest connection still sending its request, so a flood of slow clients
+//! cannot lock out a health check. `POST /checkpoint` waits for its epoch
+//! without blocking the loop.
+//!
+//! Mutating endpoints (`POST /checkpoint`) require the header
+//! `X-Coreline-Admin` (any non-empty value, e.g. `1`): a browser cannot add a custom header to a
+//! cross-origin request without a CORS preflight, which this endpoint never
+//! grants, so a web page cannot trigger them.
+//!
+//! It never touches shard data directly; each request that needs metrics
+//! asks every shard for a [`ShardSnapshot`](crate::metrics::ShardSnapshot)
+//! over its command channel and merges the copies.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +41,102 @@ use crate::reply::write_error_json;
 
 /// How long the admin endpoint waits for shards to answer a snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Time from accept until the request head is complete.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Time from a complete head until the body is complete.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Time to write a response before the connection is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Admin connections open at once; one more closes the oldest that is
+/// still sending its request.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// The header a mutating admin request must carry (any non-empty value,
+/// e.g. `1`).
+pub const ADMIN_HEADER: &str = "X-Coreline-Admin";
+
+/// Where one admin connection is.
+enum Phase {
+    /// Reading the request.
+    Reading,
+    /// `POST /checkpoint` waiting for its epoch (HEAD or not).
+    Checkpoint(crossbeam_channel::Receiver<Result<u64, crate::checkpoint::CommitError>>),
+    /// Writing `out[written..]`, then closing.
+    Writing,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    len: usize,
+    decoder: Decoder,
+    accepted: Instant,
+    /// When the head was complete (a body is being read).
+    head_done: Option<Instant>,
+    out: Vec<u8>,
+    written: usize,
+    phase: Phase,
+    /// When writing started.
+    writing_since: Option<Instant>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: vec![0; 4096],
+            len: 0,
+            decoder: Decoder::new(),
+            accepted: Instant::now(),
+            head_done: None,
+            out: Vec::new(),
+            written: 0,
+            phase: Phase::Reading,
+            writing_since: None,
+        }
+    }
+
+    fn respond(
+        &mut self,
+        status: u16,
+        ct: ContentType,
+        body: &[u8],
+        head: bool,
+        allow: Option<&'static str>,
+    ) {
+        let mut opts = ResponseOptions::closing();
+        opts.head = head;
+        opts.allow = allow;
+        self.out.clear();
+        write_response(
+            &mut self.out,
+            &HttpDate::new(SystemTime::now()),
+            status,
+            ct,
+            body,
+            opts,
+        );
+        self.start_writing();
+    }
+
+    fn start_writing(&mut self) {
+        self.written = 0;
+        self.phase = Phase::Writing;
+        self.writing_since = Some(Instant::now());
+    }
+}
+
+/// What [`Admin::read`] decided for a connection.
+enum Step {
+    /// Keep it.
+    Keep,
+    /// Close it now.
+    Close,
+}
 
 /// The admin endpoint, before it runs.
 pub struct Admin {
@@ -158,67 +268,225 @@ impl Admin {
     }
 
     fn serve(self, listener: TcpListener, stop: &AtomicBool, draining: &AtomicBool) {
-        // Non-blocking accept polled every 20 ms so that stop is prompt
-        // without a wake-up connection.
+        use nix::poll::{PollFd, PollFlags, poll};
         if listener.set_nonblocking(true).is_err() {
             return;
         }
+        let mut conns: Vec<Conn> = Vec::new();
+        let mut accept_paused_until: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    if let Err(e) = self.handle(stream, draining.load(Ordering::Relaxed)) {
-                        tracing::debug!(error = %e, "admin connection failed");
+            // Wait for any socket, at most 20 ms (so stop is prompt and
+            // waits for checkpoints and timeouts are checked).
+            let ready: Vec<bool> = {
+                let accepting = accept_paused_until.is_none_or(|t| Instant::now() >= t);
+                let mut fds = Vec::with_capacity(conns.len() + 1);
+                fds.push(PollFd::new(
+                    &listener,
+                    if accepting {
+                        PollFlags::POLLIN
+                    } else {
+                        PollFlags::empty()
+                    },
+                ));
+                for c in &conns {
+                    let events = match c.phase {
+                        Phase::Reading => PollFlags::POLLIN,
+                        Phase::Checkpoint(_) => PollFlags::empty(),
+                        Phase::Writing => PollFlags::POLLOUT,
+                    };
+                    fds.push(PollFd::new(&c.stream, events));
+                }
+                match poll(&mut fds, 20) {
+                    Ok(_) => fds
+                        .iter()
+                        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                        .collect(),
+                    Err(_) => vec![false; fds.len()],
+                }
+            };
+            let draining = draining.load(Ordering::Relaxed);
+            // Serve the open connections first, then accept: a health check
+            // already accepted never waits behind the accept of a flood.
+            // Backwards, so that `swap_remove` only moves a connection
+            // already handled this round.
+            for i in (0..conns.len()).rev() {
+                let was_ready = ready.get(i + 1).copied().unwrap_or(false);
+                if let Step::Close = self.advance(&mut conns[i], was_ready, draining) {
+                    conns.swap_remove(i);
+                }
+            }
+            if ready.first().copied().unwrap_or(false) {
+                loop {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            if stream.set_nonblocking(true).is_err() {
+                                continue;
+                            }
+                            let _ = stream.set_nodelay(true);
+                            if conns.len() >= ADMIN_MAX_CONNECTIONS {
+                                // Evict the oldest connection still sending
+                                // its request (a slow or idle client).
+                                let victim = conns
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, c)| matches!(c.phase, Phase::Reading))
+                                    .min_by_key(|(_, c)| c.accepted)
+                                    .map(|(i, _)| i);
+                                match victim {
+                                    Some(v) => {
+                                        conns.swap_remove(v);
+                                    }
+                                    None => continue, // all busy: drop the new one
+                                }
+                            }
+                            conns.push(Conn::new(stream));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            // Out of descriptors, typically: pause accepting
+                            // (the open connections are still served).
+                            tracing::debug!(error = %e, "admin accept failed");
+                            accept_paused_until = Some(Instant::now() + Duration::from_millis(50));
+                            break;
+                        }
                     }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
     }
 
-    fn handle(&self, mut stream: TcpStream, draining: bool) -> std::io::Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let limits = self.plan.config.limits;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut len = 0;
-        let mut decoder = Decoder::new();
-        let mut out = Vec::with_capacity(4096);
-        let date = HttpDate::new(SystemTime::now());
-        loop {
-            if len == buf.len() {
-                buf.resize(buf.len() * 2, 0);
+    /// Moves one connection on: reads, answers, writes, times out.
+    fn advance(&self, c: &mut Conn, ready: bool, draining: bool) -> Step {
+        let now = Instant::now();
+        match &c.phase {
+            Phase::Reading => {
+                let deadline = match c.head_done {
+                    None => c.accepted + HEAD_TIMEOUT,
+                    Some(t) => t + BODY_TIMEOUT,
+                };
+                if ready && let Some(step) = self.read(c, draining) {
+                    return step;
+                }
+                if matches!(c.phase, Phase::Reading) && now >= deadline {
+                    let message = if c.head_done.is_none() {
+                        "request head not received in time"
+                    } else {
+                        "request body not received in time"
+                    };
+                    c.respond(408, ContentType::Json, &error_body(message), false, None);
+                }
+                Step::Keep
             }
-            let n = stream.read(&mut buf[len..])?;
-            if n == 0 {
-                return Ok(());
-            }
-            len += n;
-            match decoder.decode(&buf[..len], &limits) {
-                Ok(Decoded::Incomplete { send_continue, .. }) => {
-                    if send_continue {
-                        stream.write_all(crate::http::CONTINUE)?;
+            Phase::Checkpoint(rx) => match rx.try_recv() {
+                Ok(result) => {
+                    let (status, body) = checkpoint_answer(result);
+                    c.respond(status, ContentType::Json, &body, false, None);
+                    Step::Keep
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    let (status, body) =
+                        checkpoint_answer(Err(crate::checkpoint::CommitError::Stopped));
+                    c.respond(status, ContentType::Json, &body, false, None);
+                    Step::Keep
+                }
+            },
+            Phase::Writing => {
+                if c.writing_since.is_some_and(|t| now >= t + WRITE_TIMEOUT) {
+                    return Step::Close;
+                }
+                if !ready {
+                    return Step::Keep;
+                }
+                loop {
+                    match c.stream.write(&c.out[c.written..]) {
+                        Ok(0) => return Step::Close,
+                        Ok(n) => {
+                            c.written += n;
+                            if c.written == c.out.len() {
+                                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                                return Step::Close;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Step::Keep,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => return Step::Close,
                     }
                 }
-                Ok(Decoded::Request { request, .. }) => {
-                    let (status, ct, body, allow) =
-                        self.route(request.method, request.path, draining);
-                    let mut opts = ResponseOptions::closing();
-                    opts.head = request.method == Method::Head;
-                    opts.allow = allow;
-                    write_response(&mut out, &date, status, ct, &body, opts);
-                    return stream.write_all(&out);
+            }
+        }
+    }
+
+    /// Reads what is there and decodes; answers a complete request. `None`
+    /// keeps the connection in its phase.
+    fn read(&self, c: &mut Conn, draining: bool) -> Option<Step> {
+        let limits = self.plan.config.limits;
+        loop {
+            if c.len == c.buf.len() {
+                if c.buf.len() >= limits.max_header_bytes + limits.max_body_bytes + 4096 {
+                    return Some(Step::Close);
                 }
-                Err(e) => {
-                    write_error(&mut out, &date, e);
-                    return stream.write_all(&out);
+                c.buf.resize(c.buf.len() * 2, 0);
+            }
+            match c.stream.read(&mut c.buf[c.len..]) {
+                Ok(0) => return Some(Step::Close),
+                Ok(n) => c.len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(Step::Close),
+            }
+        }
+        let date = HttpDate::new(SystemTime::now());
+        match c.decoder.decode(&c.buf[..c.len], &limits) {
+            Ok(Decoded::Incomplete {
+                send_continue,
+                in_body,
+            }) => {
+                if in_body && c.head_done.is_none() {
+                    c.head_done = Some(Instant::now());
                 }
+                if send_continue {
+                    // Best effort: a client that cannot take 25 bytes now
+                    // sends its body anyway after its own timeout.
+                    let _ = c.stream.write(crate::http::CONTINUE);
+                }
+                None
+            }
+            Ok(Decoded::Request { request, consumed }) => {
+                let (method, head) = (request.method, request.method == Method::Head);
+                if method == Method::Post && request.path == "/checkpoint" {
+                    let authorised = admin_header(&c.buf[..consumed]);
+                    let rx = match (&self.coordinator, authorised) {
+                        (Some(coordinator), true) => Some(coordinator.request_checkpoint()),
+                        _ => None,
+                    };
+                    if let Some(rx) = rx {
+                        c.phase = Phase::Checkpoint(rx);
+                        return Some(Step::Keep);
+                    }
+                    if !authorised {
+                        c.respond(
+                            403,
+                            ContentType::Json,
+                            &error_body(&format!(
+                                "POST /checkpoint needs the header `{ADMIN_HEADER}: 1` (mutating admin requests must not be possible from a web page)"
+                            )),
+                            false,
+                            None,
+                        );
+                        return Some(Step::Keep);
+                    }
+                }
+                let path = request.path.to_owned();
+                let (status, ct, body, allow) = self.route(method, &path, draining);
+                c.respond(status, ct, &body, head, allow);
+                Some(Step::Keep)
+            }
+            Err(e) => {
+                c.out.clear();
+                write_error(&mut c.out, &date, e);
+                c.start_writing();
+                Some(Step::Keep)
             }
         }
     }
@@ -300,20 +568,10 @@ impl Admin {
                     error_body("checkpoints are not configured: add a [checkpoint] table"),
                     None,
                 ),
-                Some(c) => match c.checkpoint_now() {
-                    Ok(epoch) => (
-                        200,
-                        ContentType::Json,
-                        format!("{{\"epoch\":{epoch}}}").into_bytes(),
-                        None,
-                    ),
-                    Err(e) => (
-                        500,
-                        ContentType::Json,
-                        error_body(&format!("checkpoint failed: {e}")),
-                        None,
-                    ),
-                },
+                Some(c) => {
+                    let (status, body) = checkpoint_answer(c.checkpoint_now());
+                    (status, ContentType::Json, body, None)
+                }
             },
             _ => (
                 404,
@@ -322,6 +580,27 @@ impl Admin {
                 None,
             ),
         }
+    }
+}
+
+/// Whether a request head carries `X-Coreline-Admin` (any non-empty value;
+/// its presence is what a cross-origin page cannot forge).
+fn admin_header(head: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if req.parse(head).is_err() {
+        return false;
+    }
+    req.headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case(ADMIN_HEADER) && !h.value.trim_ascii().is_empty())
+}
+
+/// The answer to `POST /checkpoint`.
+fn checkpoint_answer(result: Result<u64, crate::checkpoint::CommitError>) -> (u16, Vec<u8>) {
+    match result {
+        Ok(epoch) => (200, format!("{{\"epoch\":{epoch}}}").into_bytes()),
+        Err(e) => (500, error_body(&format!("checkpoint failed: {e}"))),
     }
 }
 

@@ -101,8 +101,10 @@ pub(crate) struct Buffers {
     /// `(route, status, complete-at)` of the responses in `out`, recorded
     /// once `out` is handed to the socket.
     pending: Vec<(usize, u16, Instant)>,
-    /// A route's row, saved while the request waits for its owner shard.
-    saved: Row,
+    /// The row of the request waiting for its owner shard (taken from its
+    /// route, so that other requests on this shard can use the route
+    /// meanwhile); otherwise a spare the next forward swaps in.
+    row: Row,
 }
 
 /// Initial read buffer size; grows up to the head + body limits for large
@@ -118,7 +120,7 @@ impl Buffers {
             out: Vec::with_capacity(READ_BUFFER),
             body: Vec::with_capacity(1024),
             pending: Vec::with_capacity(32),
-            saved: Row::default(),
+            row: Row::default(),
         }
     }
 
@@ -242,7 +244,7 @@ pub(crate) async fn run(
     let _ = stream.close().await;
     let mut bufs = conn.bufs;
     bufs.reset();
-    shard.buffers.borrow_mut().push(bufs);
+    shard.give_back(bufs);
     shard.conns.borrow_mut()[slot] = None;
     shard.metrics.borrow_mut().open_connections -= 1;
 }
@@ -265,7 +267,7 @@ pub(crate) async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.write_all(&bufs.out).await;
     let _ = stream.close().await;
     bufs.reset();
-    shard.buffers.borrow_mut().push(bufs);
+    shard.give_back(bufs);
 }
 
 struct Connection<'s> {
@@ -363,10 +365,12 @@ impl Connection<'_> {
     /// request (which may forward again, for a later keyed step).
     async fn run_forward(&mut self, mut forward: Forward) -> After {
         let shard = self.shard;
-        // Other requests on this shard reuse the route's row while we wait.
-        self.bufs
-            .saved
-            .clone_from(shard.router.borrow().row(forward.route));
+        // The request's row waits with us; other requests on this shard
+        // use the route meanwhile.
+        shard
+            .router
+            .borrow_mut()
+            .take_row(forward.route, &mut self.bufs.row);
         loop {
             shard.metrics.borrow_mut().forwarded_requests += 1;
             let reply = shard
@@ -379,7 +383,7 @@ impl Connection<'_> {
                 self.bufs.body.clear();
                 shard.router.borrow_mut().resume(
                     forward.route,
-                    &self.bufs.saved,
+                    &mut self.bufs.row,
                     forward.step,
                     reply,
                     &mut ctx,
@@ -402,9 +406,10 @@ impl Connection<'_> {
                     };
                 }
                 Outcome::Forward { step, owner, op } => {
-                    self.bufs
-                        .saved
-                        .clone_from(shard.router.borrow().row(forward.route));
+                    shard
+                        .router
+                        .borrow_mut()
+                        .take_row(forward.route, &mut self.bufs.row);
                     forward.step = step;
                     forward.owner = owner;
                     forward.op = op;

@@ -75,29 +75,21 @@ impl Owned {
     }
 }
 
-/// A keyed operation to run on the key's owner shard.
+/// A keyed operation to run on the key's owner shard. Kind-agnostic: the
+/// table's kind decides what the inputs mean.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyedOp {
-    /// Update an aggregate table with one request's inputs (one per output;
-    /// null for outputs without an input).
-    Aggregate {
+    /// Update a keyed table with one request's inputs (in the step's input
+    /// order: an aggregate's per-output inputs, a `changed` step's value).
+    Update {
         /// State table id.
         table: usize,
         /// The key.
         key: Owned,
-        /// Inputs in output order.
+        /// The step's inputs.
         inputs: Vec<Owned>,
         /// Request time (unix ms), for `first_seen()`.
         now_ms: i64,
-    },
-    /// Update a `changed` table.
-    Changed {
-        /// State table id.
-        table: usize,
-        /// The key.
-        key: Owned,
-        /// The value to compare with the key's last one.
-        value: Owned,
     },
     /// Read a key's state without changing it.
     Read {
@@ -111,11 +103,9 @@ pub enum KeyedOp {
 /// The owner's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum KeyedReply {
-    /// Aggregate outputs after the update, or a read's values (`None`: the
+    /// The step's outputs after the update, or a read's values (`None`: the
     /// key has no state).
     Values(Option<Vec<Owned>>),
-    /// Whether a `changed` value differs from the last one.
-    Changed(bool),
     /// The op failed on the owner; the request is answered with this
     /// status and message.
     Failed(u16, String),

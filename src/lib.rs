@@ -20,6 +20,8 @@
 //! - [`operator`]: the steps (`with_column`, `filter`, `select`, ...).
 //! - [`pipeline`]: a compiled route: decode, steps, reply.
 //! - [`http`]: the HTTP/1.1 codec over httparse, responses, limits.
+//! - [`model`]: trained models (XGBoost, LightGBM, ONNX, linear) scored
+//!   per row with reusable buffers.
 //! - [`metrics`]: per-shard latency histograms and counters, and their
 //!   Prometheus and JSON renderings.
 //! - [`shard`]: one executor's life: serve, housekeeping, sweep, drain,
@@ -48,8 +50,10 @@ pub mod forward;
 pub mod http;
 pub mod lb;
 pub mod metrics;
+pub mod model;
 pub mod operator;
 pub mod pipeline;
+pub mod plan;
 pub mod reply;
 pub mod row;
 pub mod runtime;

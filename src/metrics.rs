@@ -107,6 +107,9 @@ pub struct ShardMetrics {
     pub accepted_connections: u64,
     /// Connections refused with 503 because `max_connections` was reached.
     pub rejected_connections: u64,
+    /// Accepts that failed because the process or system ran out of file
+    /// descriptors (`EMFILE`/`ENFILE`); accepting pauses with backoff.
+    pub accept_fd_exhausted: u64,
     /// Keyed steps (and state reads) this shard forwarded to their owner.
     pub forwarded_requests: u64,
 }
@@ -122,6 +125,7 @@ impl ShardMetrics {
             open_connections: 0,
             accepted_connections: 0,
             rejected_connections: 0,
+            accept_fd_exhausted: 0,
             forwarded_requests: 0,
         }
     }
@@ -257,7 +261,7 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
         &'static str,
         fn(&ShardMetrics) -> u64,
     );
-    let gauges: [Gauge; 4] = [
+    let gauges: [Gauge; 5] = [
         (
             "coreline_open_connections",
             "gauge",
@@ -275,6 +279,12 @@ pub fn render_prometheus(service: &str, snapshots: &[ShardSnapshot], extra: &str
             "counter",
             "Connections refused with 503 at max_connections.",
             |m| m.rejected_connections,
+        ),
+        (
+            "coreline_accept_fd_exhausted_total",
+            "counter",
+            "Accepts that failed for lack of file descriptors (EMFILE/ENFILE).",
+            |m| m.accept_fd_exhausted,
         ),
         (
             "coreline_forwarded_requests_total",
@@ -342,6 +352,7 @@ pub fn render_stats(
                 "open_connections": s.metrics.open_connections,
                 "accepted_connections": s.metrics.accepted_connections,
                 "rejected_connections": s.metrics.rejected_connections,
+                "accept_fd_exhausted": s.metrics.accept_fd_exhausted,
                 "forwarded_requests": s.metrics.forwarded_requests,
                 "routes": s.metrics.routes.iter().map(route_json).collect::<Vec<_>>(),
             })

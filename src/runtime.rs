@@ -37,9 +37,9 @@ const RING_MEMLOCK_ESTIMATE: usize = 192 * 1024;
 /// Why a service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A shard or admin port is taken.
+    /// A shard or admin port is taken by a live listener.
     #[error(
-        "port {port} ({what}) on {host} is already in use by another process; stop it or change base_port/admin_port"
+        "port {port} ({what}) on {host} is already in use by {holder}; stop it or change base_port/admin_port"
     )]
     PortInUse {
         /// The port.
@@ -48,6 +48,45 @@ pub enum StartError {
         what: String,
         /// The host address.
         host: IpAddr,
+        /// Who listens there: `another process (pid 12, nginx)` when
+        /// `/proc` tells, else `another process`.
+        holder: String,
+    },
+    /// A port stayed unavailable for the whole bind retry, yet nothing
+    /// listens on it (sockets of a previous run still being torn down).
+    #[error(
+        "port {port} ({what}) on {host} stayed unavailable for {waited:?} although no process listens on it (a connection of a previous run still closing, or an outgoing connection using it as its local port: keep service ports out of net.ipv4.ip_local_port_range); retry, or change base_port/admin_port"
+    )]
+    PortBusy {
+        /// The port.
+        port: u16,
+        /// `shard N` or `admin`.
+        what: String,
+        /// The host address.
+        host: IpAddr,
+        /// How long binding was retried.
+        waited: Duration,
+    },
+    /// The file-descriptor limit cannot hold the configured connections.
+    #[error(
+        "RLIMIT_NOFILE is {limit} (hard limit {hard}) but {shards} shard(s) × max_connections {max_connections} + {reserve} reserved = {need} descriptors may be needed; lower [limits] max_connections to {fits} or less, or raise the limit (`ulimit -n`, LimitNOFILE= in a systemd unit, --ulimit nofile in docker)"
+    )]
+    FdLimit {
+        /// The soft limit after raising it to the hard one.
+        limit: u64,
+        /// The hard limit.
+        hard: u64,
+        /// Shard count.
+        shards: usize,
+        /// Configured connections per shard.
+        max_connections: usize,
+        /// Descriptors kept for listeners, rings, the admin endpoint and
+        /// checkpoint files.
+        reserve: u64,
+        /// The total.
+        need: u64,
+        /// The largest max_connections that fits.
+        fits: u64,
     },
     /// Binding failed for another reason.
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -136,32 +175,179 @@ fn check_memlock(shards: usize) -> Result<(), StartError> {
     }
 }
 
-/// Binds a listening socket without `SO_REUSEPORT`.
-pub fn bind(host: IpAddr, port: u16, what: &str) -> Result<std::net::TcpListener, StartError> {
-    let addr = SocketAddr::new(host, port);
-    let err = |source: std::io::Error| {
-        if source.kind() == std::io::ErrorKind::AddrInUse {
-            StartError::PortInUse {
-                port,
-                what: what.to_string(),
-                host,
+/// Descriptors kept aside from connections: stdio, listeners, each
+/// shard's io_uring rings and eventfds (about 4 each, measured), checkpoint
+/// files, and 16 for admin connections. (The admin endpoint may hold up to
+/// [`ADMIN_MAX_CONNECTIONS`](crate::admin::ADMIN_MAX_CONNECTIONS); beyond
+/// its share it competes with the shards, and whoever meets `EMFILE`
+/// pauses accepting.)
+pub fn fd_reserve(shards: usize, admin: bool) -> u64 {
+    16 + 8 * shards as u64 + if admin { 16 } else { 0 }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and checks that every
+/// shard can hold `max_connections` connections. A `max_connections` left
+/// at its default is lowered to what fits (logged); an explicit one that
+/// does not fit is refused with the numbers.
+fn check_fd_limit(config: &mut crate::config::ServiceConfig) -> Result<(), StartError> {
+    let (soft, hard) = crate::sys::nofile_limit().unwrap_or((u64::MAX, u64::MAX));
+    let limit = match crate::sys::raise_nofile_limit() {
+        Ok(raised) => {
+            if raised > soft {
+                tracing::info!(
+                    from = soft,
+                    to = raised,
+                    "raised the soft RLIMIT_NOFILE to the hard limit"
+                );
             }
-        } else {
-            StartError::Bind {
-                addr,
-                what: what.to_string(),
-                source,
-            }
+            raised
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE");
+            soft
         }
     };
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let shards = config.service.shards;
+    let reserve = fd_reserve(shards, config.service.admin_port.is_some());
+    let max_connections = config.limits.max_connections;
+    let need = (shards as u64)
+        .saturating_mul(max_connections as u64)
+        .saturating_add(reserve);
+    if need <= limit {
+        return Ok(());
+    }
+    let fits = limit.saturating_sub(reserve) / shards as u64;
+    if !config.max_connections_set && fits > 0 {
+        tracing::warn!(
+            limit,
+            shards,
+            default = max_connections,
+            max_connections = fits,
+            "max_connections (not set in the file) lowered to fit RLIMIT_NOFILE"
+        );
+        config.limits.max_connections = fits as usize;
+        return Ok(());
+    }
+    Err(StartError::FdLimit {
+        limit,
+        hard,
+        shards,
+        max_connections,
+        reserve,
+        need,
+        fits,
+    })
+}
+
+/// How long [`bind`] retries a port that is in use.
+pub const BIND_RETRY: Duration = Duration::from_secs(2);
+
+/// Binds a listening socket without `SO_REUSEPORT`.
+///
+/// On `EADDRINUSE` the bind is retried with backoff (1 ms doubling to
+/// 100 ms) for up to [`BIND_RETRY`]: right after a `kill -9` the kernel
+/// tears the dead process's io_uring and sockets down asynchronously, and
+/// its ports stay bound for a few milliseconds. If the port is still taken
+/// after that, the error says who holds it when a live listener does
+/// ([`StartError::PortInUse`]) and says so when nothing listens
+/// ([`StartError::PortBusy`]).
+pub fn bind(host: IpAddr, port: u16, what: &str) -> Result<std::net::TcpListener, StartError> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match bind_once(host, port) {
+            Ok(l) => {
+                if !started.elapsed().is_zero() && pause > Duration::from_millis(1) {
+                    tracing::debug!(
+                        port,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "bound after retrying"
+                    );
+                }
+                return Ok(l);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && port != 0 => {
+                if started.elapsed() >= BIND_RETRY {
+                    return Err(match listener_holder(port) {
+                        Some(holder) => StartError::PortInUse {
+                            port,
+                            what: what.to_string(),
+                            host,
+                            holder,
+                        },
+                        None => StartError::PortBusy {
+                            port,
+                            what: what.to_string(),
+                            host,
+                            waited: started.elapsed(),
+                        },
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(source) => {
+                return Err(StartError::Bind {
+                    addr: SocketAddr::new(host, port),
+                    what: what.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+fn bind_once(host: IpAddr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(host, port);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // SO_REUSEADDR only lets us rebind while old connections sit in
     // TIME_WAIT; unlike SO_REUSEPORT it never lets two listeners share.
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.bind(&addr.into()).map_err(err)?;
-    socket.listen(1024).map_err(err)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Who listens on `port`, if a socket in `LISTEN` state is bound to it
+/// (from `/proc/net/tcp{,6}`), named by pid and command when `/proc` lets
+/// this process see the owner.
+fn listener_holder(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (cols.get(1), cols.get(3), cols.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && *state == "0A" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    let owner = std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let fds = std::fs::read_dir(p.path().join("fd")).ok()?;
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+        });
+        holds.then(|| {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            format!("another process (pid {pid}, {})", comm.trim())
+        })
+    });
+    Some(owner.unwrap_or_else(|| "another process".to_string()))
 }
 
 /// A running service.
@@ -183,7 +369,8 @@ struct ShardHandle {
 impl Service {
     /// Starts every shard (and the admin endpoint) of a plan and returns once
     /// all of them accept connections.
-    pub fn start(plan: Plan) -> Result<Service, StartError> {
+    pub fn start(mut plan: Plan) -> Result<Service, StartError> {
+        check_fd_limit(&mut plan.config)?;
         let plan = Arc::new(plan);
         let svc = &plan.config.service;
         let cores = shard_cores(&plan)?;
@@ -205,7 +392,7 @@ impl Service {
             listeners.push(bind(svc.host, port, &format!("shard {i}"))?);
         }
         let admin_listener = match svc.admin_port {
-            Some(p) => Some(bind(svc.host, p, "admin")?),
+            Some(p) => Some(bind(svc.admin_host, p, "admin")?),
             None => None,
         };
 

@@ -132,8 +132,16 @@ impl RequestSchema {
         };
         if let Err(error) = seed.deserialize(&mut de).and_then(|()| de.end()) {
             // Our own errors are parked in `failure`; serde_json only sees a
-            // placeholder. Anything else is malformed JSON.
-            return Err(failure.unwrap_or_else(|| syntax_error(body, &error)));
+            // placeholder. Anything else is malformed JSON. A schema error
+            // stops the parse, so the rest of the body is checked before
+            // answering 422: malformed JSON is a 400 wherever it is.
+            return Err(match failure {
+                Some(failure) => match serde_json::from_slice::<de::IgnoredAny>(body) {
+                    Ok(_) => failure,
+                    Err(error) => syntax_error(body, &error),
+                },
+                None => syntax_error(body, &error),
+            });
         }
         for (i, column) in self.fields.iter().enumerate() {
             if !self.seen[i] {
@@ -493,6 +501,22 @@ mod tests {
 
     fn err(status: u16, message: &str, field: Option<&str>) -> (u16, String, Option<String>) {
         (status, message.to_owned(), field.map(str::to_owned))
+    }
+
+    #[test]
+    fn malformed_json_is_400_even_after_a_schema_error() {
+        // Found by the json_schema fuzz target: the first schema error
+        // stopped the parse, so a body that is not JSON at all was answered
+        // 422 ("expected a JSON object, found array").
+        assert_eq!(rejected(br#"[1,2e9 \"q\"",extra]"#).0, 400);
+        assert_eq!(rejected(br#"{"foo":1, oops}"#).0, 400);
+        assert_eq!(
+            rejected(br#"{"bar":"x","foo":"y"} trailing"#),
+            err(400, "invalid JSON at byte 22: trailing characters", None)
+        );
+        // Well-formed JSON that breaks the schema is still a 422.
+        assert_eq!(rejected(b"[1,2]").0, 422);
+        assert_eq!(rejected(br#"{"foo":1,"bar":2}"#).0, 422);
     }
 
     #[test]

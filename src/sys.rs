@@ -13,25 +13,18 @@ pub enum Half {
     Both,
 }
 
-/// `shutdown(2)` on a socket descriptor. Used by a shard to wake a
-/// connection parked in a read when it timed out or the shard is draining:
-/// the read then returns end-of-file and the connection task closes itself.
-/// Errors (for example `ENOTCONN` on a socket the peer already reset) are
-/// returned for the caller to ignore.
+/// `shutdown(2)` on a socket descriptor (through `nix`). Used by a shard to
+/// wake a connection parked in a read when it timed out or the shard is
+/// draining: the read then returns end-of-file and the connection task
+/// closes itself. Errors (for example `ENOTCONN` on a socket the peer
+/// already reset) are returned for the caller to ignore.
 pub fn shutdown(fd: RawFd, half: Half) -> io::Result<()> {
+    use nix::sys::socket::Shutdown;
     let how = match half {
-        Half::Read => libc::SHUT_RD,
-        Half::Both => libc::SHUT_RDWR,
+        Half::Read => Shutdown::Read,
+        Half::Both => Shutdown::Both,
     };
-    // SAFETY: shutdown(2) takes a descriptor and a constant; it touches no
-    // memory of ours. A stale or invalid descriptor yields EBADF/ENOTSOCK,
-    // which we return; callers only pass descriptors of sockets they own.
-    let rc = unsafe { libc::shutdown(fd, how) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    nix::sys::socket::shutdown(fd, how).map_err(io::Error::from)
 }
 
 /// Whether this process may create an io_uring: sets up (and closes) a
@@ -62,28 +55,51 @@ pub fn io_uring_setup_probe() -> io::Result<()> {
 
 /// The soft `RLIMIT_MEMLOCK` in bytes (`None` = unlimited).
 pub fn memlock_limit() -> io::Result<Option<u64>> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit struct for the duration of
-    // the call; getrlimit writes only into it.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::MEMLOCK)?;
+    Ok((soft != rlimit::INFINITY).then_some(soft))
+}
+
+/// The soft and hard `RLIMIT_NOFILE` (`u64::MAX` = unlimited).
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as nginx and haproxy
+/// do, and returns the new soft limit. (The soft limit is often 1024 while
+/// the hard one is far higher; nothing but this call stands between.)
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let (soft, hard) = nofile_limit()?;
+    if soft >= hard {
+        return Ok(soft);
     }
-    Ok(if lim.rlim_cur == libc::RLIM_INFINITY {
-        None
-    } else {
-        Some(lim.rlim_cur)
-    })
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard, hard)?;
+    Ok(hard)
 }
 
 /// True when the process runs as root (and so, normally, holds
 /// `CAP_IPC_LOCK`, which lifts `RLIMIT_MEMLOCK`).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no arguments, cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
+}
+
+/// Hands freed heap memory back to the kernel (glibc's `malloc_trim(0)`,
+/// which also trims the per-thread arenas the shards allocate from and
+/// releases free pages inside them). Without it, the buffers of a
+/// connection peak stay resident after the connections close: 21 → 70 MB
+/// for 3,000 connections and still 70 MB after (tests/memory.rs). Returns
+/// whether memory was released; a no-op on other C libraries.
+pub fn release_free_memory() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim(3) takes a plain integer and works on the
+        // allocator's own state under its own locks; it may be called from
+        // any thread at any time and touches no memory we own.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
 }
 
 /// Hands a bound, listening std socket to glommio on the current executor.

@@ -481,7 +481,7 @@ fn kill9_restores_exactly_the_committed_epoch() {
                 pending = Some((model, now));
                 let mut admin = TcpStream::connect(p.admin.unwrap()).unwrap();
                 admin
-                    .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+                    .write_all(b"POST /checkpoint HTTP/1.1\r\nHost: t\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\n\r\n")
                     .unwrap();
                 // Right away, during the barrier or file writes, or around
                 // the manifest's commit.
@@ -527,23 +527,49 @@ fn interval_epochs_commit_without_being_asked() {
     random_updates(&mut rng, &mut clients(&p), &mut model, &users, 60);
     let expected = read_state_everywhere(&p, &users);
     check_model(&expected, &model, &users);
-    // Epoch c0 + 1 may have started before the last update; c0 + 2 starts
-    // after c0 + 1 finished, so after this point.
-    let c0 = ckpt_stats(&p)["last_committed_epoch"].as_u64().unwrap_or(0);
-    eventually("two more committed epochs", || {
-        ckpt_stats(&p)["last_committed_epoch"].as_u64().unwrap_or(0) >= c0 + 2
+    // An epoch that finds nothing changed is not committed. The epoch in
+    // flight now may have taken its barrier before the last update; the
+    // second unchanged epoch from here started after it finished, so every
+    // update is in the last committed epoch by then.
+    let u0 = ckpt_stats(&p)["unchanged"].as_u64().unwrap();
+    eventually("two unchanged epochs", || {
+        ckpt_stats(&p)["unchanged"].as_u64().unwrap() >= u0 + 2
     });
     let c = ckpt_stats(&p);
-    assert!(c["committed"].as_u64().unwrap() >= 2, "{c}");
+    assert!(c["committed"].as_u64().unwrap() >= 1, "{c}");
     assert_eq!(c["failures"], 0, "{c}");
+    // Idle: epochs keep running but nothing more is committed or written.
+    let idle = c["last_committed_epoch"].as_u64().unwrap();
+    // Committed epochs on disk (an unchanged epoch's directory exists for
+    // a moment while it is written and then removed).
+    let committed_on_disk = || {
+        let mut v: Vec<String> = std::fs::read_dir(tmp.join("state"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().join("MANIFEST").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let epochs_on_disk = committed_on_disk();
+    std::thread::sleep(Duration::from_millis(500));
+    let c = ckpt_stats(&p);
+    assert_eq!(c["last_committed_epoch"].as_u64().unwrap(), idle, "{c}");
+    assert!(c["unchanged"].as_u64().unwrap() >= u0 + 4, "{c}");
+    assert_eq!(committed_on_disk(), epochs_on_disk);
+    assert_eq!(
+        std::fs::read_to_string(tmp.join("state/LATEST")).unwrap(),
+        format!("epoch-{idle}\n")
+    );
     let metrics = p.admin_get("/metrics");
     let last = metric(metrics.text(), "coreline_checkpoint_last_committed_epoch");
-    assert!(last >= (c0 + 2) as f64, "{}", metrics.text());
+    assert_eq!(last, idle as f64, "{}", metrics.text());
     p.kill9();
 
     let p = Proc::spawn(&cfg);
     assert_eq!(read_state_everywhere(&p, &users), expected);
-    assert!(restored_epoch(&p) >= c0 + 2);
+    assert_eq!(restored_epoch(&p), idle);
     let metrics = p.admin_get("/metrics");
     assert_eq!(
         metric(metrics.text(), "coreline_checkpoint_restored_epoch"),
@@ -655,8 +681,9 @@ fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
     }
 
     type Corrupt = fn(&Path);
-    let cases: [(&str, Option<Corrupt>); 5] = [
-        ("intact", None),
+    // (what, damage, the one shard file it damages if any)
+    let cases: [(&str, Option<Corrupt>, Option<usize>); 5] = [
+        ("intact", None, None),
         (
             "flipped bytes in shard-1.arrow",
             Some(|d| {
@@ -668,10 +695,12 @@ fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
                 }
                 std::fs::write(&path, bytes).unwrap();
             }),
+            Some(1),
         ),
         (
             "deleted shard-0.arrow",
             Some(|d| std::fs::remove_file(d.join("shard-0.arrow")).unwrap()),
+            Some(0),
         ),
         (
             "truncated MANIFEST",
@@ -683,13 +712,15 @@ fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
                 let len = f.metadata().unwrap().len();
                 f.set_len(len / 2).unwrap();
             }),
+            None,
         ),
         (
             "no MANIFEST (never committed)",
             Some(|d| std::fs::remove_file(d.join("MANIFEST")).unwrap()),
+            None,
         ),
     ];
-    for (name, corrupt) in cases {
+    for (name, corrupt, file) in cases {
         let case = TempDir::new("ckpt-corrupt-case");
         copy_dir(&state_dir, &case.join("state"));
         let cfg = case.write("counters.toml", &config(2, "1h"));
@@ -697,9 +728,15 @@ fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
             corrupt(&epoch_dir(&case.join("state"), eb));
         }
         let p = Proc::spawn(&cfg);
-        let (want_epoch, want_state) = match corrupt {
-            None => (eb, &state_b),
-            Some(_) => (ea, &state_a),
+        // One damaged shard file: only that shard falls back to epoch A.
+        let mixed;
+        let (want_epoch, want_state) = match (corrupt, file) {
+            (None, _) => (eb, &state_b),
+            (Some(_), Some(i)) => {
+                mixed = by_owner(&state_b, &state_a, 2, i);
+                (eb, &mixed)
+            }
+            (Some(_), None) => (ea, &state_a),
         };
         assert_eq!(
             read_state_everywhere(&p, &users),
@@ -716,6 +753,22 @@ fn corrupt_newest_epoch_falls_back_to_the_previous_one() {
         assert_eq!(read_state(p.shards[1], &users), *want_state, "{name}");
         p.kill9();
     }
+}
+
+/// The user a state entry (`"counts <user>"`) belongs to.
+fn user_of(entry: &str) -> &str {
+    entry.split_once(' ').map_or(entry, |(_, u)| u)
+}
+
+/// `new`, except the entries of users owned by shard `old_shard` (of
+/// `shards`), which come from `old`.
+fn by_owner(new: &State, old: &State, shards: usize, old_shard: usize) -> State {
+    new.iter()
+        .map(|(k, v)| {
+            let from_old = owner_shard(Val::Str(user_of(k)), shards) == old_shard;
+            (k.clone(), if from_old { old[k].clone() } else { v.clone() })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -789,6 +842,15 @@ fn unwritable_directory_fails_epochs_but_never_serving() {
     // ...and so does a forced one.
     let e = p.checkpoint();
     assert!(e > failed_at);
+    // The error is cleared by the commit; when it happened is kept, and
+    // the last success is after it.
+    let c = ckpt_stats(&p);
+    assert!(c["last_error"].is_null(), "{c}");
+    let (failed, succeeded) = (
+        c["last_error_unix_ms"].as_u64().unwrap(),
+        c["last_success_unix_ms"].as_u64().unwrap(),
+    );
+    assert!(failed > 0 && succeeded >= failed, "{c}");
     let expected = read_state_everywhere(&p, &users);
     drop(cs);
     p.kill9();
@@ -1308,4 +1370,307 @@ fn a_failed_final_checkpoint_exits_1() {
     );
     let log = p.log_text();
     assert!(log.contains("final checkpoint failed"), "{log}");
+}
+
+// ---------------------------------------------------------------------------
+// 9. Fifty random corruptions: the newest verifying chain, or a refusal
+// ---------------------------------------------------------------------------
+
+/// What a corruption case did to the checkpoint directory.
+#[derive(Debug, Default, Clone)]
+struct Damage {
+    /// Epochs whose MANIFEST was removed: never committed.
+    uncommitted: std::collections::BTreeSet<u64>,
+    /// Epochs whose MANIFEST was truncated: damaged.
+    bad_manifest: std::collections::BTreeSet<u64>,
+    /// Epochs whose MANIFEST had a byte flipped: damaged, unless the flip
+    /// left the JSON meaning the same (whitespace for whitespace).
+    flipped_manifest: std::collections::BTreeSet<u64>,
+    /// Shard files flipped, truncated or removed.
+    bad_files: std::collections::BTreeSet<(u64, usize)>,
+}
+
+/// The recovery rule, written independently of the implementation: for
+/// every writer shard, the newest committed epoch whose chain of manifests
+/// is intact and whose file for that shard is intact all along.
+fn expected_choice(
+    bases: &BTreeMap<u64, Option<u64>>,
+    damage: &Damage,
+    bad_manifest: &std::collections::BTreeSet<u64>,
+    shards: usize,
+) -> Option<Vec<Vec<u64>>> {
+    let usable = |e: u64| {
+        bases.contains_key(&e) && !damage.uncommitted.contains(&e) && !bad_manifest.contains(&e)
+    };
+    let chain = |e: u64| -> Option<Vec<u64>> {
+        let mut links = vec![e];
+        let mut cur = bases[&e];
+        while let Some(b) = cur {
+            if !usable(b) {
+                return None;
+            }
+            links.push(b);
+            cur = bases[&b];
+        }
+        Some(links)
+    };
+    (0..shards)
+        .map(|i| {
+            bases
+                .keys()
+                .rev()
+                .filter(|&&e| usable(e))
+                .filter_map(|&e| chain(e))
+                .find(|links| links.iter().all(|&l| !damage.bad_files.contains(&(l, i))))
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_random_corruptions_restore_the_newest_verifying_chain_or_refuse() {
+    use std::collections::BTreeSet;
+    let tmp = TempDir::new("ckpt-fifty");
+    let text = config(2, "1h").replace("retain = 3", "retain = 20");
+    let cfg = tmp.write("counters.toml", &text);
+    let mut rng =
+        Rng::seeded("fifty_random_corruptions_restore_the_newest_verifying_chain_or_refuse");
+    let users = users_of(&USERS);
+    // Seven epochs with full_every = 3: 1 full, 2-3 deltas, 4 full, 5-6
+    // deltas, 7 full; the state after each one.
+    let p = Proc::spawn(&cfg);
+    let mut cs = clients(&p);
+    let mut model = Model::default();
+    let mut states: BTreeMap<u64, State> = BTreeMap::new();
+    for _ in 0..7 {
+        random_updates(&mut rng, &mut cs, &mut model, &users, 25);
+        let e = p.checkpoint();
+        states.insert(e, read_state_everywhere(&p, &users));
+    }
+    drop(cs);
+    p.kill9();
+    let state_dir = tmp.join("state");
+    let mut bases: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    for &e in states.keys() {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(epoch_dir(&state_dir, e).join("MANIFEST")).unwrap(),
+        )
+        .unwrap();
+        bases.insert(e, m["base"].as_u64());
+    }
+    assert_eq!(
+        bases.values().filter(|b| b.is_none()).count(),
+        3,
+        "three full snapshots: {bases:?}"
+    );
+    let empty: State = states[&1].keys().map(|k| (k.clone(), None)).collect();
+
+    let (mut restored, mut fell_back, mut refused) = (0, 0, 0);
+    for case in 0..50 {
+        let dir = TempDir::new("ckpt-fifty-case");
+        let sdir = dir.join("state");
+        copy_dir(&state_dir, &sdir);
+        let cfg = dir.write("counters.toml", &text);
+        // Every fourth case keeps a single chain (4 full, 5 and 6 deltas),
+        // so that damage can leave nothing that verifies.
+        let mut bases = bases.clone();
+        if case % 4 == 3 {
+            for e in [1, 2, 3, 7] {
+                std::fs::remove_dir_all(epoch_dir(&sdir, e)).unwrap();
+                bases.remove(&e);
+            }
+        }
+        let mut damage = Damage::default();
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.below(2) {
+            let e = *bases.keys().nth(rng.below(bases.len())).unwrap();
+            let edir = epoch_dir(&sdir, e);
+            let shard = rng.below(2);
+            let file = edir.join(format!("shard-{shard}.arrow"));
+            let manifest = edir.join("MANIFEST");
+            let manifest_touched = damage.uncommitted.contains(&e)
+                || damage.bad_manifest.contains(&e)
+                || damage.flipped_manifest.contains(&e);
+            let kind = rng.below(6);
+            if (kind < 3 && damage.bad_files.contains(&(e, shard)))
+                || (kind >= 3 && manifest_touched)
+            {
+                continue;
+            }
+            let flip = |path: &Path, rng: &mut Rng| {
+                let mut b = std::fs::read(path).unwrap();
+                let at = rng.below(b.len());
+                b[at] ^= 1 + rng.below(255) as u8;
+                std::fs::write(path, b).unwrap();
+                at
+            };
+            let truncate = |path: &Path, keep: usize| {
+                let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+                f.set_len(keep as u64).unwrap();
+            };
+            match kind {
+                0 => {
+                    let at = flip(&file, &mut rng);
+                    what.push(format!("flip byte {at} of epoch-{e}/shard-{shard}.arrow"));
+                    damage.bad_files.insert((e, shard));
+                }
+                1 => {
+                    let len = std::fs::metadata(&file).unwrap().len() as usize;
+                    let keep = rng.below(len);
+                    truncate(&file, keep);
+                    what.push(format!("truncate epoch-{e}/shard-{shard}.arrow to {keep}"));
+                    damage.bad_files.insert((e, shard));
+                }
+                2 => {
+                    std::fs::remove_file(&file).unwrap();
+                    what.push(format!("remove epoch-{e}/shard-{shard}.arrow"));
+                    damage.bad_files.insert((e, shard));
+                }
+                3 => {
+                    let before: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+                    let at = flip(&manifest, &mut rng);
+                    // Damage unless the JSON still means the same (a blank
+                    // turned into another blank).
+                    let after = serde_json::from_slice::<serde_json::Value>(
+                        &std::fs::read(&manifest).unwrap(),
+                    );
+                    let harmless = after.is_ok_and(|v| v == before);
+                    what.push(format!(
+                        "flip byte {at} of epoch-{e}/MANIFEST{}",
+                        if harmless { " (harmless)" } else { "" }
+                    ));
+                    damage.flipped_manifest.insert(e);
+                    if !harmless {
+                        damage.bad_manifest.insert(e);
+                    }
+                }
+                4 => {
+                    // Shorter than its closing brace: never valid JSON.
+                    let len = std::fs::metadata(&manifest).unwrap().len() as usize;
+                    let keep = rng.below(len - 1);
+                    truncate(&manifest, keep);
+                    what.push(format!("truncate epoch-{e}/MANIFEST to {keep}"));
+                    damage.bad_manifest.insert(e);
+                }
+                _ => {
+                    std::fs::remove_file(&manifest).unwrap();
+                    what.push(format!("remove epoch-{e}/MANIFEST"));
+                    damage.uncommitted.insert(e);
+                }
+            }
+        }
+        let what = what.join(", ");
+        let variants: Vec<BTreeSet<u64>> = vec![damage.bad_manifest.clone()];
+        let expect = |choice: &[Vec<u64>]| -> State {
+            states[&1]
+                .keys()
+                .map(|k| {
+                    let i = owner_shard(Val::Str(user_of(k)), 2);
+                    (k.clone(), states[&choice[i][0]][k].clone())
+                })
+                .collect()
+        };
+        match Proc::try_spawn(&cfg) {
+            Ok(p) => {
+                let got = read_state_everywhere(&p, &users);
+                let epoch = restored_epoch(&p);
+                let matched = variants.iter().find_map(|bad| {
+                    let choice = expected_choice(&bases, &damage, bad, 2)?;
+                    let newest = choice.iter().map(|c| c[0]).max().unwrap();
+                    (expect(&choice) == got && newest == epoch).then_some((choice, bad.clone()))
+                });
+                let Some((choice, bad)) = matched else {
+                    panic!(
+                        "case {case} ({what}): restored epoch {epoch} with a state no verifying chain gives; expected one of {:?}",
+                        variants
+                            .iter()
+                            .map(|b| expected_choice(&bases, &damage, b, 2))
+                            .collect::<Vec<_>>()
+                    );
+                };
+                assert_ne!(got, empty, "case {case} ({what}): started empty");
+                restored += 1;
+                if choice
+                    .iter()
+                    .any(|c| c[0] != *bases.keys().next_back().unwrap())
+                {
+                    fell_back += 1;
+                }
+                // Damaged epochs recovery looked at (every manifest; a shard
+                // file newer than the epoch its shard came from) and no shard
+                // uses are renamed aside.
+                let used: BTreeSet<u64> = choice.iter().flatten().copied().collect();
+                // Whether every manifest of `e`'s chain is intact (otherwise
+                // recovery never gets to read `e`'s files).
+                let chain_ok = |e: u64| {
+                    let mut cur = Some(e);
+                    while let Some(c) = cur {
+                        if damage.uncommitted.contains(&c)
+                            || bad.contains(&c)
+                            || !bases.contains_key(&c)
+                        {
+                            return false;
+                        }
+                        cur = bases[&c];
+                    }
+                    true
+                };
+                let own_damage: BTreeSet<u64> = damage
+                    .bad_files
+                    .iter()
+                    .filter(|&&(e, i)| e > choice[i][0] && chain_ok(e))
+                    .map(|&(e, _)| e)
+                    .chain(bad.iter().copied())
+                    .collect();
+                for e in own_damage.difference(&used) {
+                    assert!(
+                        sdir.join(format!("epoch-{e}.damaged")).is_dir()
+                            && !epoch_dir(&sdir, *e).exists(),
+                        "case {case} ({what}): damaged epoch {e} was not renamed aside"
+                    );
+                }
+                if case % 5 == 0 {
+                    // The run goes on from there: a new epoch, restored next.
+                    let e = p.checkpoint();
+                    p.kill9();
+                    let p = Proc::spawn(&cfg);
+                    assert_eq!(restored_epoch(&p), e, "case {case} ({what})");
+                    assert_eq!(read_state(p.shards[1], &users), got, "case {case} ({what})");
+                    p.kill9();
+                } else {
+                    p.kill9();
+                }
+            }
+            Err(log) => {
+                assert!(
+                    variants
+                        .iter()
+                        .all(|bad| expected_choice(&bases, &damage, bad, 2).is_none()),
+                    "case {case} ({what}): refused although a chain verifies:\n{log}"
+                );
+                assert!(log.contains("--discard-state"), "case {case}: {log}");
+                assert!(
+                    log.contains("epoch-"),
+                    "case {case}: the error names no file: {log}"
+                );
+                // Nothing was renamed or deleted by the refusal.
+                for &e in bases.keys() {
+                    assert!(epoch_dir(&sdir, e).is_dir(), "case {case}: epoch {e} gone");
+                }
+                refused += 1;
+                let p = Proc::try_spawn_args(&cfg, &["--discard-state"])
+                    .unwrap_or_else(|log| panic!("case {case}: --discard-state: {log}"));
+                assert_eq!(restored_epoch(&p), 0);
+                assert_eq!(read_state(p.shards[0], &users), empty);
+                p.kill9();
+            }
+        }
+    }
+    eprintln!(
+        "50 corruptions: {restored} restored ({fell_back} of them from an older chain or file), {refused} refused"
+    );
+    assert!(
+        restored > 0 && fell_back > 0 && refused > 0,
+        "the random cases never exercised a fallback or a refusal"
+    );
 }

@@ -198,9 +198,8 @@ pub struct RequestPool {
     key_hashes: Vec<u64>,
 }
 
-/// FNV-1a, stable across runs and platforms (unlike `DefaultHasher`).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a continuing from `h`, stable across runs and platforms.
+fn fnv1a_from(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
@@ -208,13 +207,37 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Hash of the value of `field` in the JSON object `body` (strings hash their
-/// contents, other values their JSON text).
+/// FNV-1a, stable across runs and platforms (unlike `DefaultHasher`).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// coreline's key hash (`src/state/key.rs`, a documented stable contract):
+/// `fmix64(fnv1a(tag ++ bytes))`, so `hash % shards` is the owner shard and
+/// a key-hashed request lands on its owner's port (or, with `key_port =
+/// "other"`, deliberately on another).
+pub fn coreline_key_hash(tag: u8, bytes: &[u8]) -> u64 {
+    let mut h = fnv1a_from(fnv1a(&[tag]), bytes);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
+/// Hash of the value of `field` in the JSON object `body`: coreline's key
+/// hash for strings, integers and booleans, FNV-1a of the JSON text otherwise.
 fn key_hash(body: &[u8], field: &str) -> Result<u64, String> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| format!("body is not JSON ({e}), so key field `{field}` cannot be read"))?;
     match value.get(field) {
-        Some(serde_json::Value::String(s)) => Ok(fnv1a(s.as_bytes())),
+        Some(serde_json::Value::String(s)) => Ok(coreline_key_hash(b's', s.as_bytes())),
+        Some(serde_json::Value::Bool(b)) => Ok(coreline_key_hash(b'b', &[u8::from(*b)])),
+        Some(serde_json::Value::Number(n)) if n.is_i64() => Ok(coreline_key_hash(
+            b'i',
+            &n.as_i64().unwrap_or_default().to_le_bytes(),
+        )),
         Some(v) => Ok(fnv1a(v.to_string().as_bytes())),
         None => Err(format!("body has no key field `{field}`")),
     }
@@ -305,6 +328,24 @@ mod tests {
     }
 
     #[test]
+    fn coreline_key_hash_matches_the_runtime() {
+        use coreline::row::Val;
+        for key in ["u0", "u42", "hello world", ""] {
+            assert_eq!(
+                coreline_key_hash(b's', key.as_bytes()),
+                coreline::state::key_hash(Val::Str(key)),
+                "{key:?}"
+            );
+        }
+        for i in [0i64, 7, -1, 1 << 40] {
+            assert_eq!(
+                coreline_key_hash(b'i', &i.to_le_bytes()),
+                coreline::state::key_hash(Val::Int(i))
+            );
+        }
+    }
+
+    #[test]
     fn json_template_renders_valid_varying_json() {
         let t = r#"{"foo":"{str:8..32}","bar":{int:0..1000},"k":"{pick:a|b}","n":{seq}}"#;
         let mut distinct = std::collections::HashSet::new();
@@ -373,7 +414,7 @@ mod tests {
                 body.len().to_string()
             );
             let foo: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let want = fnv1a(foo["foo"].as_str().unwrap().as_bytes());
+            let want = coreline_key_hash(b's', foo["foo"].as_str().unwrap().as_bytes());
             assert_eq!(pool.key_hash(i), want);
         }
         let missing = RequestSpec {

@@ -308,7 +308,7 @@ pub fn http(port: u16, method: &str, path: &str, timeout: Duration) -> Result<(u
     s.set_read_timeout(Some(timeout))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     loop {

@@ -68,6 +68,9 @@ pub enum Balance {
     RoundRobin,
     /// The request's key hash picks the port; round-robin among its connections.
     KeyHash,
+    /// The port after the one `KeyHash` picks (a coreline shard that does not
+    /// own the key, which forwards it).
+    KeyOther,
 }
 
 /// One run's settings.
@@ -530,8 +533,14 @@ impl<'a> Engine<'a> {
     fn pick_connection(&mut self, request: usize) -> usize {
         match self.cfg.balance {
             Balance::RoundRobin => request % self.conns.len(),
-            Balance::KeyHash => {
-                let port = (self.pool.key_hash(request) % self.by_port.len() as u64) as usize;
+            Balance::KeyHash | Balance::KeyOther => {
+                let n = self.by_port.len();
+                let owner = (self.pool.key_hash(request) % n as u64) as usize;
+                let port = if self.cfg.balance == Balance::KeyOther {
+                    (owner + 1) % n
+                } else {
+                    owner
+                };
                 let list = &self.by_port[port];
                 let rr = &mut self.port_rr[port];
                 *rr = (*rr + 1) % list.len();

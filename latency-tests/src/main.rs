@@ -214,6 +214,28 @@ impl RunArgs {
 }
 
 /// Pins the current thread to `core`.
+/// Raises this process's open-file limit to its hard limit (the servers the
+/// suite starts inherit it): 10,000 connections need 10,000 descriptors on
+/// each side, more than the usual soft limit of 1,024.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the one struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                eprintln!(
+                    "warning: could not raise the open-file limit to {}",
+                    lim.rlim_max
+                );
+            }
+        }
+    }
+}
+
 fn pin(core: usize) -> Result<()> {
     if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
         bail!("cannot pin the generator to core {core}");
@@ -343,7 +365,7 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
             } else {
                 (sc.instances.to_string(), sc.server_cores.clone())
             };
-            if !sc.servers.contains(&server) {
+            if !sc.servers.contains(&server) || sc.min_cores > suite::machine_cores() {
                 continue;
             }
             // Config variants (checkpoint scenario) start from a copy whose
@@ -466,6 +488,7 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    raise_open_file_limit();
     match cli.command {
         Command::Suite(args) => run_suite(&args)?,
         Command::Soak(args) => {

@@ -12,7 +12,16 @@
 //!   interleaved, on the same servers;
 //! - `checkpoint`: coreline only, several configs (`coreline_variants`, e.g.
 //!   with and without checkpoints) interleaved at one rate, each run after a
-//!   prefill of `keys` distinct keys (see `ckpt`).
+//!   prefill of `keys` distinct keys (see `ckpt`);
+//! - `forwarding`: coreline only, a keyed route on several shards at one
+//!   rate, each request sent to its key's owner port (point `owner`) or to the
+//!   next port (point `other`, so the shard forwards it), interleaved: what a
+//!   cross-shard forward adds;
+//! - `scaling`: closed-loop throughput of coreline with 1…n−1 shards on cores
+//!   0…k−1 and the generator on the last core (skipped below 3 cores).
+//!
+//! `min_cores` skips a scenario, with a note in the report, on a machine with
+//! fewer cores.
 //!
 //! Settings live in `[params]`; `[quick]` overrides any of them for
 //! `suite --quick`. Rates are absolute (`rates`) or fractions (`fractions`) of
@@ -83,6 +92,21 @@ pub enum Kind {
     Crosscheck,
     /// coreline config variants at one rate after a keyed-state prefill.
     Checkpoint,
+    /// Owner port vs other port on a keyed multi-shard route.
+    Forwarding,
+    /// Closed-loop throughput of 1…n−1 coreline shards.
+    Scaling,
+}
+
+/// Which port a keyed request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPort {
+    /// The port of the shard that owns the key (coreline's owner hash).
+    #[default]
+    Owner,
+    /// The next port after the owner's: the receiving shard forwards it.
+    Other,
 }
 
 /// One coreline config of a `checkpoint` scenario.
@@ -156,6 +180,12 @@ pub struct Load {
     pub pool: usize,
     /// JSON field hashed to pick the port, if any.
     pub key_field: Option<String>,
+    /// With `key_field`: the owner's port or the next one (forwarding runs
+    /// set it per point).
+    pub key_port: KeyPort,
+    /// Busy-poll in the generator (precise timestamps, one full core). Off
+    /// where a server shard shares the generator's core.
+    pub spin: bool,
     /// Seconds before an outstanding request is a timeout.
     pub timeout: f64,
 }
@@ -172,6 +202,8 @@ impl Default for Load {
             body_template: r#"{"foo":"{str:8..32}","bar":{int:0..1000}}"#.into(),
             pool: 4096,
             key_field: None,
+            key_port: KeyPort::Owner,
+            spin: true,
             timeout: 2.0,
         }
     }
@@ -242,6 +274,8 @@ struct File {
     #[serde(default)]
     headline: bool,
     #[serde(default)]
+    min_cores: usize,
+    #[serde(default)]
     load: Load,
     #[serde(default)]
     params: Params,
@@ -269,6 +303,8 @@ pub struct Scenario {
     pub server_cores: Vec<usize>,
     /// This scenario's runs give the headline p99 ratios.
     pub headline: bool,
+    /// Skipped on machines with fewer cores (0: no minimum).
+    pub min_cores: usize,
     /// Load shape.
     pub load: Load,
     /// Repetitions.
@@ -338,6 +374,7 @@ impl Scenario {
                 .server_cores
                 .unwrap_or_else(|| vec![crate::server::SERVER_CORE]),
             headline: file.headline,
+            min_cores: file.min_cores,
             load,
             repeats: p.repeats.unwrap_or(3),
             duration: p.duration.unwrap_or(5.0),
@@ -357,7 +394,10 @@ impl Scenario {
     }
 
     fn validate(&self, origin: &str) -> Result<()> {
-        let needs_rates = matches!(self.kind, Kind::Sweep | Kind::Fixed | Kind::Checkpoint);
+        let needs_rates = matches!(
+            self.kind,
+            Kind::Sweep | Kind::Fixed | Kind::Checkpoint | Kind::Forwarding
+        );
         if needs_rates && self.rates.is_empty() && self.fractions.is_empty() {
             bail!(
                 "scenario {origin}: a {:?} scenario needs `rates` or `fractions` in [params]",
@@ -378,6 +418,17 @@ impl Scenario {
         }
         if self.kind == Kind::Checkpoint {
             self.validate_checkpoint(origin)?;
+        }
+        if matches!(self.kind, Kind::Forwarding | Kind::Scaling)
+            && self.servers != [ServerKind::Coreline]
+        {
+            bail!(
+                "scenario {origin}: a {:?} scenario runs coreline only: servers = [\"coreline\"]",
+                self.kind
+            );
+        }
+        if self.kind == Kind::Forwarding && self.load.key_field.is_none() {
+            bail!("scenario {origin}: a forwarding scenario needs load.key_field");
         }
         crate::body::Template::parse(&self.load.body_template)
             .with_context(|| format!("scenario {origin}: load.body_template"))?;
@@ -556,5 +607,61 @@ mod tests {
             assert_eq!(ck.variants.len(), 2);
             assert!(!ck.load.body_template.contains(KEYS_MARKER));
         }
+    }
+
+    #[test]
+    fn every_suite_config_loads_and_plans_in_coreline() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            seen += 1;
+            let cfg = match coreline::config::load(&path) {
+                Ok(cfg) => cfg,
+                // hello_2shards.toml pins a shard to core 2 (the generator
+                // has core 1): valid only on machines with 3 cores or more.
+                Err(e)
+                    if crate::suite::machine_cores() < 3
+                        && e.to_string().contains("not available on this machine") =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("{}: {e}", path.display()),
+            };
+            coreline::pipeline::plan(cfg).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        assert!(seen >= 6, "{seen}");
+    }
+
+    #[test]
+    fn scaling_configs_set_shards_and_cores() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/hello.toml");
+        let dest = std::env::temp_dir().join(format!("scaling-{}.toml", std::process::id()));
+        // coreline checks the cores exist: 2 shards fit the smallest machine
+        // the suite runs on.
+        crate::suite::write_sharded_config(&src, 2, &dest).unwrap();
+        let cfg = coreline::config::load(&dest).unwrap();
+        std::fs::remove_file(&dest).unwrap();
+        assert_eq!(cfg.service.shards, 2);
+        assert_eq!(cfg.service.cores, Some(vec![0, 1]));
+        assert_eq!(cfg.routes.len(), 1);
+    }
+
+    #[test]
+    fn forwarding_and_scaling_need_coreline_only() {
+        let text = "name='f'\ntitle='t'\nkind='forwarding'\n[load]\nkey_field='user'\n[params]\nrates=[1000.0]\n";
+        let e = Scenario::parse(text, "f.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("coreline only"), "{e:#}");
+        let ok = format!("servers=['coreline']\n{text}");
+        let s = Scenario::parse(&ok, "f.toml", true).unwrap();
+        assert_eq!(
+            (s.kind, s.load.key_port, s.load.spin),
+            (Kind::Forwarding, KeyPort::Owner, true)
+        );
+        let no_key = "servers=['coreline']\nname='f'\ntitle='t'\nkind='forwarding'\n[params]\nrates=[1000.0]\n";
+        assert!(Scenario::parse(no_key, "f.toml", false).is_err());
     }
 }

@@ -880,7 +880,36 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
             }
             thread::sleep(Duration::from_millis(100));
         }
+        let forced_failed: Vec<String> = std::mem::take(&mut *ckpt_failed.lock().unwrap());
+        // kill -9 in the middle of keyed updates and a forced checkpoint:
+        // whatever was in flight is unacknowledged and bounded by `sent`.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for (i, &port) in ports.iter().enumerate().take(KEYED_THREADS) {
+            let (l, s) = (ledger.clone(), stop.clone());
+            let users = args.users;
+            let seed = (round * 10 + i + 5) as u64;
+            workers.push(thread::spawn(move || keyed_worker(port, seed, users, l, s)));
+        }
+        {
+            let (l, s, f, e) = (
+                ledger.clone(),
+                stop.clone(),
+                forced.clone(),
+                ckpt_failed.clone(),
+            );
+            workers.push(thread::spawn(move || {
+                checkpointer(admin, Duration::from_millis(150), l, s, f, e)
+            }));
+        }
+        thread::sleep(Duration::from_millis(400));
         srv.kill9()?;
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            let _ = w.join();
+        }
+        // Checkpoint requests cut by the kill are expected to fail.
+        ckpt_failed.lock().unwrap().clear();
         pooled.add(&stats.corrected).ok();
 
         let hostile = hostile.lock().unwrap().clone();
@@ -891,7 +920,7 @@ pub fn run(args: &SoakArgs, command: String) -> Result<bool> {
         }
         drop(l);
         ledger.lock().unwrap().bad_replies.clear();
-        for e in ckpt_failed.lock().unwrap().iter().take(5) {
+        for e in forced_failed.iter().take(5) {
             failures.push(format!("round {round}: {e}"));
         }
         if stats.counts.errors() > 0 {

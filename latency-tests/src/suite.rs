@@ -13,7 +13,7 @@
 use crate::body::{BodySource, RequestPool, RequestSpec, Template};
 use crate::ckpt;
 use crate::generator::{self, Balance, LoadConfig, Mode, RunStats};
-use crate::scenario::{Kind, RateOf, Scenario, ServerKind};
+use crate::scenario::{KeyPort, Kind, RateOf, Scenario, ServerKind};
 use crate::server::{self, Binaries, GENERATOR_CORE};
 use crate::stats::Spread;
 use anyhow::{Context, Result, bail};
@@ -220,6 +220,52 @@ impl RunHooks for NoHooks {
     }
 }
 
+/// A run with its own coreline config (scaling scenario).
+struct ConfigHook(PathBuf);
+
+impl RunHooks for ConfigHook {
+    fn config(&self, _: usize) -> Result<Option<PathBuf>> {
+        Ok(Some(self.0.clone()))
+    }
+    fn before(&self, _: &server::Running) -> Result<()> {
+        Ok(())
+    }
+    fn after(&self, _: &server::Running) -> Result<()> {
+        Ok(())
+    }
+    fn stopped(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Online cores of this machine (not this thread's affinity mask: the
+/// generator thread is pinned to one core).
+pub fn machine_cores() -> usize {
+    // SAFETY: sysconf reads a system constant and touches no memory.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
+}
+
+/// Writes `source` (a coreline config) to `dest` with `[service] shards = k`
+/// and `cores = [0, …, k−1]`.
+pub fn write_sharded_config(source: &Path, k: usize, dest: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", source.display()))?;
+    let service = doc
+        .get_mut("service")
+        .and_then(|v| v.as_table_mut())
+        .with_context(|| format!("{}: no [service] table", source.display()))?;
+    service.insert("shards".into(), toml::Value::Integer(k as i64));
+    service.insert(
+        "cores".into(),
+        toml::Value::Array((0..k as i64).map(toml::Value::Integer).collect()),
+    );
+    std::fs::write(dest, toml::to_string(&doc)?)
+        .with_context(|| format!("writing {}", dest.display()))
+}
+
 /// A checkpoint-scenario run: fresh config and checkpoint dir per attempt,
 /// verified prefill before the load, checkpoint statistics around it.
 struct CkptHooks<'a> {
@@ -396,6 +442,8 @@ pub struct ScenarioResult {
     pub checkpoint: Vec<CkptRecord>,
     /// Why the scenario stopped early, if it did.
     pub error: Option<String>,
+    /// Why the scenario did not run on this machine, if it did not.
+    pub skipped: Option<String>,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -525,13 +573,13 @@ impl Suite {
             duration: Duration::from_secs_f64(sc.duration),
             warmup: Duration::from_secs_f64(sc.warmup),
             timeout: Duration::from_secs_f64(sc.load.timeout),
-            balance: if sc.load.key_field.is_some() {
-                Balance::KeyHash
-            } else {
-                Balance::RoundRobin
+            balance: match (&sc.load.key_field, sc.load.key_port) {
+                (None, _) => Balance::RoundRobin,
+                (Some(_), KeyPort::Owner) => Balance::KeyHash,
+                (Some(_), KeyPort::Other) => Balance::KeyOther,
             },
             seed: seed_of(rep),
-            spin: true,
+            spin: sc.load.spin,
         };
         let psi_before = cpu_pressure_us();
         let wall = Instant::now();
@@ -682,15 +730,28 @@ impl Suite {
             crosscheck: Vec::new(),
             checkpoint: Vec::new(),
             error: None,
+            skipped: None,
             seconds: 0.0,
         };
         eprintln!("scenario {}: {}", sc.name, sc.title);
+        let cores = machine_cores();
+        if cores < sc.min_cores {
+            let why = format!(
+                "skipped: needs at least {} cores, this machine has {cores}",
+                sc.min_cores
+            );
+            eprintln!("scenario {} {why}", sc.name);
+            result.skipped = Some(why);
+            return result;
+        }
         let outcome = match sc.kind {
             Kind::Capacity => self.capacity_scenario(sc, &mut result),
             Kind::Sweep | Kind::Fixed => self.rate_scenario(sc, &mut result),
             Kind::Slo => self.slo_scenario(sc, &mut result),
             Kind::Crosscheck => self.crosscheck_scenario(sc, &mut result),
             Kind::Checkpoint => self.checkpoint_scenario(sc, &mut result),
+            Kind::Forwarding => self.forwarding_scenario(sc, &mut result),
+            Kind::Scaling => self.scaling_scenario(sc, &mut result),
         };
         if let Err(e) = outcome {
             eprintln!("scenario {} FAILED: {e:#}", sc.name);
@@ -718,6 +779,74 @@ impl Suite {
             }
         }
         Ok(())
+    }
+
+    /// Points `owner` and `other` interleaved per repetition at one rate: the
+    /// same keyed requests sent to their owner shard's port, then to the next
+    /// port, whose shard forwards each one to the owner and relays the reply.
+    fn forwarding_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let rate = *self
+            .rates(sc, &[ServerKind::Coreline])?
+            .first()
+            .context("forwarding: no rate")?;
+        let points = [("owner", KeyPort::Owner), ("other", KeyPort::Other)];
+        for (label, _) in points {
+            result.points.push((label.into(), Some(rate)));
+        }
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for (label, port) in points {
+                let mut variant = sc.clone();
+                variant.load.key_port = port;
+                let mode = Mode::Open {
+                    rate,
+                    arrival: sc.load.arrival,
+                };
+                let run = self.measure(&variant, ServerKind::Coreline, rep, label, mode, &pool)?;
+                result.runs.push(run);
+            }
+        }
+        Ok(())
+    }
+
+    /// Closed-loop throughput of coreline with k = 1…n−1 shards on cores
+    /// 0…k−1, the generator pinned to core n−1 (then back to its usual core).
+    fn scaling_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let cores = machine_cores();
+        let generator_core = cores - 1;
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: generator_core }) {
+            bail!("scaling: cannot pin the generator to core {generator_core}");
+        }
+        let outcome = (|| -> Result<()> {
+            let dir = self.out.join(&sc.name);
+            std::fs::create_dir_all(&dir)?;
+            for k in 1..cores {
+                let point = format!("shards={k}");
+                result.points.push((point.clone(), None));
+                let config = dir.join(format!("shards-{k}.toml"));
+                write_sharded_config(&self.root.join(&sc.coreline_config), k, &config)?;
+                let hooks = ConfigHook(config);
+                for rep in 0..sc.repeats {
+                    let pool = request_pool(sc, seed_of(rep))?;
+                    let mode = Mode::Closed {
+                        depth: sc.load.depth,
+                    };
+                    let run = self.measure_with(
+                        sc,
+                        ServerKind::Coreline,
+                        rep,
+                        &point,
+                        mode,
+                        &pool,
+                        &hooks,
+                    )?;
+                    result.runs.push(run);
+                }
+            }
+            Ok(())
+        })();
+        pin_generator()?;
+        outcome
     }
 
     fn rate_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {

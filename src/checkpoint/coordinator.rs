@@ -267,7 +267,7 @@ impl Coordinator {
     /// shard (index `i` for shard `i`).
     ///
     /// `restored_epoch` is [`Recovered::epoch`](super::Recovered::epoch);
-    /// new epochs are numbered after it and after any epoch directory already
+    /// new epochs are numbered after it and after any epoch directory (also one renamed aside) already
     /// present, so a new run never writes into an old epoch's directory. The
     /// first epoch of a run is a full snapshot: pass the recovered shard
     /// states to the shards unchanged (their logs hold every restored key).
@@ -292,10 +292,7 @@ impl Coordinator {
             tracing::warn!(dir = %config.dir.display(), error = %e,
                 "cannot create the checkpoint directory; epochs will fail until it is writable");
         }
-        let newest_dir = manifest::list_epochs(&config.dir)
-            .ok()
-            .and_then(|e| e.last().copied())
-            .unwrap_or(0);
+        let newest_dir = manifest::highest_epoch_number(&config.dir);
         let next_epoch = restored_epoch.max(newest_dir) + 1;
 
         let template = ShardState::new(tables)?;
@@ -678,6 +675,7 @@ impl Loop {
             created_unix_ms: unix_ms(),
             tables: self.descs.clone(),
             files,
+            checksum: None,
         };
         manifest::commit(&self.config.dir, &manifest).map_err(|e| e.to_string())?;
         // The epoch is committed; a failure to name it in LATEST is logged,

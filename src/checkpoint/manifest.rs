@@ -274,7 +274,11 @@ impl TableDesc {
 }
 
 /// The commit record of one epoch.
+///
+/// Unknown fields are refused: a flipped byte in the name of the optional
+/// `checksum` field must not turn a sealed manifest into an unsealed one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`MANIFEST_FORMAT`] of the writer.
     pub format: u32,
@@ -293,9 +297,30 @@ pub struct Manifest {
     pub tables: Vec<TableDesc>,
     /// One entry per shard, in shard order.
     pub files: Vec<FileEntry>,
+    /// `crc32:<hex>` of the manifest as written without this field, so that
+    /// a flipped byte that still parses (a digit of a CRC, an epoch number)
+    /// is caught. Absent in manifests of older builds, which are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 impl Manifest {
+    /// The bytes a manifest is written as (pretty JSON and a newline).
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut body = serde_json::to_vec_pretty(self).expect("a manifest serializes");
+        body.push(b'\n');
+        body
+    }
+
+    /// The checksum of this manifest's content (without its checksum).
+    fn content_checksum(&self) -> String {
+        let bare = Manifest {
+            checksum: None,
+            ..self.clone()
+        };
+        format!("crc32:{:08x}", crc32fast::hash(&bare.to_bytes()))
+    }
+
     /// Internal consistency: epoch matches the directory, one file per shard
     /// in order, kinds and bases agree.
     pub(crate) fn check(&self, dir_epoch: u64) -> Result<(), String> {
@@ -383,6 +408,27 @@ pub(crate) fn list_epochs(dir: &Path) -> Result<Vec<u64>, CheckpointError> {
     Ok(epochs)
 }
 
+/// The highest epoch number any entry of `dir` carries, including
+/// directories renamed aside (`epoch-N.damaged`), so that a new run never
+/// reuses a number. 0 for none.
+pub(crate) fn highest_epoch_number(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let digits = name.to_str()?.strip_prefix("epoch-")?;
+            let end = digits
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(digits.len());
+            digits[..end].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Why an epoch's manifest could not be used.
 #[derive(Debug)]
 pub(crate) enum ManifestError {
@@ -407,6 +453,15 @@ pub(crate) fn read_manifest(dir: &Path, epoch: u64) -> Result<Manifest, Manifest
     };
     let m: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| ManifestError::Invalid(format!("{} does not parse: {e}", path.display())))?;
+    if let Some(sum) = &m.checksum {
+        let want = m.content_checksum();
+        if *sum != want {
+            return Err(ManifestError::Invalid(format!(
+                "{} fails its checksum (records {sum}, content is {want})",
+                path.display()
+            )));
+        }
+    }
     m.check(epoch).map_err(ManifestError::Invalid)?;
     Ok(m)
 }
@@ -425,13 +480,14 @@ pub(crate) fn commit(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointEr
     let edir = epoch_dir(dir, manifest.epoch);
     sync_dir(&edir)?;
     let tmp = edir.join("MANIFEST.tmp");
-    let body = serde_json::to_vec_pretty(manifest).map_err(|e| {
-        CheckpointError::io("serialize manifest", &tmp, io::Error::other(e.to_string()))
-    })?;
+    let sealed = Manifest {
+        checksum: Some(manifest.content_checksum()),
+        ..manifest.clone()
+    };
+    let body = sealed.to_bytes();
     let write = || -> io::Result<()> {
         let mut f = create_new_file(&tmp)?;
         f.write_all(&body)?;
-        f.write_all(b"\n")?;
         f.sync_all()
     };
     write().map_err(|e| CheckpointError::io("write manifest", &tmp, e))?;

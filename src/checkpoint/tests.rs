@@ -891,3 +891,42 @@ fn invalid_settings_are_rejected() {
     let e = Coordinator::start(config(&tmp.0), &clash, 1, 0).unwrap_err();
     assert!(e.to_string().contains("clashes"), "{e}");
 }
+
+#[test]
+fn a_manifest_byte_flip_that_still_parses_is_caught() {
+    let tmp = TempDir::new("manifest-sum");
+    let mut h = Harness::start(config(&tmp.0), 1);
+    workload(&mut h.states, 70, 200, 50);
+    assert_eq!(h.checkpoint().unwrap(), 1);
+    h.stop();
+    let path = epoch_dir(&tmp.0, 1).join("MANIFEST");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"checksum\": \"crc32:"), "{text}");
+    // Change one digit of the recorded CRC of the shard file: still JSON.
+    let at = text.find("\"crc32\": ").unwrap() + "\"crc32\": ".len();
+    let mut bytes = text.into_bytes();
+    bytes[at] = if bytes[at] == b'1' { b'2' } else { b'1' };
+    fs::write(&path, &bytes).unwrap();
+    match read_manifest(&tmp.0, 1) {
+        Err(super::manifest::ManifestError::Invalid(why)) => {
+            assert!(why.contains("fails its checksum"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_flipped_checksum_field_name_is_caught() {
+    let tmp = TempDir::new("manifest-key");
+    let mut h = Harness::start(config(&tmp.0), 1);
+    workload(&mut h.states, 71, 200, 50);
+    assert_eq!(h.checkpoint().unwrap(), 1);
+    h.stop();
+    let path = epoch_dir(&tmp.0, 1).join("MANIFEST");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("\"checksum\"", "\"checksuo\"")).unwrap();
+    assert!(matches!(
+        read_manifest(&tmp.0, 1),
+        Err(super::manifest::ManifestError::Invalid(_))
+    ));
+}

@@ -21,7 +21,7 @@
 use hashbrown::HashTable;
 
 use super::key::{Key, KeyError, spread, table_hash};
-use super::log::AggLog;
+use super::slots::{Entry, NewKeys, find_slot, insert_key, mark, shrink};
 use super::{StateError, UpdateError};
 use crate::row::{ColumnType, Val};
 
@@ -482,27 +482,31 @@ impl<'a> AggValues<'a> {
     }
 }
 
-/// Hash table entry: the key's slot and its stored 32-bit hash, so probing
-/// and growing never touch the key itself (8 bytes per key).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Entry {
-    pub(crate) slot: u32,
-    pub(crate) hash: u32,
+/// The delta log of an [`AggregateTable`](super::AggregateTable).
+#[derive(Debug, Default)]
+pub(crate) struct AggLog {
+    /// Number of slots the table had when this log became active; the keys
+    /// in `new_keys` are slots `slot_base..`.
+    pub(crate) slot_base: usize,
+    pub(crate) new_keys: NewKeys,
+    /// One entry per changed slot, in order of first change.
+    pub(crate) slots: Vec<u32>,
+    /// `width` accumulators per entry of `slots`.
+    pub(crate) accs: Vec<Acc>,
 }
 
-/// Finds `key` (with table hash `hash`) in `index`, comparing against `keys`.
-#[inline]
-pub(crate) fn find_slot(
-    index: &HashTable<Entry>,
-    keys: &[Key],
-    key: Val<'_>,
-    hash: u32,
-) -> Option<usize> {
-    index
-        .find(spread(hash), |e| {
-            e.hash == hash && keys[e.slot as usize].eq_val(key)
-        })
-        .map(|e| e.slot as usize)
+impl AggLog {
+    pub(crate) fn clear(&mut self) {
+        self.new_keys.clear();
+        self.slots.clear();
+        self.accs.clear();
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.new_keys.shrink();
+        shrink(&mut self.slots);
+        shrink(&mut self.accs);
+    }
 }
 
 /// Per-key aggregate state of one `aggregate` step on one shard.
@@ -643,25 +647,16 @@ impl AggregateTable {
     }
 
     fn insert(&mut self, key: Val<'_>, hash: u32, now_ms: i64) -> Result<usize, UpdateError> {
-        let slot = self.keys.len();
-        if slot >= u32::MAX as usize {
-            return Err(UpdateError::Full);
-        }
-        let owned = Key::from_val(key)?;
-        self.index.insert_unique(
-            spread(hash),
-            Entry {
-                slot: slot as u32,
-                hash,
-            },
-            |e| spread(e.hash),
-        );
-        self.keys.push(owned);
+        let new_keys = self.logging.then_some(&mut self.log.new_keys);
+        let slot = insert_key(
+            &mut self.index,
+            &mut self.keys,
+            &mut self.marks,
+            new_keys,
+            key,
+            hash,
+        )?;
         self.accs.extend(self.ops.iter().map(|op| op.init(now_ms)));
-        self.marks.push(u32::MAX);
-        if self.logging {
-            self.log.new_keys.push(key);
-        }
         Ok(slot)
     }
 
@@ -675,13 +670,9 @@ impl AggregateTable {
         }
         let w = self.ops.len();
         let src = &self.accs[slot * w..slot * w + w];
-        let pos = self.marks[slot] as usize;
-        if self.log.slots.get(pos) == Some(&(slot as u32)) {
-            self.log.accs[pos * w..pos * w + w].copy_from_slice(src);
-        } else {
-            self.marks[slot] = self.log.slots.len() as u32;
-            self.log.slots.push(slot as u32);
-            self.log.accs.extend_from_slice(src);
+        match mark(&mut self.marks, &mut self.log.slots, slot) {
+            Some(pos) => self.log.accs[pos * w..pos * w + w].copy_from_slice(src),
+            None => self.log.accs.extend_from_slice(src),
         }
     }
 

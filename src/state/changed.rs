@@ -10,10 +10,108 @@
 use hashbrown::HashTable;
 
 use super::UpdateError;
-use super::agg::{Entry, find_slot};
 use super::key::{Key, spread, table_hash};
-use super::log::ChangedLog;
+use super::slots::{Entry, NewKeys, find_slot, insert_key, mark, shrink};
 use crate::row::{ColumnType, Slot, Val};
+
+/// A value as stored in a changed-table log: scalar bits inline, text in the
+/// log's byte arena at `start` with `cap` bytes reserved so a later, not
+/// longer value for the same key overwrites in place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogVal {
+    pub(crate) kind: u8,
+    pub(crate) bits: u64,
+    pub(crate) start: usize,
+    pub(crate) len: u32,
+    pub(crate) cap: u32,
+}
+
+pub(crate) const V_NULL: u8 = 0;
+pub(crate) const V_BOOL: u8 = 1;
+pub(crate) const V_INT: u8 = 2;
+pub(crate) const V_FLOAT: u8 = 3;
+pub(crate) const V_STR: u8 = 4;
+
+/// The delta log of a [`ChangedTable`](super::ChangedTable).
+#[derive(Debug, Default)]
+pub(crate) struct ChangedLog {
+    pub(crate) slot_base: usize,
+    pub(crate) new_keys: NewKeys,
+    pub(crate) slots: Vec<u32>,
+    pub(crate) vals: Vec<LogVal>,
+    pub(crate) text: Vec<u8>,
+}
+
+impl ChangedLog {
+    pub(crate) fn clear(&mut self) {
+        self.new_keys.clear();
+        self.slots.clear();
+        self.vals.clear();
+        self.text.clear();
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.new_keys.shrink();
+        shrink(&mut self.slots);
+        shrink(&mut self.vals);
+        shrink(&mut self.text);
+    }
+
+    /// Writes `value` as the record at `pos`, or appends a record when `pos`
+    /// is `None`. Returns the record's position.
+    pub(crate) fn put(&mut self, pos: Option<usize>, value: Val<'_>) -> usize {
+        let (kind, bits, text): (u8, u64, &[u8]) = match value {
+            Val::Null => (V_NULL, 0, &[]),
+            Val::Bool(b) => (V_BOOL, u64::from(b), &[]),
+            Val::Int(i) => (V_INT, i as u64, &[]),
+            Val::Float(f) => (V_FLOAT, f.to_bits(), &[]),
+            Val::Str(s) => (V_STR, 0, s.as_bytes()),
+        };
+        let (mut start, mut cap) = match pos {
+            Some(p) => (self.vals[p].start, self.vals[p].cap as usize),
+            None => (0, 0),
+        };
+        if text.len() > cap {
+            // Reserve a power of two so a key whose text keeps growing
+            // appends O(log len) times per epoch, not once per update.
+            cap = text.len().next_power_of_two().min(u32::MAX as usize);
+            start = self.text.len();
+            self.text.resize(start + cap, 0);
+        }
+        self.text[start..start + text.len()].copy_from_slice(text);
+        let rec = LogVal {
+            kind,
+            bits,
+            start,
+            len: text.len() as u32,
+            cap: cap as u32,
+        };
+        match pos {
+            Some(p) => {
+                self.vals[p] = rec;
+                p
+            }
+            None => {
+                self.vals.push(rec);
+                self.vals.len() - 1
+            }
+        }
+    }
+
+    /// The value of record `i`; an error only if the arena was corrupted.
+    pub(crate) fn val(&self, i: usize) -> Result<Val<'_>, std::str::Utf8Error> {
+        let r = self.vals[i];
+        Ok(match r.kind {
+            V_BOOL => Val::Bool(r.bits != 0),
+            V_INT => Val::Int(r.bits as i64),
+            V_FLOAT => Val::Float(f64::from_bits(r.bits)),
+            V_STR => Val::Str(std::str::from_utf8(
+                &self.text[r.start..r.start + r.len as usize],
+            )?),
+            _ => Val::Null,
+        })
+    }
+}
 
 /// The last value per key of one `changed` step on one shard.
 ///
@@ -143,27 +241,18 @@ impl ChangedTable {
     }
 
     fn insert(&mut self, key: Val<'_>, hash: u32, value: Val<'_>) -> Result<usize, UpdateError> {
-        let slot = self.keys.len();
-        if slot >= u32::MAX as usize {
-            return Err(UpdateError::Full);
-        }
-        let owned = Key::from_val(key)?;
-        self.index.insert_unique(
-            spread(hash),
-            Entry {
-                slot: slot as u32,
-                hash,
-            },
-            |e| spread(e.hash),
-        );
-        self.keys.push(owned);
+        let new_keys = self.logging.then_some(&mut self.log.new_keys);
+        let slot = insert_key(
+            &mut self.index,
+            &mut self.keys,
+            &mut self.marks,
+            new_keys,
+            key,
+            hash,
+        )?;
         let mut stored = Slot::default();
         stored.set(value);
         self.vals.push(stored);
-        self.marks.push(u32::MAX);
-        if self.logging {
-            self.log.new_keys.push(key);
-        }
         Ok(slot)
     }
 
@@ -172,14 +261,8 @@ impl ChangedTable {
         if !self.logging {
             return;
         }
-        let pos = self.marks[slot] as usize;
-        if self.log.slots.get(pos) == Some(&(slot as u32)) {
-            self.log.put(Some(pos), value);
-        } else {
-            self.marks[slot] = self.log.slots.len() as u32;
-            self.log.slots.push(slot as u32);
-            self.log.put(None, value);
-        }
+        let pos = mark(&mut self.marks, &mut self.log.slots, slot);
+        self.log.put(pos, value);
     }
 
     /// Sets the key's last value (recovery), logged like an update.

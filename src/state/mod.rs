@@ -72,15 +72,18 @@ mod agg;
 mod changed;
 pub mod key;
 mod log;
+mod slots;
 
 pub use agg::{AggFn, AggOutput, AggValues, AggregateTable, parse_agg};
 pub use changed::ChangedTable;
 pub use key::{KeyError, key_hash, owner_shard};
 pub use log::Capture;
 
+pub(crate) use agg::AggLog;
 pub(crate) use agg::{Acc, Op};
+pub(crate) use changed::ChangedLog;
 pub(crate) use key::{Key, key_type_name};
-pub(crate) use log::{AggLog, ChangedLog, TableLog};
+pub(crate) use log::TableLog;
 
 use crate::row::{ColumnType, Val};
 
@@ -248,6 +251,69 @@ impl Table {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The per-key update of the table's kind: `input(i)` is the step's
+    /// `i`-th input (an aggregate's output inputs; a `changed` step's value),
+    /// `now_ms` the request time (read only if the kind needs it). Returns
+    /// the step's outputs for the key.
+    #[inline]
+    pub fn update<'v>(
+        &mut self,
+        key: Val<'_>,
+        now_ms: impl FnOnce() -> i64,
+        input: impl Fn(usize) -> Val<'v>,
+    ) -> Result<Outputs<'_>, UpdateError> {
+        match self {
+            Table::Aggregate(t) => t.update(key, now_ms(), input).map(Outputs::Values),
+            Table::Changed(t) => t
+                .update(key, input(0))
+                .map(|changed| Outputs::One(Val::Bool(changed))),
+        }
+    }
+
+    /// The key's state as values, without changing anything (what a `read`
+    /// route answers): an aggregate's outputs, or a `changed` table's last
+    /// value. `false` when the key has no state.
+    pub fn get(&self, key: Val<'_>, mut value: impl FnMut(Val<'_>)) -> bool {
+        match self {
+            Table::Aggregate(t) => t.get(key).map(|v| v.iter().for_each(&mut value)),
+            Table::Changed(t) => t.get(key).map(value),
+        }
+        .is_some()
+    }
+}
+
+/// A keyed step's outputs for one key after an update.
+#[derive(Debug, Clone, Copy)]
+pub enum Outputs<'a> {
+    /// An aggregate's output values.
+    Values(AggValues<'a>),
+    /// A single value (a `changed` step's bool).
+    One(Val<'static>),
+}
+
+impl Outputs<'_> {
+    /// Number of outputs.
+    pub fn len(&self) -> usize {
+        match self {
+            Outputs::Values(v) => v.len(),
+            Outputs::One(_) => 1,
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Output `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> Val<'static> {
+        match self {
+            Outputs::Values(v) => v.get(i),
+            Outputs::One(v) => *v,
+        }
+    }
 }
 
 /// All keyed state of one shard: one [`Table`] per keyed step, indexed by
@@ -291,6 +357,18 @@ impl ShardState {
     /// The tables, by state id.
     pub fn tables(&self) -> &[Table] {
         &self.tables
+    }
+
+    /// The table with state id `id`.
+    #[inline]
+    pub fn table_mut(&mut self, id: usize) -> Option<&mut Table> {
+        self.tables.get_mut(id)
+    }
+
+    /// The table with state id `id`.
+    #[inline]
+    pub fn table(&self, id: usize) -> Option<&Table> {
+        self.tables.get(id)
     }
 
     /// Total keys over all tables.

@@ -289,13 +289,37 @@ impl Proc {
     /// Like [`Proc::spawn`], but returns the process's log when it exits
     /// before `ready`.
     pub fn try_spawn(config: &std::path::Path) -> Result<Proc, String> {
+        Proc::try_spawn_args(config, &[])
+    }
+
+    /// Like [`Proc::try_spawn`], with extra arguments after the config.
+    pub fn try_spawn_args(config: &std::path::Path, args: &[&str]) -> Result<Proc, String> {
+        Proc::try_spawn_wrapped(config, &[], args)
+    }
+
+    /// Like [`Proc::try_spawn_args`], run through `wrapper` (a command and
+    /// its arguments, e.g. `["prlimit", "--nofile=128"]`) when not empty.
+    pub fn try_spawn_wrapped(
+        config: &std::path::Path,
+        wrapper: &[&str],
+        args: &[&str],
+    ) -> Result<Proc, String> {
         use std::io::BufRead;
         use std::sync::atomic::{AtomicU64, Ordering};
         static RUNS: AtomicU64 = AtomicU64::new(0);
         let log = config.with_extension(format!("run{}.log", RUNS.fetch_add(1, Ordering::Relaxed)));
-        let mut child = std::process::Command::new(BIN)
+        let mut command = match wrapper.split_first() {
+            None => std::process::Command::new(BIN),
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+        };
+        let mut child = command
             .arg("run")
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -391,9 +415,15 @@ impl Proc {
         Client::connect(self.admin_addr()).get(path)
     }
 
-    /// `POST path` (empty body) on the admin port.
+    /// `POST path` (empty body) on the admin port, with the header that
+    /// mutating admin requests need.
     pub fn admin_post(&self, path: &str) -> Response {
-        Client::connect(self.admin_addr()).post(path, "")
+        let mut c = Client::connect(self.admin_addr());
+        c.send(
+            format!("POST {path} HTTP/1.1\r\nHost: t\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        c.response()
     }
 
     /// `GET /stats` as JSON.

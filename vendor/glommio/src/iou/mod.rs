@@ -92,6 +92,11 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        // coreline patch 1 (PATCHES.md): task-work delivery flags (Linux 5.19).
+        /// Run completion task work at the next kernel transition instead of by IPI.
+        const COOP_TASKRUN  = 1 << 8;
+        /// Set `IORING_SQ_TASKRUN` in the SQ flags while task work is pending.
+        const TASKRUN_FLAG  = 1 << 9;
     }
 }
 

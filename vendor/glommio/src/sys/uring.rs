@@ -904,7 +904,7 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring: new_sleepable_ring(size as _)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -918,6 +918,36 @@ impl SleepableRing {
 
     fn ring_fd(&self) -> RawFd {
         self.ring.raw().ring_fd
+    }
+
+    /// coreline patch 1 (PATCHES.md): with `TASKRUN_FLAG` the kernel marks the
+    /// SQ ring while completions wait as task work that the thread has not run
+    /// yet (with `COOP_TASKRUN` it runs at the next kernel transition, which a
+    /// busy loop that only peeks at the CQ may not make for a while). Enter
+    /// once with `GETEVENTS` to post them, as liburing's `io_uring_peek_cqe`
+    /// does. Returns whether it entered.
+    fn run_flagged_task_work(&self) -> bool {
+        let raw = self.ring.raw();
+        // SAFETY: `kflags` points into the SQ ring mapping, which lives as long
+        // as `self.ring`; the kernel updates it atomically.
+        let flags = unsafe {
+            (*(raw.sq.kflags as *const std::sync::atomic::AtomicU32))
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        if flags & uring_sys::IORING_SQ_TASKRUN == 0 {
+            return false;
+        }
+        // SAFETY: a plain io_uring_enter on our own ring fd, no SQEs, no wait.
+        unsafe {
+            uring_sys::syscalls::io_uring_enter(
+                raw.ring_fd,
+                0,
+                0,
+                uring_sys::IORING_ENTER_GETEVENTS,
+                ptr::null(),
+            );
+        }
+        true
     }
 
     /// This function prepares a timer that fires unconditionally after a
@@ -1164,8 +1194,12 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = match self.ring.peek_for_cqe() {
+            None if self.run_flagged_task_work() => self.ring.peek_for_cqe(),
+            cqe => cqe,
+        };
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1277,6 +1311,66 @@ macro_rules! flush_rings {
         )*
         io::Result::Ok(ret)
     }}
+}
+
+/// coreline patch 1 (PATCHES.md): how the sleepable rings deliver completions.
+///
+/// Upstream creates them without flags: a completion is task work delivered by
+/// an interrupt (IPI) that stops the thread wherever it is. `Coop`
+/// (`COOP_TASKRUN | TASKRUN_FLAG`) runs it at the thread's next kernel
+/// transition instead (wrk -t1 -c32 hello: 1.25x upstream's requests/s, see
+/// PATCHES.md). `GLOMMIO_URING_SETUP=plain|coop` picks one (for A/B
+/// measurement); a kernel that refuses `Coop` (before 5.19) gets `Plain`,
+/// logged once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RingSetup {
+    Plain,
+    Coop,
+}
+
+impl RingSetup {
+    const DEFAULT: RingSetup = RingSetup::Coop;
+
+    fn from_env() -> RingSetup {
+        match std::env::var("GLOMMIO_URING_SETUP").as_deref() {
+            Ok("plain") => RingSetup::Plain,
+            Ok("coop") => RingSetup::Coop,
+            Ok(other) => {
+                warn!(
+                    "GLOMMIO_URING_SETUP={other:?} is not one of plain, coop; using {:?}",
+                    RingSetup::DEFAULT
+                );
+                RingSetup::DEFAULT
+            }
+            Err(_) => RingSetup::DEFAULT,
+        }
+    }
+
+    fn flags(self) -> iou::SetupFlags {
+        match self {
+            RingSetup::Plain => iou::SetupFlags::empty(),
+            RingSetup::Coop => iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+        }
+    }
+}
+
+lazy_static! {
+    static ref RING_SETUP: RingSetup = RingSetup::from_env();
+}
+
+static RING_FALLBACK_LOGGED: std::sync::Once = std::sync::Once::new();
+
+fn new_sleepable_ring(size: u32) -> io::Result<iou::IoUring> {
+    let setup = *RING_SETUP;
+    match iou::IoUring::new_with_flags(size, setup.flags(), iou::SetupFeatures::empty()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && setup != RingSetup::Plain => {
+            RING_FALLBACK_LOGGED.call_once(|| {
+                warn!("io_uring refused the {setup:?} ring set-up ({e}); using plain rings (logged once)")
+            });
+            iou::IoUring::new(size)
+        }
+        other => other,
+    }
 }
 
 fn align_up(v: usize, align: usize) -> usize {
