@@ -19,6 +19,9 @@ pub enum ShardCommand {
     Snapshot(Sender<ShardSnapshot>),
     /// Answer with the shard's index (a liveness check for `/ready`).
     Ping(Sender<usize>),
+    /// Lame duck: `/health` answers 503 and responses close their
+    /// connection, while requests are still accepted and served.
+    LameDuck,
     /// Stop accepting and drain; report on `drained` when done, then keep
     /// serving forwarded operations and checkpoint barriers until `Exit`.
     Shutdown,

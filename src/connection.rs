@@ -32,7 +32,7 @@ use glommio::net::TcpStream;
 
 use crate::forward::{ForwardSlot, KeyedOp};
 use crate::http::{
-    ContentType, Decoded, Decoder, HttpDate, Request, ResponseOptions, write_response,
+    ContentType, Decoded, Decoder, HttpDate, Request, RequestId, ResponseOptions, write_response,
 };
 use crate::pipeline::{Match, Outcome};
 use crate::reply::write_error_json;
@@ -181,18 +181,36 @@ impl Buffers {
             &self.body,
             opts,
         );
+        if status >= 500 {
+            // The error log line a client's X-Request-Id leads to.
+            let request_id = opts.request_id.as_ref().map_or("", RequestId::as_str);
+            tracing::error!(
+                request_id,
+                route,
+                status,
+                body = %String::from_utf8_lossy(&self.body),
+                "answered with a server error"
+            );
+        }
         self.pending.push((route, status, complete));
     }
 
     /// A JSON error response that closes the connection.
-    fn respond_error(&mut self, date: &HttpDate, route: usize, status: u16, message: &str) {
+    fn respond_error(
+        &mut self,
+        date: &HttpDate,
+        route: usize,
+        status: u16,
+        message: &str,
+        id: RequestId,
+    ) {
         self.body.clear();
         write_error_json(&mut self.body, message, None);
         self.respond(
             date,
             route,
             status,
-            ResponseOptions::closing(),
+            ResponseOptions::closing().with_request_id(id),
             Instant::now(),
         );
     }
@@ -244,6 +262,7 @@ pub(crate) async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
         unmatched,
         503,
         "too many connections on this shard; retry later",
+        shard.next_request_id(),
     );
     let _ = stream.write_all(&bufs.out).await;
     let _ = stream.close().await;
@@ -460,6 +479,7 @@ impl Connection<'_> {
                     unmatched,
                     408,
                     "request timed out",
+                    self.shard.next_request_id(),
                 );
                 stream.write_all(&self.bufs.out).await?;
                 self.bufs.out.clear();
@@ -493,7 +513,8 @@ impl Connection<'_> {
                 Ok(Decoded::Request { request, consumed }) => {
                     self.in_body = false;
                     let complete = Instant::now();
-                    let close = !request.keep_alive || shard.draining.get();
+                    let close =
+                        !request.keep_alive || shard.draining.get() || shard.lame_duck.get();
                     let answer = answer(shard, &request, close, complete, &mut self.bufs.body);
                     self.bufs.start += consumed;
                     match answer {
@@ -518,6 +539,7 @@ impl Connection<'_> {
                         unmatched,
                         e.status(),
                         e.message(),
+                        shard.next_request_id(),
                     );
                     return After::Close;
                 }
@@ -541,9 +563,11 @@ fn answer(
     body.clear();
     let mut opts = ResponseOptions::for_request(request);
     opts.keep_alive = !close;
+    opts.request_id =
+        Some(RequestId::from_client(request.request_id).unwrap_or_else(|| shard.next_request_id()));
     let (route, status) = match router.find(request.method, request.path) {
         Match::Health => {
-            let (status, text): (u16, &[u8]) = if shard.draining.get() {
+            let (status, text): (u16, &[u8]) = if shard.draining.get() || shard.lame_duck.get() {
                 (503, br#"{"status":"draining"}"#)
             } else {
                 (200, br#"{"status":"ok"}"#)

@@ -555,6 +555,21 @@ fn haproxy(fleet: &Fleet, keyed: &[KeyedRoute], listen: &str, script: &Path) -> 
         let _ = writeln!(o, "    lua-load {}", script.display());
     }
     let name = &fleet.name;
+    // Host names (a StatefulSet's pods) are re-resolved at run time, and a
+    // name that does not resolve yet leaves its server down instead of
+    // stopping haproxy from starting.
+    let names_hosts = fleet
+        .instances
+        .iter()
+        .any(|i| i.host.parse::<IpAddr>().is_err());
+    let dns = if names_hosts {
+        " resolvers system init-addr last,libc,none"
+    } else {
+        ""
+    };
+    if names_hosts {
+        o.push_str("\nresolvers system\n    parse-resolv-conf\n    hold valid 10s\n");
+    }
     let _ = write!(
         o,
         "
@@ -584,7 +599,7 @@ backend {name}
     option httpchk
     http-check send meth GET uri {HEALTH_PATH}
     http-check expect status 200
-    default-server check inter 1s fall 2 rise 2
+    default-server check inter 1s fall 2 rise 2{dns}
 "
     );
     if !keyed.is_empty() {

@@ -110,6 +110,13 @@ pub enum StartError {
         /// Shard count.
         shards: usize,
     },
+    /// io_uring cannot be used here.
+    #[error(
+        "io_uring is not available ({0}): coreline's shards run on io_uring (Linux 5.8+); a seccomp \
+         profile (Docker's and containerd's defaults block it: use deploy/seccomp-io_uring.json) or \
+         the sysctl kernel.io_uring_disabled may forbid it"
+    )]
+    IoUring(std::io::Error),
     /// Cores missing or pinning impossible.
     #[error("{0}")]
     Cores(String),
@@ -368,6 +375,7 @@ impl Service {
         let svc = &plan.config.service;
         let cores = shard_cores(&plan)?;
         check_memlock(svc.shards)?;
+        crate::sys::io_uring_setup_probe().map_err(StartError::IoUring)?;
 
         // State first: listeners open only once it is loaded.
         let (states, endpoints, coordinator, restored_epoch) = restore(&plan)?;
@@ -510,7 +518,8 @@ impl Service {
         self.coordinator.as_ref()
     }
 
-    /// Drains and stops every shard (bounded by the drain timeout), takes
+    /// After the `lame_duck` period (if any: `/health` fails, requests are
+    /// still served), drains and stops every shard (bounded by the drain timeout), takes
     /// the final checkpoint, then stops the admin endpoint. Returns once all
     /// shard threads have exited; an error says the final checkpoint failed
     /// (the updates since the last committed epoch are not on disk).
@@ -521,6 +530,17 @@ impl Service {
         let mut result = Ok(());
         if let Some(admin) = &self.admin {
             admin.set_draining();
+        }
+        let lame_duck = self.plan.config.service.lame_duck;
+        if !lame_duck.is_zero() {
+            tracing::info!(
+                ?lame_duck,
+                "lame duck: /health answers 503, requests are still served"
+            );
+            for s in &self.shards {
+                let _ = s.commands.send(ShardCommand::LameDuck);
+            }
+            std::thread::sleep(lame_duck);
         }
         for s in &self.shards {
             let _ = s.commands.send(ShardCommand::Shutdown);

@@ -20,6 +20,11 @@
 //!
 //! # Shutdown
 //!
+//! On [`ShardCommand::LameDuck`] (the `lame_duck` period before a shutdown)
+//! `/health` answers 503 so that balancers move traffic away, while requests
+//! are still accepted and served, each response closing its connection so
+//! that no idle keep-alive connection is left to race the drain.
+//!
 //! On [`ShardCommand::Shutdown`] the shard stops accepting, closes idle
 //! connections, lets connections with a request in flight finish it (their
 //! responses carry `Connection: close`), and after `drain_timeout` shuts down
@@ -128,6 +133,13 @@ pub(crate) struct Shard {
     /// [`BUFFER_POOL`] (see [`Shard::give_back`]).
     pub(crate) buffers: RefCell<Vec<Buffers>>,
     pub(crate) draining: Cell<bool>,
+    /// Lame duck ([`ShardCommand::LameDuck`]): `/health` fails, requests
+    /// are served and their connections closed after the response.
+    pub(crate) lame_duck: Cell<bool>,
+    /// Requests given a new `X-Request-Id` so far, and this process's
+    /// random prefix for them.
+    request_ids: Cell<u64>,
+    id_prefix: u32,
     shards: usize,
     pub(crate) state: RefCell<ShardState>,
     checkpoint: Option<ShardCheckpoint>,
@@ -198,6 +210,9 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         conns: RefCell::new(Vec::new()),
         buffers: RefCell::new(Vec::new()),
         draining: Cell::new(false),
+        lame_duck: Cell::new(false),
+        request_ids: Cell::new(0),
+        id_prefix: process_id_prefix(),
         shards,
         state: RefCell::new(state),
         checkpoint,
@@ -308,6 +323,31 @@ async fn accept_loop(
     }
 }
 
+impl Shard {
+    /// A new `X-Request-Id`, unique on this shard: no allocation.
+    pub(crate) fn next_request_id(&self) -> crate::http::RequestId {
+        let seq = self.request_ids.get().wrapping_add(1);
+        self.request_ids.set(seq);
+        crate::http::RequestId::generated(self.id_prefix, self.index as u16, seq)
+    }
+}
+
+/// 32 bits that differ between runs (start time and process id, mixed), so
+/// that request ids of a restarted process do not repeat the last run's.
+fn process_id_prefix() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h = nanos ^ (u64::from(std::process::id()) << 32);
+    // MurmurHash3's fmix64: every input bit moves every output bit.
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
+}
+
 /// Backoff of a failing accept loop, and a log line at most every few
 /// seconds (a stall used to log thousands of lines a second).
 #[derive(Debug, Default)]
@@ -391,6 +431,7 @@ async fn housekeeping(
                 ShardCommand::Ping(reply) => {
                     let _ = reply.send(shard.index);
                 }
+                ShardCommand::LameDuck => shard.lame_duck.set(true),
                 ShardCommand::Shutdown => {
                     if !shard.draining.replace(true) {
                         let _ = stop.try_send(());

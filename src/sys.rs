@@ -27,6 +27,32 @@ pub fn shutdown(fd: RawFd, half: Half) -> io::Result<()> {
     nix::sys::socket::shutdown(fd, how).map_err(io::Error::from)
 }
 
+/// Whether this process may create an io_uring: sets up (and closes) a
+/// one-entry ring. `EPERM` means a seccomp profile or
+/// `kernel.io_uring_disabled` forbids it, `ENOSYS` a kernel without it.
+/// glommio panics in a shard thread in those cases, so the runtime asks first.
+pub fn io_uring_setup_probe() -> io::Result<()> {
+    // struct io_uring_params: 120 bytes, all zero = default flags.
+    let mut params = [0u32; 30];
+    // SAFETY: io_uring_setup(2) reads and writes exactly
+    // sizeof(struct io_uring_params) = 120 bytes at the pointer, which is our
+    // 120-byte, 4-aligned buffer; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_setup,
+            1u32,
+            params.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is the descriptor io_uring_setup just returned to us and
+    // nothing else refers to it.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// The soft `RLIMIT_MEMLOCK` in bytes (`None` = unlimited).
 pub fn memlock_limit() -> io::Result<Option<u64>> {
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::MEMLOCK)?;

@@ -9,7 +9,10 @@
 //!   without it, the forwarded share is measured and printed;
 //! - an instance that stops is taken out (haproxy: by the `GET /health`
 //!   check, read back from haproxy's stats socket; nginx: passively, by
-//!   `max_fails`, seen in its error log) and no request fails meanwhile.
+//!   `max_fails`, seen in its error log) and no request fails meanwhile;
+//! - `lame_duck`: after SIGTERM a shard's `/health` answers 503 while
+//!   requests are still served; a rolling restart of two instances behind
+//!   haproxy fails no request.
 //!
 //! The balancers are Debian packages (`nginx-light`, `libnginx-mod-http-js`,
 //! `haproxy`). Where they are missing these tests print a loud SKIPPED line
@@ -60,7 +63,10 @@ fn available(kind: Kind, test: &str) -> bool {
     if std::env::var("CORELINE_REQUIRE_LB").as_deref() == Ok("1") {
         panic!("{test}: {what} is not installed and CORELINE_REQUIRE_LB=1 requires it");
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures
+    // `eprintln!` of passing tests, and this must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n*** SKIPPED {test}: {what} is not installed; .ci/run installs it and sets \
          CORELINE_REQUIRE_LB=1 ***\n"
     );
@@ -525,15 +531,13 @@ fn stopped_instance(kind: Kind) {
     let shards = 2;
     let first = free_ports(2 * shards);
     let bases = [first, first + shards];
+    // A short lame duck: responses close their connections before the
+    // ports close, so the balancer holds no idle connection that could
+    // race the drain (a POST sent on one would not be retried).
     let configs: Vec<PathBuf> = bases
         .iter()
         .enumerate()
-        .map(|(i, base)| {
-            tmp.write(
-                &format!("i{i}.toml"),
-                &common::hello_toml(2, "").replace("base_port = 0", &format!("base_port = {base}")),
-            )
-        })
+        .map(|(i, base)| hello_lame_duck(&tmp, &format!("i{i}.toml"), *base, "1s"))
         .collect();
     let procs: Vec<Proc> = configs.iter().map(|c| Proc::spawn(c)).collect();
     let port = free_port();
@@ -629,4 +633,229 @@ fn stopped_instance_nginx() {
 #[test]
 fn stopped_instance_haproxy() {
     stopped_instance(Kind::Haproxy);
+}
+
+/// Sends POSTs through `addr` until `stop`; counts answers and failures (a
+/// non-200, a connection error or a closed connection without an answer).
+fn load(
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, u64, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    let body = r#"{"foo":"hello world","bar":42}"#;
+    let req = format!(
+        "POST /my_api HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (mut ok, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let c = match &mut client {
+            Some(c) => c,
+            None => match Client::try_connect(addr) {
+                Some(c) => client.insert(c),
+                None => {
+                    failed += 1;
+                    errors.push("connect failed".into());
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            },
+        };
+        c.send(req.as_bytes());
+        match c.try_response() {
+            Some(r) if r.status == 200 => {
+                ok += 1;
+                if r.header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                {
+                    client = None;
+                }
+            }
+            Some(r) => {
+                failed += 1;
+                errors.push(format!("{} {}", r.status, r.text()));
+                client = None;
+            }
+            None => {
+                failed += 1;
+                errors.push("closed without an answer".into());
+                client = None;
+            }
+        }
+    }
+    (ok, failed, errors)
+}
+
+/// hello with two shards on fixed ports and a lame-duck period.
+fn hello_lame_duck(tmp: &TempDir, name: &str, base: u16, lame_duck: &str) -> PathBuf {
+    let text = common::hello_toml(2, &format!("lame_duck = \"{lame_duck}\""))
+        .replace("base_port = 0", &format!("base_port = {base}"));
+    tmp.write(name, &text)
+}
+
+/// After SIGTERM, during `lame_duck`: every shard's `/health` answers 503,
+/// requests are answered (with `Connection: close`) on old and new
+/// connections; then the ports close and the process exits 0.
+#[test]
+fn lame_duck_fails_health_and_keeps_serving() {
+    let tmp = TempDir::new("lame-duck");
+    let base = free_ports(2);
+    let config = hello_lame_duck(&tmp, "hello.toml", base, "2s");
+    let mut p = Proc::spawn(&config);
+    let shard0: SocketAddr = ([127, 0, 0, 1], base).into();
+    let body = r#"{"foo":"hello world","bar":42}"#;
+    let mut kept = Client::connect(shard0);
+    assert_eq!(kept.get("/health").status, 200);
+    let start = Instant::now();
+    p.sigterm();
+    // The signal is handled asynchronously: wait for the health check to fail.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let r = Client::connect(shard0).get("/health");
+        if r.status == 503 {
+            assert_eq!(r.text(), r#"{"status":"draining"}"#);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health still {} after SIGTERM",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still served: on the kept-alive connection (which is then closed) and
+    // on new connections, on every shard.
+    let r = kept.post("/my_api", body);
+    assert_eq!((r.status, r.text()), (200, r#"{"fooLength":11}"#));
+    assert_eq!(r.header("connection"), Some("close"));
+    for shard in [base, base + 1] {
+        let r = Client::connect(([127, 0, 0, 1], shard).into()).post("/my_api", body);
+        assert_eq!(r.status, 200, "shard port {shard} during the lame duck");
+        let r = Client::connect(([127, 0, 0, 1], shard).into()).get("/health");
+        assert_eq!(
+            r.status, 503,
+            "shard port {shard} /health during the lame duck"
+        );
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "the checks took too long to be inside the lame duck"
+    );
+    assert_eq!(
+        p.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        p.log_text()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "exited before the lame duck ended"
+    );
+    assert!(TcpStream::connect(shard0).is_err());
+    assert!(p.log_text().contains("lame duck"), "{}", p.log_text());
+}
+
+/// A rolling restart of both instances behind haproxy, under steady load
+/// from two clients: `lame_duck` lets haproxy's health check take each
+/// instance out before it stops accepting, so no request fails.
+#[test]
+fn rolling_restart_behind_haproxy_fails_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let test = "rolling_restart_behind_haproxy_fails_no_request";
+    if !available(Kind::Haproxy, test) {
+        return;
+    }
+    let tmp = TempDir::new("rolling");
+    let first = free_ports(4);
+    let bases = [first, first + 2];
+    // haproxy checks every 1 s and needs 2 failures: down within ~2 s.
+    let configs: Vec<PathBuf> = bases
+        .iter()
+        .enumerate()
+        .map(|(i, base)| hello_lame_duck(&tmp, &format!("i{i}.toml"), *base, "3s"))
+        .collect();
+    let mut procs: Vec<Proc> = configs.iter().map(|c| Proc::spawn(c)).collect();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let instances: Vec<String> = bases.iter().map(|b| format!("127.0.0.1:{b}")).collect();
+    let dir = generate(
+        Kind::Haproxy,
+        &configs[0],
+        &[
+            "--listen",
+            &listen,
+            "--instance",
+            &instances[0],
+            "--instance",
+            &instances[1],
+        ],
+        &tmp.join("lb"),
+    );
+    let b = Balancer::start(Kind::Haproxy, &dir, port);
+    let all_up = |b: &Balancer| b.server_states().iter().all(|(_, s)| *s == 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loaders: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            let addr = b.addr;
+            std::thread::spawn(move || load(addr, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..2 {
+        assert!(
+            requests(&procs[i]) > 0,
+            "instance {i} served nothing before its restart"
+        );
+        // SIGTERM: 3 s of lame duck (haproxy marks the ports down), drain,
+        // final stop, exit 0.
+        procs.remove(i).stop();
+        let states = b.server_states();
+        let prefix = format!("i{i}");
+        assert!(
+            states
+                .iter()
+                .all(|(n, s)| (*s == 0) == n.starts_with(&prefix)),
+            "after instance {i} stopped: {states:?}"
+        );
+        procs.insert(i, Proc::spawn(&configs[i]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_up(&b) {
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} not back up: {:?}",
+                b.server_states()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            requests(&procs[i]) > 0,
+            "the restarted instance {i} gets no traffic"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed, mut errors) = (0, 0, Vec::new());
+    for h in loaders {
+        let (o, f, e) = h.join().unwrap();
+        ok += o;
+        failed += f;
+        errors.extend(e);
+    }
+    eprintln!(
+        "rolling restart of 2 instances behind haproxy: {ok} requests answered, {failed} failed"
+    );
+    assert_eq!(
+        failed,
+        0,
+        "failures during the rolling restart: {:?}\n{}",
+        &errors[..errors.len().min(10)],
+        b.log()
+    );
+    assert!(ok > 1000, "too little load to mean anything: {ok}");
+    for p in procs {
+        p.stop();
+    }
 }

@@ -39,6 +39,7 @@
 //!                           # (with shards = "auto", one shard per listed core)
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
 //! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
+//! lame_duck = "2s"          # optional; on SIGTERM /health answers 503 this long before draining (default 0)
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431

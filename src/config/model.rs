@@ -66,6 +66,11 @@ pub struct Service {
     /// trade CPU for latency on machines where waking a sleeping thread is
     /// slow (virtual machines), at the cost of a busier core.
     pub spin_before_park: Duration,
+    /// `lame_duck = "2s"`: on SIGTERM, how long every shard's `/health`
+    /// answers 503 while requests are still served (with `Connection:
+    /// close`), so that load balancers move traffic away before the shards
+    /// stop accepting and drain. Default 0 (drain at once).
+    pub lame_duck: Duration,
 }
 
 impl Service {
@@ -161,6 +166,10 @@ pub struct RouteConfig {
     /// The request body's fields, in declaration order: field `i` is row
     /// column `i`.
     pub request: Vec<FieldConfig>,
+    /// `headers = { x_user = "utf8" }`: request headers as typed columns,
+    /// after the body's fields (`x_user` is header `X-User`: `_` for `-`,
+    /// case-insensitive).
+    pub headers: Vec<FieldConfig>,
     /// `read = "state"`: the route answers a keyed state's value (GET only;
     /// then `steps` is empty and `reply` is default).
     pub read: Option<Spanned<String>>,

@@ -35,6 +35,7 @@ pub(crate) struct RawService {
     pub(crate) admin_port: Option<TomlSpanned<i64>>,
     pub(crate) admin_host: Option<TomlSpanned<String>>,
     pub(crate) spin_before_park: Option<TomlSpanned<RawDuration>>,
+    pub(crate) lame_duck: Option<TomlSpanned<RawDuration>>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +66,7 @@ pub(crate) struct RawRoute {
     pub(crate) method: Option<TomlSpanned<String>>,
     pub(crate) path: TomlSpanned<String>,
     pub(crate) request: Option<TomlSpanned<Ordered<RawType>>>,
+    pub(crate) headers: Option<TomlSpanned<Ordered<RawType>>>,
     pub(crate) read: Option<TomlSpanned<String>>,
     pub(crate) key_from: Option<TomlSpanned<String>>,
     #[serde(default)]

@@ -115,6 +115,7 @@ fn full_file_parses_to_expected_structs() {
             admin_port: Some(8880),
             admin_host: "127.0.0.1".parse().unwrap(),
             spin_before_park: Duration::ZERO,
+            lame_duck: Duration::ZERO,
         }
     );
     assert_eq!(config.service.port(1), 8889);
@@ -332,6 +333,22 @@ fn durations() {
 }
 
 #[test]
+fn lame_duck() {
+    let text = "[service]\nname = \"x\"\nbase_port = 1\nshards = 1\nlame_duck = \"2s\"\n[[route]]\npath = \"/a\"\nrequest = { a = \"utf8\" }\n";
+    assert_eq!(
+        parse_text(text).unwrap().service.lame_duck,
+        Duration::from_secs(2)
+    );
+    let without = text.replace("lame_duck = \"2s\"\n", "");
+    assert_eq!(
+        parse_text(&without).unwrap().service.lame_duck,
+        Duration::ZERO
+    );
+    let bad = error(&text.replace("\"2s\"", "\"soon\""));
+    assert!(bad.starts_with("configs/x.toml:5:13: "), "{bad}");
+}
+
+#[test]
 fn spin_before_park_takes_microseconds() {
     let text = "[service]\nname = \"x\"\nbase_port = 1\nshards = 1\nspin_before_park = \"50us\"\n[[route]]\npath = \"/a\"\nrequest = { a = \"utf8\" }\n";
     let config = parse_text(text).unwrap();
@@ -348,7 +365,7 @@ fn unknown_keys_anywhere() {
     assert_eq!(
         error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
         "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`, `lame_duck`"
     );
     assert_eq!(
         error(&with_service(

@@ -195,6 +195,10 @@ impl<'a> Validator<'a> {
                 .spin_before_park
                 .map(|d| d.into_inner().0)
                 .unwrap_or(Duration::ZERO),
+            lame_duck: raw
+                .lame_duck
+                .map(|d| d.into_inner().0)
+                .unwrap_or(Duration::ZERO),
         })
     }
 
@@ -456,6 +460,30 @@ impl<'a> Validator<'a> {
             Some(fields) => self.request(index, fields.into_inner())?,
         };
 
+        let headers = match raw.headers {
+            None => Vec::new(),
+            Some(fields) => self.fields(index, "headers", fields.into_inner())?,
+        };
+        for h in &headers {
+            if h.column.ty.is_array() {
+                return Err(self
+                    .err(
+                        h.span.clone(),
+                        &route_key(index, &format!("headers.{}", h.column.name)),
+                        format!("header column {:?} is {}", h.column.name, h.column.ty),
+                    )
+                    .with_expected("a scalar header type: utf8, int64, float64 or bool"));
+            }
+            if request.iter().any(|f| f.column.name == h.column.name) {
+                return Err(self
+                    .err(
+                        h.span.clone(),
+                        &route_key(index, &format!("headers.{}", h.column.name)),
+                        format!("column {:?} is also a request field", h.column.name),
+                    )
+                    .with_expected("header columns named apart from the request's fields"));
+            }
+        }
         let read = raw.read.map(Spanned::from_toml);
         if let Some(read) = &read {
             let key = route_key(index, "read");
@@ -527,6 +555,7 @@ impl<'a> Validator<'a> {
             span,
             path_span,
             request,
+            headers,
             read,
             key_from,
             steps,
@@ -535,17 +564,40 @@ impl<'a> Validator<'a> {
     }
 
     fn request(&self, route: usize, raw: Ordered<RawType>) -> Checked<Vec<FieldConfig>> {
+        self.fields(route, "request", raw)
+    }
+
+    /// The typed fields of `request` or `headers` (`table`).
+    fn fields(
+        &self,
+        route: usize,
+        table: &str,
+        raw: Ordered<RawType>,
+    ) -> Checked<Vec<FieldConfig>> {
         let mut fields = Vec::with_capacity(raw.0.len());
         for (name, ty) in raw.0 {
-            let key = route_key(route, &format!("request.{}", name.get_ref()));
+            let key = route_key(route, &format!("{table}.{}", name.get_ref()));
             if name.get_ref().is_empty() {
+                return Err(self
+                    .err(name.span(), &route_key(route, table), "empty field name")
+                    .with_expected("a non-empty field name"));
+            }
+            if table == "headers"
+                && !name
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return Err(self
                     .err(
                         name.span(),
-                        &route_key(route, "request"),
-                        "empty field name",
+                        &key,
+                        format!("{:?} cannot name a header", name.get_ref()),
                     )
-                    .with_expected("a non-empty field name"));
+                    .with_expected(
+                        "letters, digits and '_' (x_user is header X-User: '_' stands for '-', \
+                         case does not matter)",
+                    ));
             }
             let ty_span = ty.span();
             let (type_name, type_span, nullable, len) = match ty.into_inner() {

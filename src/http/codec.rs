@@ -133,6 +133,39 @@ pub struct Request<'b> {
     pub keep_alive: bool,
     /// The body, de-chunked; empty when the request has none.
     pub body: &'b [u8],
+    /// The `X-Request-Id` header's value, trimmed; empty when absent (the
+    /// first one if repeated). Not validated: see `http::RequestId`.
+    pub request_id: &'b [u8],
+    /// The raw head (request line, header lines, blank line), for
+    /// [`Request::header`].
+    pub head: &'b [u8],
+}
+
+impl<'b> Request<'b> {
+    /// The value of the first header named `name` (ASCII case-insensitive,
+    /// `_` in `name` matching `-`), trimmed of blanks; `None` if absent.
+    /// Scans the head: meant for the few headers a route declares, not for
+    /// framing headers, which the decoder has already read.
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        let name = name.as_bytes();
+        let mut lines = self.head.split(|&b| b == b'\n');
+        lines.next(); // the request line
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (n, value) = (&line[..colon], &line[colon + 1..]);
+            if n.len() == name.len()
+                && n.iter()
+                    .zip(name)
+                    .all(|(&a, &b)| a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_'))
+            {
+                return Some(trim(value));
+            }
+        }
+        None
+    }
 }
 
 /// What [`Decoder::decode`] found in the buffer.
@@ -196,6 +229,8 @@ struct Head {
     path: PathAt,
     /// The query, relative to the start of the target.
     query: (usize, usize),
+    /// The first `X-Request-Id` value in `buf` (trimmed); empty if none.
+    request_id: (usize, usize),
 }
 
 /// Position in a chunked body (RFC 9112 §7.1).
@@ -341,6 +376,8 @@ impl Decoder {
                 version: head.version,
                 keep_alive: head.keep_alive,
                 body,
+                request_id: &buf[head.request_id.0..head.request_id.1],
+                head: &buf[..head.len],
             },
             consumed,
         })
@@ -401,10 +438,20 @@ impl Decoder {
         let mut keep_alive = false;
         let mut expect_continue = false;
         let mut hosts = 0u32;
+        let mut request_id = (0, 0);
         for header in req.headers.iter() {
             let name = header.name.as_bytes();
             // Match by length first: most headers are rejected on one compare.
             match name.len() {
+                12 if request_id.1 == 0 && eq_lower(name, b"x-request-id") => {
+                    let value = trim(header.value);
+                    // httparse's values borrow `window`, a prefix of `buf`
+                    // (an empty value's pointer may not: skip it).
+                    let start = (value.as_ptr() as usize).wrapping_sub(window.as_ptr() as usize);
+                    if !value.is_empty() && start + value.len() <= window.len() {
+                        request_id = (start, start + value.len());
+                    }
+                }
                 4 if eq_lower(name, b"host") => {
                     // RFC 9112 §3.2: more than one Host, or an invalid one,
                     // is a 400 whatever the version.
@@ -524,6 +571,7 @@ impl Decoder {
             target: (target_start, target_start + target.len()),
             path,
             query,
+            request_id,
         };
         Ok(Some((head, target)))
     }

@@ -65,5 +65,5 @@ pub use date::HttpDate;
 pub use error::HttpError;
 pub use limits::Limits;
 pub use response::{
-    CONTINUE, ContentType, ResponseOptions, write_error, write_head, write_response,
+    CONTINUE, ContentType, RequestId, ResponseOptions, write_error, write_head, write_response,
 };

@@ -52,6 +52,75 @@ impl ContentType {
     }
 }
 
+/// An `X-Request-Id` value, held inline (no allocation): the client's when
+/// it sent a valid one, otherwise one made by the shard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId {
+    bytes: [u8; RequestId::MAX],
+    len: u8,
+}
+
+impl RequestId {
+    /// The longest client id kept; a longer one is replaced.
+    pub const MAX: usize = 64;
+
+    /// The client's id, if valid: 1 to 64 characters from `A-Z a-z 0-9` and
+    /// `- _ . : + / =` (UUIDs, ULIDs, base64 and trace ids fit; anything that
+    /// could smuggle a header or log line does not).
+    pub fn from_client(value: &[u8]) -> Option<RequestId> {
+        if value.is_empty()
+            || value.len() > RequestId::MAX
+            || !value
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
+        {
+            return None;
+        }
+        let mut bytes = [0u8; RequestId::MAX];
+        bytes[..value.len()].copy_from_slice(value);
+        Some(RequestId {
+            bytes,
+            len: value.len() as u8,
+        })
+    }
+
+    /// A new id, `PPPPPPPP-SSSS-NNNNNNNNNNNNNNNN` in hex: a per-process
+    /// `prefix` (random at start-up), the shard and the shard's sequence
+    /// number, so ids are unique across shards and, with high probability,
+    /// across restarts.
+    pub fn generated(prefix: u32, shard: u16, seq: u64) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; RequestId::MAX];
+        let mut at = 0;
+        for (value, digits) in [(u64::from(prefix), 8), (u64::from(shard), 4), (seq, 16)] {
+            if at > 0 {
+                bytes[at] = b'-';
+                at += 1;
+            }
+            for i in (0..digits).rev() {
+                bytes[at] = HEX[((value >> (4 * i)) & 0xf) as usize];
+                at += 1;
+            }
+        }
+        RequestId {
+            bytes,
+            len: at as u8,
+        }
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored (validated or hex).
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a response is framed for the request it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResponseOptions {
@@ -68,6 +137,8 @@ pub struct ResponseOptions {
     /// The `Allow` header value, for 405 answers (e.g. `"GET, HEAD"`).
     /// Default: none.
     pub allow: Option<&'static str>,
+    /// The `X-Request-Id` the response carries. Default: none.
+    pub request_id: Option<RequestId>,
 }
 
 impl Default for ResponseOptions {
@@ -85,6 +156,7 @@ impl ResponseOptions {
             version: request.version,
             head: request.method == Method::Head,
             allow: None,
+            request_id: None,
         }
     }
 
@@ -96,6 +168,15 @@ impl ResponseOptions {
             version: Version::Http11,
             head: false,
             allow: None,
+            request_id: None,
+        }
+    }
+
+    /// The same options with an `X-Request-Id` header.
+    pub const fn with_request_id(self, id: RequestId) -> ResponseOptions {
+        ResponseOptions {
+            request_id: Some(id),
+            ..self
         }
     }
 
@@ -175,15 +256,20 @@ pub fn write_head(
         out.extend_from_slice(allow.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(id) = &opts.request_id {
+        out.extend_from_slice(b"X-Request-Id: ");
+        out.extend_from_slice(id.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(date.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Room for the longest head without `Allow` (status line, Prometheus
-/// content type, 20-digit length, `Connection`, `Date`), so that one
-/// reservation covers a whole response.
-const HEAD_RESERVE: usize = 256;
+/// content type, 20-digit length, `Connection`, `X-Request-Id`, `Date`), so
+/// that one reservation covers a whole response.
+const HEAD_RESERVE: usize = 256 + 16 + RequestId::MAX;
 
 /// Whether a status never carries content.
 fn is_bodiless(status: u16) -> bool {
@@ -489,6 +575,8 @@ mod tests {
             version: Version::Http10,
             keep_alive: true,
             body: b"",
+            request_id: b"",
+            head: b"",
         };
         assert_eq!(
             ResponseOptions::for_request(&req),
@@ -496,7 +584,8 @@ mod tests {
                 keep_alive: true,
                 version: Version::Http10,
                 head: true,
-                allow: None
+                allow: None,
+                request_id: None,
             }
         );
         assert_eq!(ResponseOptions::default(), ResponseOptions::closing());

@@ -69,6 +69,9 @@ pub struct RoutePlan {
     pub request: Vec<Column>,
     /// The fixed length of each request field (`len` on a vector field).
     pub request_lengths: Vec<Option<usize>>,
+    /// Header columns (`headers = {...}`): slots right after the request
+    /// fields, in declaration order.
+    pub headers: Vec<Column>,
     /// Every column the row holds (request fields, then step outputs).
     pub columns: Columns,
     /// The steps, compiled.
@@ -153,6 +156,7 @@ fn plan_read(
         input: RouteInput::QueryKey(*key_type),
         request: Vec::new(),
         request_lengths: Vec::new(),
+        headers: Vec::new(),
         columns,
         steps: vec![Operator::Read(Read { table })],
         reply,
@@ -178,7 +182,9 @@ fn plan_route(
         ));
     }
     let request: Vec<Column> = route.request.iter().map(|f| f.column.clone()).collect();
-    let mut planner = Planner::new(source, ri, &request, tables);
+    let headers: Vec<Column> = route.headers.iter().map(|f| f.column.clone()).collect();
+    let inputs: Vec<Column> = request.iter().chain(&headers).cloned().collect();
+    let mut planner = Planner::new(source, ri, &inputs, tables);
     let mut steps = Vec::with_capacity(route.steps.len());
     for step in &route.steps {
         steps.push(step.plan(&mut planner)?);
@@ -225,6 +231,7 @@ fn plan_route(
         input: RouteInput::Body,
         request_lengths: route.request.iter().map(|f| f.len).collect(),
         request,
+        headers,
         columns: planner.into_columns(),
         steps,
         reply,

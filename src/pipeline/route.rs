@@ -13,7 +13,7 @@ use crate::forward::{KeyedOp, KeyedReply};
 use crate::http::{Method, Request};
 use crate::operator::{Ctx, Flow, KeyQuery, Operator, Step};
 use crate::reply::{ReplyEncoder, write_error_json};
-use crate::row::{Row, Val};
+use crate::row::{Column, ColumnType, Row, Val};
 use crate::schema::RequestSchema;
 
 use super::{RouteInput, RoutePlan};
@@ -58,6 +58,77 @@ pub struct Route {
     ops: Vec<Operator>,
     reply: ReplyEncoder,
     status_column: Option<usize>,
+    /// Header columns, filled after the body is decoded.
+    headers: Vec<HeaderColumn>,
+}
+
+/// A request header read into a typed column (`headers = { x_user = "utf8" }`).
+#[derive(Debug, Clone)]
+struct HeaderColumn {
+    /// The column name (`x_user`), also what [`Request::header`] matches.
+    name: String,
+    /// Its row slot.
+    slot: usize,
+    ty: ColumnType,
+    nullable: bool,
+    /// Error messages, built once: `missing header X-User`, and
+    /// `header X-User is not a valid int64`.
+    missing: String,
+    invalid: String,
+}
+
+impl HeaderColumn {
+    fn new(column: &Column, slot: usize) -> HeaderColumn {
+        // x_user -> X-User, for messages.
+        let header: Vec<String> = column
+            .name
+            .split('_')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or(String::new(), |c| {
+                    c.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect();
+        let header = header.join("-");
+        HeaderColumn {
+            name: column.name.clone(),
+            slot,
+            ty: column.ty,
+            nullable: column.nullable,
+            missing: format!("missing header {header}"),
+            invalid: format!("header {header} is not a valid {}", column.ty),
+        }
+    }
+
+    /// Reads the header into the row; the 400 message if it cannot.
+    #[inline]
+    fn fill(&self, request: &Request<'_>, row: &mut Row) -> Result<(), &str> {
+        let slot = row.slot_mut(self.slot);
+        let Some(raw) = request.header(&self.name) else {
+            if self.nullable {
+                slot.set_null();
+                return Ok(());
+            }
+            return Err(&self.missing);
+        };
+        let text = std::str::from_utf8(raw).map_err(|_| self.invalid.as_str())?;
+        let value = match self.ty {
+            ColumnType::Utf8 => Val::Str(text),
+            ColumnType::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
+            ColumnType::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
+            ColumnType::Boolean => match text {
+                "true" => Val::Bool(true),
+                "false" => Val::Bool(false),
+                _ => return Err(&self.invalid),
+            },
+            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
+                unreachable!("array header columns are refused by the config")
+            }
+        };
+        slot.set(value);
+        Ok(())
+    }
 }
 
 /// What running a request through a route came to.
@@ -96,6 +167,12 @@ impl RoutePlan {
             ops: self.steps.iter().filter(|s| s.runs()).cloned().collect(),
             reply: ReplyEncoder::new(&self.reply),
             status_column: self.status_column,
+            headers: self
+                .headers
+                .iter()
+                .enumerate()
+                .map(|(i, c)| HeaderColumn::new(c, self.request.len() + i))
+                .collect(),
         }
     }
 }
@@ -111,6 +188,12 @@ impl Route {
     ) -> Outcome {
         if let Err(status) = self.input.decode(request, &mut self.row, body) {
             return Outcome::Done(status);
+        }
+        for h in &self.headers {
+            if let Err(message) = h.fill(request, &mut self.row) {
+                write_error_json(body, message, Some(&h.name));
+                return Outcome::Done(400);
+            }
         }
         self.run_from(0, ctx, body)
     }

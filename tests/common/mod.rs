@@ -133,8 +133,15 @@ impl Client {
     /// read timeout, with no further bytes.
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
-            || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        loop {
+            match self.stream.read(&mut b) {
+                // A signal (not a close) interrupted the read: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) => return true,
+                Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => return false,
+            }
+        }
     }
 
     pub fn post(&mut self, path: &str, body: &str) -> Response {
