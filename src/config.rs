@@ -29,12 +29,13 @@
 //!                           # (with shards = "auto", one shard per listed core)
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
 //! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
+//! log_format = "text"       # "text" (default) or "json"; `run --log-format` overrides it
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431
 //! max_body_bytes = 1048576  # larger -> 413
 //! max_headers = 64          # 1..=64
-//! header_timeout = "10s"    # durations: "250ms", "10s", "2m", "1h", or an integer of seconds
+//! header_timeout = "10s"    # durations: "50us", "250ms", "10s", "2m", "1h", or an integer of seconds
 //! body_timeout = "30s"
 //! idle_timeout = "60s"      # keep-alive idle time
 //! max_connections = 10000   # per shard
@@ -412,6 +413,29 @@ pub struct Service {
     /// trade CPU for latency on machines where waking a sleeping thread is
     /// slow (virtual machines), at the cost of a busier core.
     pub spin_before_park: Duration,
+    /// How `coreline run` writes its logs. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+}
+
+/// The format of log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 impl Service {
@@ -666,6 +690,7 @@ struct RawService {
     cores: Option<TomlSpanned<Vec<TomlSpanned<i64>>>>,
     admin_port: Option<TomlSpanned<i64>>,
     spin_before_park: Option<TomlSpanned<RawDuration>>,
+    log_format: Option<TomlSpanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -797,10 +822,9 @@ impl<'de> Deserialize<'de> for RawShards {
     }
 }
 
-const DURATION_EXPECTED: &str =
-    "a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds";
+const DURATION_EXPECTED: &str = "a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds";
 
-/// A duration: `"250ms"`, `"10s"`, `"2m"`, `"1h"` or an integer of seconds.
+/// A duration: `"50us"`, `"250ms"`, `"10s"`, `"2m"`, `"1h"` or an integer of seconds.
 struct RawDuration(Duration);
 
 impl<'de> Deserialize<'de> for RawDuration {
@@ -1156,6 +1180,17 @@ impl Validator<'_> {
                 Some(port)
             }
         };
+        let log_format = match &raw.log_format {
+            None => LogFormat::Text,
+            Some(f) => LogFormat::parse(f.get_ref()).ok_or_else(|| {
+                self.err(
+                    f.span(),
+                    "service.log_format",
+                    format!("unknown log format {:?}", f.get_ref()),
+                )
+                .with_expected("\"text\" or \"json\"")
+            })?,
+        };
         Ok(Service {
             name,
             host,
@@ -1168,6 +1203,7 @@ impl Validator<'_> {
                 .spin_before_park
                 .map(|d| d.into_inner().0)
                 .unwrap_or(Duration::ZERO),
+            log_format,
         })
     }
 
@@ -1815,6 +1851,7 @@ read = "user_counts"
                 cores: Some(vec![1, 0]),
                 admin_port: Some(8880),
                 spin_before_park: Duration::ZERO,
+                log_format: LogFormat::Text,
             }
         );
         assert_eq!(config.service.port(1), 8889);
@@ -2017,12 +2054,12 @@ read = "user_counts"
         assert_eq!(
             error(&with_service("[limits]\nbody_timeout = \"10x\"\n")),
             "configs/x.toml:5:16: limits.body_timeout: invalid value: string \"10x\"; \
-             expected a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
+             expected a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
         );
         assert_eq!(
             error(&with_service("[limits]\nidle_timeout = -3\n")),
             "configs/x.toml:5:16: limits.idle_timeout: invalid value: integer `-3`; \
-             expected a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
+             expected a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
         );
         assert_eq!(
             error(&with_service("[limits]\nheader_timeout = \"0ms\"\n")),

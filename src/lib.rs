@@ -28,17 +28,23 @@
 //! - [`state`]: keyed operator state.
 //! - [`forward`]: messages that run a keyed step on its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
+//! - [`overrides`]: `CORELINE_HOST`/`_BASE_PORT`/`_ADMIN_PORT` over the file.
+//! - [`openapi`]: the OpenAPI 3.1 document of a plan's routes.
+//! - [`export`]: a checkpoint's rows as JSON lines, CSV or Parquet.
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
 pub mod checkpoint;
 pub mod config;
+pub mod export;
 pub mod expr;
 pub mod forward;
 pub mod http;
 pub mod metrics;
+pub mod openapi;
 pub mod operator;
+pub mod overrides;
 pub mod pipeline;
 pub mod reply;
 pub mod row;

@@ -490,9 +490,17 @@ pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
         tracing::info!(%addr, "admin listening");
         println!("listening admin addr={addr}");
     }
+    if let Some(first) = service.shard_addrs().first() {
+        for line in crate::openapi::route_lines(&service.plan, *first) {
+            println!("{line}");
+        }
+    }
     println!("ready service={}", svc.name);
     let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down: draining in-flight requests");
+    let signal = signal
+        .and_then(signal_hook::low_level::signal_name)
+        .unwrap_or("unknown");
+    tracing::info!(signal, "shutting down: draining in-flight requests");
     service.stop()?;
     tracing::info!("stopped");
     Ok(())

@@ -50,7 +50,7 @@ pub use coordinator::{
     CheckpointConfig, CheckpointStats, Coordinator, CoordinatorHandle, ShardCheckpoint,
 };
 pub use manifest::{FileEntry, Manifest, SnapshotKind, TableDesc};
-pub use recover::{Recovered, recover};
+pub use recover::{Recovered, recover, recover_epoch};
 
 use crate::state::StateError;
 

@@ -95,6 +95,36 @@ pub fn recover(
     })
 }
 
+/// Loads exactly committed epoch `epoch` under `dir` (its whole chain, with
+/// the same checks as [`recover`]); an unusable epoch is an error naming
+/// why, not a fall-back to an older one. For `coreline state --epoch N`.
+pub fn recover_epoch(
+    dir: &Path,
+    epoch: u64,
+    shards: usize,
+    tables: &[TableSpec],
+) -> Result<Recovered, CheckpointError> {
+    if shards == 0 {
+        return Err(CheckpointError::Config(
+            "shard count must be at least 1".into(),
+        ));
+    }
+    validate_tables(tables)?;
+    Layout::new(tables).map_err(CheckpointError::Config)?;
+    match try_epoch(dir, epoch, shards, tables, &mut HashSet::new()) {
+        Ok(states) => Ok(Recovered {
+            epoch,
+            keys: states.iter().map(ShardState::keys).sum(),
+            shards: states,
+            skipped: Vec::new(),
+        }),
+        Err(Attempt::Skip(reason)) => Err(CheckpointError::Config(format!(
+            "epoch {epoch} cannot be read: {reason}"
+        ))),
+        Err(Attempt::Fatal(e)) => Err(e),
+    }
+}
+
 fn manifest_of(dir: &Path, epoch: u64) -> Result<Manifest, Attempt> {
     read_manifest(dir, epoch).map_err(|e| match e {
         ManifestError::Missing => {
