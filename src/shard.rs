@@ -1016,7 +1016,9 @@ fn answer(
                 (200, br#"{"status":"ok"}"#)
             };
             body.extend_from_slice(text);
-            (unmatched, status)
+            // Health checks are counted apart: metrics put them right
+            // after the unmatched pseudo-route.
+            (unmatched + 1, status)
         }
         Match::Route(i) => {
             let mut state = shard.state.borrow_mut();

@@ -26,6 +26,8 @@ pub enum ContentType {
     /// `text/plain; version=0.0.4; charset=utf-8`, the Prometheus text
     /// exposition format.
     Prometheus,
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`.
+    OpenMetrics,
 }
 
 impl ContentType {
@@ -35,6 +37,9 @@ impl ContentType {
             ContentType::Json => "application/json",
             ContentType::Text => "text/plain; charset=utf-8",
             ContentType::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            ContentType::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
         }
     }
 
@@ -46,6 +51,9 @@ impl ContentType {
             ContentType::Text => b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
             ContentType::Prometheus => {
                 b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: "
+            }
+            ContentType::OpenMetrics => {
+                b"Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: "
             }
         }
     }
