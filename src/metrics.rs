@@ -121,6 +121,49 @@ impl RouteMetrics {
     }
 }
 
+/// Lowest discernible step latency: 1 ns (steps take tens of nanoseconds).
+pub const STEP_LOW_NS: u64 = 1;
+/// Significant digits of step histograms: two keep one at about 30 KB.
+pub const STEP_SIGFIG: u8 = 2;
+
+/// Time spent in one step of one route on one shard: a bounded histogram
+/// (1 ns … 60 s, 2 significant digits, allocated once, never resized) and
+/// the exact sum. For a keyed step answered by another shard, the time is
+/// the forwarding round trip, so a slow hop shows up under its step.
+#[derive(Debug, Clone)]
+pub struct StepMetrics {
+    /// The route's name, `METHOD /path`.
+    pub route: String,
+    /// The step's label: `<index>:<kind>[:<name>]`, e.g. `0:with_column:fooLength`.
+    pub step: String,
+    /// Nanoseconds per run of the step.
+    pub latency: Histogram<u64>,
+    /// Exact sum of the recorded nanoseconds.
+    pub sum_ns: u64,
+}
+
+impl StepMetrics {
+    /// Empty metrics for `step` of `route`.
+    pub fn new(route: impl Into<String>, step: impl Into<String>) -> StepMetrics {
+        StepMetrics {
+            route: route.into(),
+            step: step.into(),
+            latency: Histogram::new_with_bounds(STEP_LOW_NS, LATENCY_HIGH_NS, STEP_SIGFIG)
+                .expect("constant histogram bounds are valid"),
+            sum_ns: 0,
+        }
+    }
+
+    /// Records one run; never allocates.
+    #[inline]
+    pub fn record(&mut self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.latency
+            .saturating_record(ns.clamp(STEP_LOW_NS, LATENCY_HIGH_NS));
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+    }
+}
+
 /// Everything one shard measures. Route `i` of the plan is `routes[i]`;
 /// then come [`UNMATCHED_ROUTE`] (at index "number of routes") and
 /// [`HEALTH_ROUTE`] (last).
@@ -136,6 +179,9 @@ pub struct ShardMetrics {
     pub rejected_connections: u64,
     /// Keyed steps (and state reads) this shard forwarded to their owner.
     pub forwarded_requests: u64,
+    /// Per-step latency, route by route. The shard's routes own the live
+    /// histograms; a snapshot copies them here.
+    pub steps: Vec<StepMetrics>,
 }
 
 impl ShardMetrics {
@@ -151,6 +197,7 @@ impl ShardMetrics {
             accepted_connections: 0,
             rejected_connections: 0,
             forwarded_requests: 0,
+            steps: Vec::new(),
         }
     }
 
@@ -198,6 +245,13 @@ pub fn merge_routes(snapshots: &[ShardSnapshot]) -> Vec<RouteMetrics> {
     }
     merged
 }
+
+/// Upper bounds (seconds) of the step histogram buckets: steps run in
+/// nanoseconds to microseconds, a forwarding hop in tens of microseconds.
+const STEP_BUCKETS_S: [f64; 19] = [
+    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+    5e-3, 1e-2, 0.1, 1.0, 10.0,
+];
 
 /// `process_*` figures of this process, read from `/proc/self` and
 /// `getrusage`. A figure the system does not give is left out.
@@ -292,10 +346,10 @@ fn route_labels(shard: usize, name: &str) -> Labels {
 /// `(upper bound, count in that bucket)` of `h` on [`BUCKETS_S`] then
 /// `+Inf`; the encoder makes them cumulative. HDR counts are exact up to
 /// its 3 significant digits, so a bucket bound falls within 0.1 % of `le`.
-fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
-    let mut out = Vec::with_capacity(BUCKETS_S.len() + 1);
+fn buckets(h: &Histogram<u64>, bounds: &[f64]) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(bounds.len() + 1);
     let mut below = 0;
-    for le in BUCKETS_S {
+    for &le in bounds {
         let cumulative = h.count_between(0, (le * 1e9) as u64).max(below);
         out.push((le, cumulative - below));
         below = cumulative;
@@ -378,7 +432,32 @@ impl Collector for Scrape {
                         .encode_histogram::<Vec<(&str, &str)>>(
                             r.latency_sum_ns as f64 / 1e9,
                             r.latency.len(),
-                            &buckets(&r.latency),
+                            &buckets(&r.latency, &BUCKETS_S),
+                            None,
+                        )?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "coreline_step_duration_seconds",
+                "Time in each step of each route; for a keyed step run by its owner shard, the forwarding round trip.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for snap in &self.snapshots {
+                for st in &snap.metrics.steps {
+                    if st.latency.is_empty() {
+                        continue;
+                    }
+                    let mut labels = route_labels(snap.shard, &st.route);
+                    labels.push(("step", st.step.clone()));
+                    family
+                        .encode_family(&labels)?
+                        .encode_histogram::<Vec<(&str, &str)>>(
+                            st.sum_ns as f64 / 1e9,
+                            st.latency.len(),
+                            &buckets(&st.latency, &STEP_BUCKETS_S),
                             None,
                         )?;
                 }
@@ -676,9 +755,12 @@ mod tests {
 
     fn snap(shard: usize, lat_us: &[u64], status: u16) -> ShardSnapshot {
         let mut m = ShardMetrics::new(["POST /a"]);
+        let mut step = StepMetrics::new("POST /a", "0:with_column:n");
         for &l in lat_us {
             m.routes[0].record(status, Duration::from_micros(l));
+            step.record(Duration::from_nanos(l * 10));
         }
+        m.steps.push(step);
         ShardSnapshot {
             shard,
             core: shard,
@@ -748,6 +830,12 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes "), "{text}");
         assert!(!text.contains("quantile"));
         assert!(!text.contains("# EOF"));
+        assert!(
+            text.contains(
+                "coreline_step_duration_seconds_bucket{shard=\"0\",method=\"POST\",route=\"/a\",step=\"0:with_column:n\",le=\"1e-7\"} 2"
+            ),
+            "{text}"
+        );
         // Only build_info carries the service name.
         assert_eq!(text.matches("service=").count(), 1, "{text}");
     }

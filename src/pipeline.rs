@@ -11,11 +11,13 @@
 
 use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use crate::config::{ConfigError, RouteConfig, ServiceConfig, Spanned, StepConfig, step_key};
 use crate::expr::{self, Expr};
 use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::http::{Method, Request};
+use crate::metrics::StepMetrics;
 use crate::operator::{
     Aggregate, Changed, Ctx, Filter, Flow, Keyed, Operator, WithColumn, read_state,
 };
@@ -639,9 +641,35 @@ impl Plan {
     }
 }
 
+/// A step's label in metrics: `<index>:<kind>[:<name>]`, the index being the
+/// step's position in the file (so two filters stay apart).
+fn step_label(index: usize, step: &StepPlan, tables: &[TableSpec]) -> String {
+    match step {
+        StepPlan::WithColumn { name, .. } => format!("{index}:with_column:{name}"),
+        StepPlan::Filter { .. } => format!("{index}:filter"),
+        StepPlan::Select { .. } => format!("{index}:select"),
+        StepPlan::Keyed(k) => {
+            let (kind, table) = match k {
+                Keyed::Aggregate(a) => ("aggregate", a.table),
+                Keyed::Changed(c) => ("changed", c.table),
+            };
+            let name = tables.get(table).map_or("?", |t| t.name.as_str());
+            format!("{index}:{kind}:{name}")
+        }
+    }
+}
+
 impl RoutePlan {
-    /// Builds this shard's own copy of the route.
-    pub fn build(&self) -> Route {
+    /// Builds this shard's own copy of the route; `tables` are the plan's
+    /// (they name keyed steps in metrics).
+    pub fn build(&self, tables: &[TableSpec]) -> Route {
+        let step_metrics = self
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s, StepPlan::Select { .. }))
+            .map(|(i, s)| StepMetrics::new(self.name.clone(), step_label(i, s, tables)))
+            .collect();
         let ops = self
             .steps
             .iter()
@@ -669,6 +697,7 @@ impl RoutePlan {
             schema: RequestSchema::new(self.request.clone()),
             row: Row::with_width(self.columns.len()),
             ops,
+            step_metrics,
             reply: ReplyEncoder::new(&self.reply),
             status_column: self.status_column,
             read: self.read.clone(),
@@ -686,6 +715,8 @@ pub struct Route {
     schema: RequestSchema,
     row: Row,
     ops: Vec<Operator>,
+    /// Latency of `ops[i]`, recorded after each run (no allocation).
+    step_metrics: Vec<StepMetrics>,
     reply: ReplyEncoder,
     status_column: Option<usize>,
     read: Option<ReadPlan>,
@@ -778,8 +809,18 @@ impl Route {
     }
 
     fn run_from(&mut self, first: usize, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Outcome {
+        // One clock read per step: each step's end is the next one's start.
+        let mut start = Instant::now();
         for step in first..self.ops.len() {
-            match self.ops[step].apply(&mut self.row, ctx, body) {
+            let flow = self.ops[step].apply(&mut self.row, ctx, body);
+            if !matches!(flow, Flow::Forward(_)) {
+                // A forwarded step is timed by its round trip instead
+                // (`Router::record_step`).
+                let end = Instant::now();
+                self.step_metrics[step].record(end - start);
+                start = end;
+            }
+            match flow {
                 Flow::Continue => {}
                 Flow::Reply(status) => return Outcome::Done(status),
                 Flow::Forward(owner) => {
@@ -999,7 +1040,22 @@ impl Router {
 
     /// Builds a router from every route of a plan.
     pub fn from_plan(plan: &Plan) -> Router {
-        Router::new(plan.routes.iter().map(RoutePlan::build).collect())
+        Router::new(plan.routes.iter().map(|r| r.build(&plan.tables)).collect())
+    }
+
+    /// Records the forwarding round trip of step `step` of route `i`.
+    pub fn record_step(&mut self, i: usize, step: usize, took: Duration) {
+        if let Some(m) = self.routes[i].step_metrics.get_mut(step) {
+            m.record(took);
+        }
+    }
+
+    /// A copy of every route's step metrics, for a metrics snapshot.
+    pub fn step_metrics(&self) -> Vec<StepMetrics> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.step_metrics.iter().cloned())
+            .collect()
     }
 
     /// Number of routes (also the index metrics use for unmatched requests).

@@ -533,7 +533,11 @@ async fn housekeeping(
                         shard: shard.index,
                         core: shard.core,
                         port: shard.port,
-                        metrics: shard.metrics.borrow().clone(),
+                        metrics: {
+                            let mut m = shard.metrics.borrow().clone();
+                            m.steps = shard.router.borrow().step_metrics();
+                            m
+                        },
                     });
                 }
                 ShardCommand::Ping(reply) => {
@@ -780,7 +784,12 @@ impl Connection<'_> {
             .clone_from(shard.router.borrow().row(forward.route));
         loop {
             shard.metrics.borrow_mut().forwarded_requests += 1;
+            let sent = Instant::now();
             let reply = self.forward(forward.owner, forward.op).await;
+            shard
+                .router
+                .borrow_mut()
+                .record_step(forward.route, forward.step, sent.elapsed());
             let outcome = {
                 let mut state = shard.state.borrow_mut();
                 let mut ctx = shard.ctx(&mut state);

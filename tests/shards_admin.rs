@@ -42,13 +42,18 @@ fn every_shard_answers_on_its_own_port_and_metrics_merge() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = metrics.text();
-    assert!(text.contains(
-        r#"coreline_requests_total{shard="1",method="POST",route="/my_api",status="200"} 20"#
-    ), "{text}");
+    assert!(
+        text.contains(
+            r#"coreline_requests_total{shard="1",method="POST",route="/my_api",status="200"} 20"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(
         "coreline_request_duration_seconds_bucket{shard=\"0\",method=\"POST\",route=\"/my_api\",le=\"+Inf\"} 11"
     ), "{text}");
-    assert!(text.contains("coreline_request_duration_seconds_count{shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"));
+    assert!(text.contains(
+        "coreline_request_duration_seconds_count{shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"
+    ));
     assert!(text.contains("coreline_open_connections{shard=\"0\"}"));
     assert!(text.contains("coreline_build_info{service=\"hello\""));
     assert!(!text.contains("quantile"));
