@@ -2084,7 +2084,7 @@ read = "user_counts"
         assert_eq!(
             error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
             "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`, `log_format`"
         );
         assert_eq!(
             error(&with_service(

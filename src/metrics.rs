@@ -370,9 +370,13 @@ impl Scrape {
         let mut family = encoder.encode_descriptor(name, help, None, kind)?;
         for (labels, v) in samples {
             let m = family.encode_family(labels)?;
-            match kind {
-                MetricType::Counter => ConstCounter::new(*v).encode(m)?,
-                _ => ConstGauge::new(*v).encode(m)?,
+            // Whole numbers (counts, bytes, epochs) print as integers.
+            let whole = v.fract() == 0.0 && v.abs() < 9.0e15;
+            match (kind, whole) {
+                (MetricType::Counter, true) => ConstCounter::new(*v as u64).encode(m)?,
+                (MetricType::Counter, false) => ConstCounter::new(*v).encode(m)?,
+                (_, true) => ConstGauge::new(*v as i64).encode(m)?,
+                (_, false) => ConstGauge::new(*v).encode(m)?,
             }
         }
         Ok(())
@@ -816,8 +820,11 @@ mod tests {
             text.contains("# TYPE coreline_requests_total counter"),
             "{text}"
         );
-        assert!(text.contains("le=\"0.0001\"} 2"), "{text}");
-        assert!(text.contains("le=\"+Inf\"} 3"));
+        assert!(
+            text.contains("coreline_request_duration_seconds_bucket{le=\"0.0001\",shard=\"0\",method=\"POST\",route=\"/a\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("le=\"+Inf\",shard=\"0\",method=\"POST\",route=\"/a\"} 3"));
         assert!(
             text.contains(
                 "coreline_request_duration_seconds_sum{shard=\"0\",method=\"POST\",route=\"/a\"} 0.000555"
@@ -832,7 +839,7 @@ mod tests {
         assert!(!text.contains("# EOF"));
         assert!(
             text.contains(
-                "coreline_step_duration_seconds_bucket{shard=\"0\",method=\"POST\",route=\"/a\",step=\"0:with_column:n\",le=\"1e-7\"} 2"
+                "coreline_step_duration_seconds_bucket{le=\"5e-7\",shard=\"0\",method=\"POST\",route=\"/a\",step=\"0:with_column:n\"} 2"
             ),
             "{text}"
         );

@@ -179,7 +179,9 @@ mod tests {
             e.to_string(),
             "environment CORELINE_BASE_PORT=\"70000\": not a port number; expected an integer in 0..=65535"
         );
-        let e = apply(&mut config(), env(&[(BASE_PORT, "65535")])).unwrap_err();
+        let mut two = config();
+        two.service.shards = 2;
+        let e = apply(&mut two, env(&[(BASE_PORT, "65535")])).unwrap_err();
         assert!(e.to_string().contains("go past 65535"), "{e}");
         let e = apply(&mut config(), env(&[(ADMIN_PORT, "9000")])).unwrap_err();
         assert!(e.to_string().contains("is also a shard port"), "{e}");
