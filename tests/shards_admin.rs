@@ -49,7 +49,7 @@ fn every_shard_answers_on_its_own_port_and_metrics_merge() {
         "{text}"
     );
     assert!(text.contains(
-        "coreline_request_duration_seconds_bucket{shard=\"0\",method=\"POST\",route=\"/my_api\",le=\"+Inf\"} 11"
+        "coreline_request_duration_seconds_bucket{le=\"+Inf\",shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"
     ), "{text}");
     assert!(text.contains(
         "coreline_request_duration_seconds_count{shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"
