@@ -30,6 +30,7 @@
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
 //! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
 //! log_format = "text"       # "text" (default) or "json"; `run --log-format` overrides it
+//! access_log = "errors"     # "off", "errors" (default: answers >= 400) or "all"
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431
@@ -415,6 +416,9 @@ pub struct Service {
     pub spin_before_park: Duration,
     /// How `coreline run` writes its logs. Default [`LogFormat::Text`].
     pub log_format: LogFormat,
+    /// Which answers the access log records. Default
+    /// [`access_log::Mode::Errors`](crate::access_log::Mode::Errors).
+    pub access_log: crate::access_log::Mode,
 }
 
 /// The format of log lines on stderr.
@@ -691,6 +695,7 @@ struct RawService {
     admin_port: Option<TomlSpanned<i64>>,
     spin_before_park: Option<TomlSpanned<RawDuration>>,
     log_format: Option<TomlSpanned<String>>,
+    access_log: Option<TomlSpanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1191,6 +1196,17 @@ impl Validator<'_> {
                 .with_expected("\"text\" or \"json\"")
             })?,
         };
+        let access_log = match &raw.access_log {
+            None => crate::access_log::Mode::default(),
+            Some(m) => crate::access_log::Mode::parse(m.get_ref()).ok_or_else(|| {
+                self.err(
+                    m.span(),
+                    "service.access_log",
+                    format!("unknown access log mode {:?}", m.get_ref()),
+                )
+                .with_expected("\"off\", \"errors\" or \"all\"")
+            })?,
+        };
         Ok(Service {
             name,
             host,
@@ -1204,6 +1220,7 @@ impl Validator<'_> {
                 .map(|d| d.into_inner().0)
                 .unwrap_or(Duration::ZERO),
             log_format,
+            access_log,
         })
     }
 
@@ -1852,6 +1869,7 @@ read = "user_counts"
                 admin_port: Some(8880),
                 spin_before_park: Duration::ZERO,
                 log_format: LogFormat::Text,
+                access_log: crate::access_log::Mode::Errors,
             }
         );
         assert_eq!(config.service.port(1), 8889);
@@ -2084,7 +2102,7 @@ read = "user_counts"
         assert_eq!(
             error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
             "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`, `log_format`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `spin_before_park`, `log_format`, `access_log`"
         );
         assert_eq!(
             error(&with_service(

@@ -25,6 +25,8 @@
 //! - [`shard`]: one executor: listener, connections, routes, metrics.
 //! - [`runtime`]: start shards and the coordinator, signals, shutdown.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, health).
+//! - [`access_log`]: one line per answer, written by a logger thread from
+//!   bounded per-shard channels of fixed-size records.
 //! - [`state`]: keyed operator state.
 //! - [`forward`]: messages that run a keyed step on its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
@@ -34,6 +36,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod admin;
 pub mod checkpoint;
 pub mod config;

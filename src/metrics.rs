@@ -179,6 +179,8 @@ pub struct ShardMetrics {
     pub rejected_connections: u64,
     /// Keyed steps (and state reads) this shard forwarded to their owner.
     pub forwarded_requests: u64,
+    /// Access-log records dropped because the logger fell behind.
+    pub access_log_dropped: u64,
     /// Per-step latency, route by route. The shard's routes own the live
     /// histograms; a snapshot copies them here.
     pub steps: Vec<StepMetrics>,
@@ -197,6 +199,7 @@ impl ShardMetrics {
             accepted_connections: 0,
             rejected_connections: 0,
             forwarded_requests: 0,
+            access_log_dropped: 0,
             steps: Vec::new(),
         }
     }
@@ -468,7 +471,7 @@ impl Collector for Scrape {
             }
         }
         type Get = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, MetricType, Get); 4] = [
+        let per_shard: [(&str, &str, MetricType, Get); 5] = [
             (
                 "coreline_open_connections",
                 "Connections currently open.",
@@ -492,6 +495,12 @@ impl Collector for Scrape {
                 "Keyed steps (and state reads) forwarded to their owner shard.",
                 Counter,
                 |m| m.forwarded_requests,
+            ),
+            (
+                "coreline_access_log_dropped",
+                "Access-log lines dropped because the logger fell behind.",
+                Counter,
+                |m| m.access_log_dropped,
             ),
         ];
         for (name, help, kind, get) in per_shard {
