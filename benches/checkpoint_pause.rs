@@ -14,9 +14,7 @@
 //!   with the delta log on (checkpointed) and off; `changed/<keys>`: one
 //!   `changed` update.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use coreline::row::{ColumnType, Val};
@@ -24,34 +22,8 @@ use coreline::state::{AggOutput, Capture, ShardState, TableSpec};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-/// Counts heap allocations so the bench can show the hot paths make none.
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to the system allocator with the caller's
-// arguments unchanged; counting has no effect on the memory returned.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's (valid, non-zero) layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "../tests/common/counting.rs"]
+mod counting;
 
 const SIZES: [usize; 3] = [10_000, 100_000, 1_000_000];
 const UPDATES_PER_EPOCH: usize = 10_000;
@@ -180,15 +152,15 @@ fn realistic_epochs(shard: &mut Shard) {
     let mut pauses = Vec::with_capacity(200);
     let (mut update_allocs, mut pause_allocs) = (0, 0);
     for _ in 0..200 {
-        let a = ALLOCS.load(Ordering::Relaxed);
+        let a = counting::allocations();
         for _ in 0..UPDATES_PER_EPOCH {
             touch(&mut shard.state, &shard.keys, &mut rng);
         }
-        let b = ALLOCS.load(Ordering::Relaxed);
+        let b = counting::allocations();
         let t = Instant::now();
         shard.pause();
         pauses.push(t.elapsed());
-        let c = ALLOCS.load(Ordering::Relaxed);
+        let c = counting::allocations();
         update_allocs += b - a;
         pause_allocs += c - b;
         shard.writer();

@@ -18,14 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::checkpoint::CoordinatorHandle;
+use crate::command::{ShardCommand, collect_snapshots, ping_shards};
 use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
 use crate::metrics::{ProcessStats, Scrape, render_prometheus, render_stats};
 use crate::pipeline::Plan;
 use crate::reply::write_error_json;
-use crate::runtime::{collect_snapshots, ping_shards};
-use crate::shard::ShardCommand;
 
 /// How long the admin endpoint waits for shards to answer a snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
@@ -80,6 +79,11 @@ impl Admin {
                     "committed": s.committed,
                     "failures": s.failures,
                     "last_error": s.last_error,
+                    "last_error_unix_ms": s.last_error_unix_ms,
+                    "last_success_unix_ms": s.last_commit_unix_ms,
+                    "unchanged": s.unchanged,
+                    "verified_epoch": s.verified_epoch,
+                    "set_aside": s.set_aside,
                     "in_flight": s.in_flight,
                 })
             }

@@ -467,6 +467,10 @@ pub struct CheckpointConfig {
     /// A full snapshot every this many epochs, deltas in between (at least
     /// 1; 1 = always full). Default 10.
     pub full_every: usize,
+    /// Start with empty state even though the directory holds committed
+    /// epochs none of which verifies (`coreline run --discard-state`; never
+    /// read from the file).
+    pub discard_state: bool,
 }
 
 /// The HTTP methods a route may declare.
@@ -534,10 +538,71 @@ pub struct RouteConfig {
     /// `read = "state"`: the route answers a keyed state's value (GET only;
     /// then `steps` is empty and `reply` is default).
     pub read: Option<Spanned<String>>,
+    /// `key_from = "header:X-Key"` or `"query:key"`: where a load balancer
+    /// finds the key of the route's first keyed step, to send the request
+    /// straight to the key's owner (`coreline lb`). Routes with a keyed step
+    /// only; coreline itself still takes the key from the body.
+    pub key_from: Option<Spanned<KeyFrom>>,
     /// The steps, in order.
     pub steps: Vec<StepConfig>,
     /// The `[route.reply]` table (default: every visible column, status 200).
     pub reply: ReplyConfig,
+}
+
+/// Where a balancer reads a keyed route's key (`[[route]] key_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// `"header:NAME"`: the first value of request header `NAME`, verbatim.
+    Header(String),
+    /// `"query:NAME"`: query parameter `NAME`, percent-decoded (`+` is a
+    /// space), as read routes decode `?key=`.
+    Query(String),
+}
+
+impl KeyFrom {
+    /// Parses `header:NAME` / `query:NAME`; the error says what is wrong.
+    pub fn parse(text: &str) -> Result<KeyFrom, String> {
+        let (kind, name) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} names no source"))?;
+        if name.is_empty() {
+            return Err(format!("{text:?} has an empty name"));
+        }
+        let token = |extra: &str| {
+            name.chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || extra.contains(*c)))
+                .map(|c| format!("{text:?}: {c:?} is not allowed in the name"))
+        };
+        match kind {
+            "header" => match token("-_") {
+                Some(e) => Err(e),
+                None => Ok(KeyFrom::Header(name.to_string())),
+            },
+            "query" => match token("-_.~") {
+                Some(e) => Err(e),
+                None => Ok(KeyFrom::Query(name.to_string())),
+            },
+            other => Err(format!("unknown key source {other:?}")),
+        }
+    }
+}
+
+impl KeyFrom {
+    /// The header's or parameter's name.
+    pub fn name(&self) -> &str {
+        match self {
+            KeyFrom::Header(n) | KeyFrom::Query(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for KeyFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFrom::Header(n) => write!(f, "header:{n}"),
+            KeyFrom::Query(n) => write!(f, "query:{n}"),
+        }
+    }
 }
 
 /// One request field.
@@ -727,6 +792,7 @@ struct RawRoute {
     path: TomlSpanned<String>,
     request: Option<TomlSpanned<Ordered<RawType>>>,
     read: Option<TomlSpanned<String>>,
+    key_from: Option<TomlSpanned<String>>,
     #[serde(default)]
     step: Vec<TomlSpanned<RawStep>>,
     reply: Option<TomlSpanned<RawReply>>,
@@ -1378,6 +1444,7 @@ impl Validator<'_> {
             interval,
             retain,
             full_every,
+            discard_state: false,
         })
     }
 
@@ -1517,6 +1584,35 @@ impl Validator<'_> {
             None => ReplyConfig::default(),
             Some(reply) => self.reply(index, reply.into_inner())?,
         };
+        let key_from = match raw.key_from {
+            None => None,
+            Some(k) => {
+                let span = k.span();
+                let at = route_key(index, "key_from");
+                let expected = "\"header:NAME\" or \"query:NAME\" (a header or query parameter \
+                                that carries the key of the route's keyed step)";
+                if read.is_some() {
+                    return Err(self
+                        .err(span, &at, "a read route takes its key from ?key= already")
+                        .with_expected(
+                            "key_from only on routes with an aggregate or changed step",
+                        ));
+                }
+                if !steps
+                    .iter()
+                    .any(|s| matches!(s, StepConfig::Aggregate { .. } | StepConfig::Changed { .. }))
+                {
+                    return Err(self
+                        .err(span, &at, "key_from on a route without a keyed step")
+                        .with_expected(
+                            "key_from only on routes with an aggregate or changed step",
+                        ));
+                }
+                let value = KeyFrom::parse(k.get_ref())
+                    .map_err(|m| self.err(span.clone(), &at, m).with_expected(expected))?;
+                Some(Spanned { value, span })
+            }
+        };
         Ok(RouteConfig {
             method,
             path,
@@ -1524,6 +1620,7 @@ impl Validator<'_> {
             path_span,
             request,
             read,
+            key_from,
             steps,
             reply,
         })
@@ -1893,6 +1990,7 @@ read = "user_counts"
                 interval: Duration::from_millis(500),
                 retain: 5,
                 full_every: 4,
+                discard_state: false,
             })
         );
         assert_eq!(config.routes.len(), 2);
@@ -2369,6 +2467,53 @@ read = "user_counts"
             error(&text),
             "configs/x.toml:13:20: route[1].step[0].changed.name: keyed state \"s\" is already defined at \
              route[0].step[0].aggregate.name; expected a name unique among the service's aggregate and changed steps"
+        );
+    }
+
+    #[test]
+    fn key_from() {
+        let keyed = |key_from: &str| {
+            with_service(&format!(
+                "[[route]]\npath = \"/e\"\nrequest = {{ u = \"utf8\" }}\nkey_from = {key_from}\n\
+                 [[route.step]]\naggregate = {{ name = \"c\", key = \"u\", outputs = {{ n = \"count()\" }} }}\n"
+            ))
+        };
+        let c = parse_text(&keyed("\"header:X-User\"")).unwrap();
+        assert_eq!(
+            c.routes[0].key_from.as_ref().unwrap().value,
+            KeyFrom::Header("X-User".into())
+        );
+        let c = parse_text(&keyed("\"query:user_id\"")).unwrap();
+        assert_eq!(
+            c.routes[0].key_from.as_ref().unwrap().value.to_string(),
+            "query:user_id"
+        );
+        let expected = "expected \"header:NAME\" or \"query:NAME\" (a header or query parameter \
+                        that carries the key of the route's keyed step)";
+        for (text, message) in [
+            ("\"X-User\"", "\"X-User\" names no source"),
+            ("\"cookie:u\"", "unknown key source \"cookie\""),
+            ("\"header:\"", "\"header:\" has an empty name"),
+            (
+                "\"header:X User\"",
+                "\"header:X User\": ' ' is not allowed in the name",
+            ),
+            (
+                "\"query:a&b\"",
+                "\"query:a&b\": '&' is not allowed in the name",
+            ),
+        ] {
+            assert_eq!(
+                error(&keyed(text)),
+                format!("configs/x.toml:7:12: route[0].key_from: {message}; {expected}")
+            );
+        }
+        assert_eq!(
+            error(&with_service(
+                "[[route]]\npath = \"/a\"\nrequest = { u = \"utf8\" }\nkey_from = \"header:X\"\n"
+            )),
+            "configs/x.toml:7:12: route[0].key_from: key_from on a route without a keyed step; \
+             expected key_from only on routes with an aggregate or changed step"
         );
     }
 

@@ -1,9 +1,10 @@
 //! `coreline state`: a checkpoint's rows as JSON lines, CSV or Parquet.
 //!
 //! The state is loaded by the same code a restart uses
-//! ([`crate::checkpoint::recover`], or [`crate::checkpoint::recover_epoch`]
-//! for `--epoch N`): the full snapshot plus the deltas on it, checksums
-//! verified, every key on one shard. Each table then becomes rows with plain
+//! ([`crate::checkpoint::read_state`], the read-only entry of recovery):
+//! the full snapshot plus the deltas on it, checksums verified, every key
+//! on one shard; the directory is not changed (damaged epochs are skipped,
+//! not renamed aside). Each table then becomes rows with plain
 //! column names: `key`, then one column per aggregate output (or `value` for
 //! a `changed` table), typed as the state is (int64, float64, utf8, bool).
 //!
@@ -224,10 +225,7 @@ pub fn export(
             known: known(),
         });
     }
-    let recovered = match request.epoch {
-        Some(n) => crate::checkpoint::recover_epoch(&cp.dir, n, 1, &plan.tables)?,
-        None => crate::checkpoint::recover(&cp.dir, 1, &plan.tables)?,
-    };
+    let recovered = crate::checkpoint::read_state(&cp.dir, 1, &plan.tables, request.epoch)?;
     if recovered.epoch == 0 {
         return Err(ExportError::Empty(cp.dir.display().to_string()));
     }

@@ -13,8 +13,28 @@
 //! not. Messages travel over glommio's shared channels rather than crossbeam:
 //! a shared channel wakes the receiving executor through its event fd, so a
 //! forwarded request costs one cross-core wake-up, not a polling interval.
+//!
+//! # The mesh
+//!
+//! [`Peers::mesh`] builds one bounded channel per ordered pair of shards on
+//! the main thread. Each shard connects its ends into a [`Mesh`] (its
+//! senders and the source of forward generations) and runs one [`inbox`]
+//! task per peer. A connection waiting for its owner parks on its
+//! [`ForwardSlot`]; the inbox that receives the reply fills the slot and
+//! wakes it. A reply carries the generation of the forward it answers, so a
+//! late reply never lands in a slot reused by a newer forward.
 
+use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
+
+use glommio::channels::local_channel::LocalReceiver;
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+
+use crate::operator::run_on_owner;
 use crate::row::Val;
+use crate::state::ShardState;
 
 /// An owned value, to cross threads.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,4 +144,184 @@ pub enum ShardMessage {
         /// The result.
         reply: KeyedReply,
     },
+}
+
+/// The shard's ends of the channels to every other shard: `senders[j]` goes
+/// to shard `j`, `receivers` come from every other shard (`None` at the
+/// shard's own index).
+pub struct Peers {
+    /// Senders to shard j.
+    pub senders: Vec<Option<SharedSender<ShardMessage>>>,
+    /// Receivers from every other shard.
+    pub receivers: Vec<SharedReceiver<ShardMessage>>,
+}
+
+impl Peers {
+    /// The full mesh of channels for `shards` shards. Each channel holds
+    /// `capacity` messages; a connection has at most one forward in flight,
+    /// so `capacity` ≥ connections per shard makes a full channel, and so a
+    /// cycle of shards blocked on each other, impossible.
+    pub fn mesh(shards: usize, capacity: usize) -> Vec<Peers> {
+        let mut peers: Vec<Peers> = (0..shards)
+            .map(|_| Peers {
+                senders: (0..shards).map(|_| None).collect(),
+                receivers: Vec::new(),
+            })
+            .collect();
+        for from in 0..shards {
+            for to in 0..shards {
+                if from != to {
+                    let (tx, rx) = glommio::channels::shared_channel::new_bounded(capacity);
+                    peers[from].senders[to] = Some(tx);
+                    peers[to].receivers.push(rx);
+                }
+            }
+        }
+        peers
+    }
+}
+
+/// The reply slot of a connection with a forward in flight.
+#[derive(Default)]
+pub(crate) struct ForwardSlot {
+    /// The generation of the forward in flight: unique on the shard, so a
+    /// late reply can never be taken for a newer forward of a connection
+    /// that reused the slot.
+    generation: Cell<u64>,
+    reply: RefCell<Option<KeyedReply>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl ForwardSlot {
+    /// Hands `reply` to the waiting connection if it answers the forward in
+    /// flight; a stale reply is dropped.
+    pub(crate) fn deliver(&self, generation: u64, reply: KeyedReply) {
+        if self.generation.get() == generation {
+            *self.reply.borrow_mut() = Some(reply);
+            if let Some(w) = self.waker.borrow_mut().take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// One shard's connected ends of the mesh.
+pub(crate) struct Mesh {
+    /// This shard's index.
+    index: usize,
+    /// Senders to the other shards (`None` at our own index).
+    senders: Vec<Option<ConnectedSender<ShardMessage>>>,
+    /// Forwards sent so far: the source of forward generations.
+    forwards: Cell<u64>,
+}
+
+impl Mesh {
+    /// Connects this shard's senders. The receivers connect in their own
+    /// tasks so that every shard's senders can connect meanwhile, whatever
+    /// order the shards start in; each one arrives on the returned channel
+    /// once connected, ready for an [`inbox`].
+    pub(crate) async fn connect(
+        index: usize,
+        peers: Peers,
+    ) -> (Mesh, LocalReceiver<ConnectedReceiver<ShardMessage>>) {
+        let (incoming_tx, incoming_rx) = glommio::channels::local_channel::new_unbounded();
+        let incoming_tx = std::rc::Rc::new(incoming_tx);
+        for rx in peers.receivers {
+            let incoming_tx = incoming_tx.clone();
+            glommio::spawn_local(async move {
+                let _ = incoming_tx.try_send(rx.connect().await);
+            })
+            .detach();
+        }
+        drop(incoming_tx);
+        let mut senders = Vec::with_capacity(peers.senders.len());
+        for tx in peers.senders {
+            senders.push(match tx {
+                Some(tx) => Some(tx.connect().await),
+                None => None,
+            });
+        }
+        let mesh = Mesh {
+            index,
+            senders,
+            forwards: Cell::new(0),
+        };
+        (mesh, incoming_rx)
+    }
+
+    /// One round trip to the owner shard: sends `op` on behalf of the
+    /// connection in slot `slot` and waits on its [`ForwardSlot`] for the
+    /// reply.
+    pub(crate) async fn round_trip(
+        &self,
+        slot: usize,
+        waiting: &ForwardSlot,
+        owner: usize,
+        op: KeyedOp,
+    ) -> KeyedReply {
+        let generation = self.forwards.get() + 1;
+        self.forwards.set(generation);
+        waiting.generation.set(generation);
+        waiting.reply.borrow_mut().take();
+        let Some(Some(tx)) = self.senders.get(owner) else {
+            return KeyedReply::Failed(503, format!("shard {owner} is not reachable"));
+        };
+        let message = ShardMessage::Request {
+            from: self.index,
+            slot,
+            generation,
+            op,
+        };
+        if tx.send(message).await.is_err() {
+            return KeyedReply::Failed(503, format!("shard {owner} has stopped"));
+        }
+        std::future::poll_fn(|cx| match waiting.reply.borrow_mut().take() {
+            Some(reply) => Poll::Ready(reply),
+            None => {
+                *waiting.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Serves one peer's messages: runs the operations it forwards to this
+/// shard on `state` (synchronously, between two of our own requests) and
+/// answers them, and hands the replies to our own forwards to `deliver`
+/// (connection slot, generation, reply).
+pub(crate) async fn inbox(
+    rx: ConnectedReceiver<ShardMessage>,
+    mesh: &Mesh,
+    state: &RefCell<ShardState>,
+    deliver: impl Fn(usize, u64, KeyedReply),
+) {
+    while let Some(message) = rx.recv().await {
+        match message {
+            ShardMessage::Request {
+                from,
+                slot,
+                generation,
+                op,
+            } => {
+                let reply = run_on_owner(&mut state.borrow_mut(), &op);
+                let Some(Some(tx)) = mesh.senders.get(from) else {
+                    continue;
+                };
+                let message = ShardMessage::Reply {
+                    slot,
+                    generation,
+                    reply,
+                };
+                // Channels hold as many messages as a shard has connections,
+                // so this only waits if the origin shard is not reading.
+                let _ = tx.send(message).await;
+            }
+            ShardMessage::Reply {
+                slot,
+                generation,
+                reply,
+            } => deliver(slot, generation, reply),
+        }
+    }
 }

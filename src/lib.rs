@@ -22,14 +22,21 @@
 //! - [`http`]: the HTTP/1.1 codec over httparse, responses, limits.
 //! - [`metrics`]: per-shard latency histograms and counters, and their
 //!   Prometheus and JSON renderings.
-//! - [`shard`]: one executor: listener, connections, routes, metrics.
+//! - [`shard`]: one executor's life: serve, housekeeping, sweep, drain,
+//!   accept.
+//! - [`connection`]: one connection: buffers, decode, answer, the one place
+//!   a response is written, forwards, timeouts.
+//! - [`command`]: [`command::ShardCommand`] and asking every shard at once.
 //! - [`runtime`]: start shards and the coordinator, signals, shutdown.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, health).
 //! - [`access_log`]: one line per answer, written by a logger thread from
 //!   bounded per-shard channels of fixed-size records.
 //! - [`state`]: keyed operator state.
-//! - [`forward`]: messages that run a keyed step on its owner shard.
+//! - [`forward`]: the peer mesh and the messages that run a keyed step on
+//!   its owner shard.
 //! - [`checkpoint`]: epoch snapshots, manifests and recovery.
+//! - [`lb`]: nginx and haproxy configurations for the shard ports
+//!   (`coreline lb`), with key affinity.
 //! - [`overrides`]: `CORELINE_HOST`/`_BASE_PORT`/`_ADMIN_PORT` over the file.
 //! - [`openapi`]: the OpenAPI 3.1 document of a plan's routes.
 //! - [`export`]: a checkpoint's rows as JSON lines, CSV or Parquet.
@@ -39,11 +46,14 @@
 pub mod access_log;
 pub mod admin;
 pub mod checkpoint;
+pub mod command;
 pub mod config;
+pub mod connection;
 pub mod export;
 pub mod expr;
 pub mod forward;
 pub mod http;
+pub mod lb;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;

@@ -1,6 +1,7 @@
 //! The `coreline` command: `run` serves a pipeline, `check` validates it,
-//! `openapi` describes it, `state` exports a checkpoint, `version` and
-//! `completions` help the people and shells that run it.
+//! `lb` prints a load balancer's configuration for it, `openapi` describes
+//! it, `state` exports a checkpoint, `version` and `completions` help the
+//! people and shells that run it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,12 @@ enum Command {
         /// Log line format, overriding [service] log_format. Default: text.
         #[arg(long, value_enum, value_name = "FORMAT")]
         log_format: Option<LogFormatArg>,
+        /// Start with empty state when the checkpoint directory holds
+        /// committed epochs but none of them verifies (without it, start-up
+        /// refuses and names the damaged files). Damaged epochs are renamed
+        /// epoch-N.damaged, never deleted.
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Validate CONFIG and print the plan.
     ///
@@ -90,6 +97,46 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Print an nginx or haproxy configuration for CONFIG's shard ports.
+    ///
+    /// Upstreams for every shard port of every instance, health checks
+    /// (haproxy: active GET /health; nginx: passive, max_fails), keep-alive
+    /// to the shards, passive retry of idempotent requests only, and key
+    /// affinity: routes with `key_from` (and read routes, by ?key=) go to
+    /// the port that owns the key, computed with coreline's owner hash by a
+    /// script (haproxy Lua, nginx njs). Check the result with `haproxy -c
+    /// -f FILE` or `nginx -t -c FILE`.
+    Lb {
+        /// Which balancer.
+        #[arg(value_enum)]
+        balancer: BalancerArg,
+        /// Path to the service's TOML configuration.
+        config: PathBuf,
+        /// An instance of the service, HOST[:BASE_PORT] (default: the
+        /// config's base_port); repeat for a fleet, in a fixed order.
+        /// Default: one instance at the config's host and base_port.
+        #[arg(long = "instance", value_name = "HOST[:BASE_PORT]")]
+        instances: Vec<String>,
+        /// Where the balancer listens.
+        #[arg(long, value_name = "[HOST:]PORT", default_value = "8000")]
+        listen: String,
+        /// Write the configuration and the key-affinity script into DIR
+        /// (nginx.conf or haproxy.cfg, and coreline_owner.js or .lua) instead
+        /// of printing the configuration.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Where the printed configuration loads the key-affinity script
+        /// from (default /etc/nginx/coreline_owner.js or
+        /// /etc/haproxy/coreline_owner.lua); write it with --print-script.
+        #[arg(long, value_name = "PATH", conflicts_with = "out")]
+        script: Option<PathBuf>,
+        /// Print the key-affinity script instead of the configuration.
+        #[arg(long, conflicts_with = "out")]
+        print_script: bool,
+        /// Balance every route round-robin, without key affinity.
+        #[arg(long)]
+        no_affinity: bool,
+    },
     /// Print the version, the git commit and the enabled features.
     Version,
     /// Print a shell completion script (e.g. `coreline completions bash >
@@ -98,6 +145,12 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BalancerArg {
+    Nginx,
+    Haproxy,
 }
 
 /// `--log-format` values.
@@ -190,7 +243,36 @@ fn main() -> ExitCode {
             config,
             log,
             log_format,
-        } => run(&config, log.as_deref(), log_format),
+            discard_state,
+        } => run(&config, log.as_deref(), log_format, discard_state),
+        Command::Lb {
+            balancer,
+            config,
+            instances,
+            listen,
+            out,
+            script,
+            print_script,
+            no_affinity,
+        } => {
+            let balancer = match balancer {
+                BalancerArg::Nginx => coreline::lb::Balancer::Nginx,
+                BalancerArg::Haproxy => coreline::lb::Balancer::Haproxy,
+            };
+            if print_script {
+                print!("{}", balancer.script());
+                Ok(())
+            } else {
+                load_config(&config)
+                    .and_then(|(c, _)| plan(c))
+                    .and_then(|plan| {
+                        match lb(plan, balancer, instances, listen, out, script, !no_affinity) {
+                            code if code == ExitCode::SUCCESS => Ok(()),
+                            code => Err(code),
+                        }
+                    })
+            }
+        }
         Command::Openapi { config } => load_config(&config)
             .and_then(|(c, _)| plan(c))
             .map(|plan| println!("{}", coreline::openapi::document_text(&plan))),
@@ -221,6 +303,61 @@ fn main() -> ExitCode {
     }
 }
 
+fn lb(
+    plan: coreline::pipeline::Plan,
+    balancer: coreline::lb::Balancer,
+    instances: Vec<String>,
+    listen: String,
+    out: Option<PathBuf>,
+    script: Option<PathBuf>,
+    affinity: bool,
+) -> ExitCode {
+    let out = match out.map(|dir| std::fs::create_dir_all(&dir).and_then(|()| dir.canonicalize())) {
+        None => None,
+        Some(Ok(dir)) => Some(dir),
+        Some(Err(e)) => {
+            eprintln!("error: --out: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let script_path = match (&out, script) {
+        (Some(dir), _) => dir.join(balancer.script_file()),
+        (None, Some(path)) => path,
+        (None, None) => balancer.default_script_path(),
+    };
+    let options = coreline::lb::Options {
+        balancer,
+        instances,
+        listen,
+        script_path: script_path.clone(),
+        affinity,
+    };
+    let generated = match coreline::lb::generate(&plan, &options) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dir) = out else {
+        print!("{}", generated.config);
+        return ExitCode::SUCCESS;
+    };
+    let config_path = dir.join(balancer.config_file());
+    let mut written = vec![(config_path, generated.config.as_str())];
+    if generated.needs_script {
+        written.push((script_path, balancer.script()));
+    }
+    for (path, text) in written {
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
+}
+
 fn check(path: &Path) -> Result<(), ExitCode> {
     let (config, applied) = load_config(path)?;
     let plan = plan(config)?;
@@ -231,7 +368,12 @@ fn check(path: &Path) -> Result<(), ExitCode> {
     Ok(())
 }
 
-fn run(path: &Path, log: Option<&str>, format: Option<LogFormatArg>) -> Result<(), ExitCode> {
+fn run(
+    path: &Path,
+    log: Option<&str>,
+    format: Option<LogFormatArg>,
+    discard_state: bool,
+) -> Result<(), ExitCode> {
     let (config, applied) = load_config(path)?;
     let format = match format {
         Some(LogFormatArg::Text) => LogFormat::Text,
@@ -242,7 +384,10 @@ fn run(path: &Path, log: Option<&str>, format: Option<LogFormatArg>) -> Result<(
     for o in &applied {
         tracing::info!(var = o.var, key = o.key, value = %o.value, "environment override");
     }
-    let plan = plan(config)?;
+    let mut plan = plan(config)?;
+    if let Some(cp) = plan.config.checkpoint.as_mut() {
+        cp.discard_state = discard_state;
+    }
     coreline::runtime::run_until_signal(plan).map_err(|e| fail(1, e))
 }
 

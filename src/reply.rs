@@ -67,10 +67,49 @@ pub fn write_json_value(out: &mut Vec<u8>, value: Val<'_>) {
     }
 }
 
+/// How a byte is written inside a JSON string.
+enum Escape {
+    /// Copied as is.
+    None,
+    /// A two-byte escape such as `\n`.
+    Short(&'static [u8]),
+    /// A control character without a short escape: `\u00XX`.
+    Unicode,
+}
+
+#[inline]
+fn escape(b: u8) -> Escape {
+    match b {
+        b'"' => Escape::Short(b"\\\""),
+        b'\\' => Escape::Short(b"\\\\"),
+        b'\n' => Escape::Short(b"\\n"),
+        b'\r' => Escape::Short(b"\\r"),
+        b'\t' => Escape::Short(b"\\t"),
+        0x08 => Escape::Short(b"\\b"),
+        0x0c => Escape::Short(b"\\f"),
+        0x00..=0x1f => Escape::Unicode,
+        _ => Escape::None,
+    }
+}
+
+/// The length of `s` written by [`write_json_string`], quotes included (for
+/// a `Content-Length` written before the body).
+pub fn json_string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match escape(b) {
+            Escape::None => 1,
+            Escape::Short(e) => e.len(),
+            Escape::Unicode => 6,
+        })
+        .sum::<usize>()
+}
+
 /// Appends `s` as a quoted JSON string: `"` and `\` are escaped, `\n`, `\r`,
 /// `\t`, backspace and form feed get their short escapes, other control
 /// characters (below U+0020) become `\u00XX`. Everything else, including
-/// non-ASCII text, is copied as UTF-8.
+/// non-ASCII text, is copied as UTF-8. The one JSON string escaper of the
+/// crate.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
@@ -79,29 +118,21 @@ pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
     // Copy runs of bytes that need no escape in one go.
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
+        let e = escape(b);
+        if matches!(e, Escape::None) {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
-        if short.is_empty() {
-            out.extend_from_slice(&[
+        match e {
+            Escape::Short(short) => out.extend_from_slice(short),
+            _ => out.extend_from_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(short);
+            ]),
         }
         start = i + 1;
     }
@@ -130,6 +161,13 @@ mod tests {
         let mut out = Vec::new();
         write_json_string(&mut out, s);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn string_length_matches_what_is_written() {
+        for s in ["", "plain", "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{1f}", "héllo ✓"] {
+            assert_eq!(json_string_len(s), string(s).len(), "{s:?}");
+        }
     }
 
     #[test]

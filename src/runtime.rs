@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, unbounded};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{Admin, AdminHandle};
 use crate::checkpoint::{self, Coordinator, CoordinatorHandle, ShardCheckpoint};
+use crate::command::{ShardCommand, collect_snapshots};
+use crate::forward::Peers;
 use crate::metrics::ShardSnapshot;
 use crate::pipeline::{Plan, Router};
-use crate::shard::{self, Peers, ShardCommand, ShardSetup};
+use crate::shard::{self, ShardSetup};
 use crate::state::ShardState;
 
 /// io_uring registered memory per shard. Network shards do no direct file
@@ -405,8 +407,13 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
         }
         return Ok((states, (0..shards).map(|_| None).collect(), None, 0));
     };
-    let recovered = checkpoint::recover(&cp.dir, shards, &plan.tables)
-        .map_err(|e| StartError::Checkpoint(format!("{}: {e}", cp.dir.display())))?;
+    let on_damage = if cp.discard_state {
+        checkpoint::OnDamage::Discard
+    } else {
+        checkpoint::OnDamage::Refuse
+    };
+    let recovered = checkpoint::recover_with(&cp.dir, shards, &plan.tables, on_damage)
+        .map_err(|e| StartError::Checkpoint(e.to_string()))?;
     for (epoch, why) in &recovered.skipped {
         tracing::warn!(epoch, reason = %why, "skipped a damaged checkpoint");
     }
@@ -431,47 +438,6 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
         Some(handle),
         recovered.epoch,
     ))
-}
-
-/// How many shards answer a ping within `wait`.
-pub fn ping_shards(shards: &[Sender<ShardCommand>], wait: Duration) -> usize {
-    let (tx, rx) = bounded(shards.len().max(1));
-    let asked = shards
-        .iter()
-        .filter(|s| s.send(ShardCommand::Ping(tx.clone())).is_ok())
-        .count();
-    let deadline = std::time::Instant::now() + wait;
-    let mut answered = 0;
-    while answered < asked {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if rx.recv_timeout(left).is_err() {
-            break;
-        }
-        answered += 1;
-    }
-    answered
-}
-
-/// Asks every shard for a snapshot and waits (bounded) for the answers.
-pub fn collect_snapshots(shards: &[Sender<ShardCommand>], wait: Duration) -> Vec<ShardSnapshot> {
-    let (tx, rx): (Sender<ShardSnapshot>, Receiver<ShardSnapshot>) = bounded(shards.len().max(1));
-    let mut asked = 0;
-    for s in shards {
-        if s.send(ShardCommand::Snapshot(tx.clone())).is_ok() {
-            asked += 1;
-        }
-    }
-    let deadline = std::time::Instant::now() + wait;
-    let mut out = Vec::with_capacity(asked);
-    while out.len() < asked {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(s) => out.push(s),
-            Err(_) => break,
-        }
-    }
-    out.sort_by_key(|s| s.shard);
-    out
 }
 
 /// Serves a plan until SIGINT or SIGTERM, then drains and returns.

@@ -2,8 +2,8 @@
 //! match, JSON decode, expression, reply encode and response head — the
 //! whole per-request path a shard runs between its read and its write.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "common/counting.rs"]
+mod counting;
 
 use coreline::http::{
     ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response,
@@ -11,32 +11,6 @@ use coreline::http::{
 use coreline::operator::Ctx;
 use coreline::pipeline::{Match, Outcome, Router, plan};
 use coreline::state::ShardState;
-
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: delegates every call to the system allocator unchanged; only
-// counts allocations on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn hello_router() -> Router {
     let cfg = coreline::config::load(std::path::Path::new(concat!(
@@ -126,7 +100,7 @@ fn warm_hello_path_does_not_allocate() {
             .any(|w| w == br#"{"fooLength":13}"#.as_slice())
     );
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting::allocations();
     let mut answered = 0;
     for _ in 0..1000 {
         answered += serve(
@@ -139,7 +113,7 @@ fn warm_hello_path_does_not_allocate() {
             &mut body,
         );
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = counting::allocations() - before;
     assert_eq!(answered, 8000);
     assert_eq!(
         allocations, 0,

@@ -3,7 +3,7 @@
 //! written) restores exactly a committed epoch; restarts may change the shard
 //! count; a corrupt newest epoch falls back to the previous one; an
 //! unwritable directory never stops serving; a graceful stop loses nothing;
-//! pyarrow reads the shard files.
+//! arrow-rs reads the shard files (and pyarrow, in `.ci/run`).
 //!
 //! Checkpoints run with `interval = "1h"` unless a test says otherwise and
 //! are forced with `POST /checkpoint`, so each test knows exactly which
@@ -893,7 +893,7 @@ fn graceful_stop_then_restart_loses_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. pyarrow reads a shard file
+// 6. arrow-rs and pyarrow read a shard file
 // ---------------------------------------------------------------------------
 
 const PYARROW_SCRIPT: &str = r#"
@@ -974,27 +974,151 @@ fn check_rows(rows: &[serde_json::Value], model: &Model) {
     }
 }
 
+/// The default run reads the checkpoint files with arrow-rs's IPC reader, so
+/// `cargo test --workspace` needs no Python. The same checks with pyarrow
+/// (an independent implementation of the format) run in `.ci/run` through
+/// `pyarrow_reads_a_checkpoint_file`.
 #[test]
+fn arrow_rs_reads_a_checkpoint_file() {
+    checkpoint_files_read_back("ckpt-arrow-rs", &ArrowRs);
+}
+
+/// The same checks with pyarrow. Ignored by default because it needs python3
+/// with pyarrow; `.ci/run` installs pyarrow and runs it with
+/// `cargo test --test checkpoint -- --ignored pyarrow`.
+#[test]
+#[ignore = "needs python3 with pyarrow; .ci/run runs it (cargo test --test checkpoint -- --ignored pyarrow)"]
 fn pyarrow_reads_a_checkpoint_file() {
     let have = std::process::Command::new("python3")
         .args(["-c", "import pyarrow"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have {
-        if std::env::var("CORELINE_SKIP_PYARROW").as_deref() == Ok("1") {
-            eprintln!("pyarrow_reads_a_checkpoint_file: skipped (CORELINE_SKIP_PYARROW=1)");
-            return;
+    assert!(
+        have,
+        "python3 with pyarrow is required by this test: install it with \
+         `python3 -m pip install pyarrow` (.ci/run does)"
+    );
+    checkpoint_files_read_back("ckpt-pyarrow", &PyArrow);
+}
+
+/// Reads checkpoint files into JSON the way the README's Python does.
+trait FileReader {
+    /// One file: `{rows, columns, types, meta, data}` (types named as
+    /// pyarrow prints them, data as `to_pylist()` rows).
+    fn file(&self, path: &Path) -> serde_json::Value;
+    /// Every (table, key) row as of `epoch`: its full snapshot plus deltas.
+    fn epoch(&self, dir: &Path, epoch: u64) -> serde_json::Value;
+}
+
+struct PyArrow;
+
+impl FileReader for PyArrow {
+    fn file(&self, path: &Path) -> serde_json::Value {
+        python(PYARROW_SCRIPT, &[path.as_os_str()])
+    }
+    fn epoch(&self, dir: &Path, epoch: u64) -> serde_json::Value {
+        python(
+            PYARROW_CHAIN_SCRIPT,
+            &[dir.as_os_str(), std::ffi::OsStr::new(&epoch.to_string())],
+        )
+    }
+}
+
+/// arrow-rs's own IPC file reader (`arrow_ipc::reader::FileReader`), which
+/// validates the footer, schema and every record batch.
+struct ArrowRs;
+
+impl FileReader for ArrowRs {
+    fn file(&self, path: &Path) -> serde_json::Value {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, Int64Type};
+        use arrow_schema::DataType;
+
+        let f = std::fs::File::open(path).unwrap();
+        let reader = arrow_ipc::reader::FileReader::try_new(f, None)
+            .unwrap_or_else(|e| panic!("arrow-rs cannot open {}: {e}", path.display()));
+        let schema = reader.schema();
+        let meta: serde_json::Map<String, serde_json::Value> = schema
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let types: Vec<&str> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8 => "string",
+                DataType::Int64 => "int64",
+                DataType::Float64 => "double",
+                DataType::Boolean => "bool",
+                t => panic!("unexpected column type {t}"),
+            })
+            .collect();
+        let mut data = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for i in 0..batch.num_rows() {
+                let mut row = serde_json::Map::new();
+                for (name, col) in columns.iter().zip(batch.columns()) {
+                    let v = if col.is_null(i) {
+                        serde_json::Value::Null
+                    } else {
+                        match col.data_type() {
+                            DataType::Utf8 => col.as_string::<i32>().value(i).into(),
+                            DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
+                            DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
+                            DataType::Boolean => col.as_boolean().value(i).into(),
+                            t => panic!("unexpected column type {t}"),
+                        }
+                    };
+                    row.insert(name.clone(), v);
+                }
+                data.push(serde_json::Value::Object(row));
+            }
         }
-        panic!(
-            "python3 with pyarrow is required to check that checkpoint files are real Arrow IPC: \
-             install it with `python3 -m pip install pyarrow` (.ci/run does), \
-             or set CORELINE_SKIP_PYARROW=1 to skip this test"
-        );
+        serde_json::json!({
+            "rows": data.len(),
+            "columns": columns,
+            "types": types,
+            "meta": meta,
+            "data": data,
+        })
     }
 
-    let tmp = TempDir::new("ckpt-pyarrow");
+    fn epoch(&self, dir: &Path, epoch: u64) -> serde_json::Value {
+        let mut chain = Vec::new();
+        let mut next = Some(epoch);
+        while let Some(e) = next {
+            let text = std::fs::read_to_string(epoch_dir(dir, e).join("MANIFEST")).unwrap();
+            let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+            next = manifest["base"].as_u64();
+            chain.push(manifest);
+        }
+        let mut rows = BTreeMap::new();
+        for manifest in chain.iter().rev() {
+            let e = manifest["epoch"].as_u64().unwrap();
+            for f in manifest["files"].as_array().unwrap() {
+                let path = epoch_dir(dir, e).join(f["path"].as_str().unwrap());
+                let crc = crc32fast::hash(&std::fs::read(&path).unwrap());
+                assert_eq!(u64::from(crc), f["crc32"], "{} is corrupt", path.display());
+                for row in self.file(&path)["data"].as_array().unwrap() {
+                    let id = (row["table"].to_string(), row["key"].to_string());
+                    rows.insert(id, row.clone());
+                }
+            }
+        }
+        serde_json::Value::Array(rows.into_values().collect())
+    }
+}
+
+/// Writes a full snapshot and a delta, then checks both files and the chain
+/// through `reader`.
+fn checkpoint_files_read_back(name: &str, reader: &dyn FileReader) {
+    let tmp = TempDir::new(name);
     let cfg = tmp.write("counters.toml", &config(1, "1h"));
-    let mut rng = Rng::seeded("pyarrow_reads_a_checkpoint_file");
+    let mut rng = Rng::seeded("checkpoint_files_read_back");
     let users = users_of(&USERS);
     let p = Proc::spawn(&cfg);
     let mut model = Model::default();
@@ -1015,7 +1139,7 @@ fn pyarrow_reads_a_checkpoint_file() {
 
     let state = tmp.join("state");
     let file = epoch_dir(&state, e).join("shard-0.arrow");
-    let j = python(PYARROW_SCRIPT, &[file.as_os_str()]);
+    let j = reader.file(&file);
     let columns: Vec<&str> = j["columns"]
         .as_array()
         .unwrap()
@@ -1064,7 +1188,7 @@ fn pyarrow_reads_a_checkpoint_file() {
 
     // The delta file holds only the changed keys, each with its full state.
     let file = epoch_dir(&state, e2).join("shard-0.arrow");
-    let j = python(PYARROW_SCRIPT, &[file.as_os_str()]);
+    let j = reader.file(&file);
     assert_eq!(j["meta"]["coreline.kind"], "delta");
     assert_eq!(j["meta"]["coreline.base"], e.to_string());
     let rows = j["data"].as_array().unwrap();
@@ -1082,10 +1206,7 @@ fn pyarrow_reads_a_checkpoint_file() {
     check_rows(rows, &model);
 
     // Full snapshot + deltas = the state at e2, for every user.
-    let j = python(
-        PYARROW_CHAIN_SCRIPT,
-        &[state.as_os_str(), std::ffi::OsStr::new(&e2.to_string())],
-    );
+    let j = reader.epoch(&state, e2);
     let rows = j.as_array().unwrap();
     assert_eq!(rows.len(), 2 * users.len());
     check_rows(rows, &model);

@@ -168,7 +168,7 @@ fn graceful_shutdown_finishes_in_flight_requests_under_load() {
         load.push(std::thread::spawn(move || {
             let mut c = Client::connect(addr);
             while !stop.load(Ordering::Relaxed) {
-                c.send(b"POST /my_api HTTP/1.1\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}");
+                c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}");
                 match c.try_response() {
                     Some(r) => {
                         assert_eq!(r.status, 200);
@@ -185,7 +185,7 @@ fn graceful_shutdown_finishes_in_flight_requests_under_load() {
     }
     // A request whose body is still arriving when the signal comes.
     let mut slow = Client::connect(run.shards[0]);
-    slow.send(b"POST /my_api HTTP/1.1\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello");
+    slow.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello");
     std::thread::sleep(Duration::from_millis(300));
     sigterm(&run.child);
     std::thread::sleep(Duration::from_millis(200));

@@ -43,14 +43,14 @@ fn pipelined_requests_are_answered_in_order() {
         let body = format!(r#"{{"foo":"{}","bar":1}}"#, "y".repeat(i));
         burst.extend_from_slice(
             format!(
-                "POST /my_api HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                "POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             )
             .as_bytes(),
         );
     }
     // An error in the middle of the burst is answered in its place.
-    burst.extend_from_slice(b"GET /nope HTTP/1.1\r\n\r\n");
+    burst.extend_from_slice(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n");
     burst.extend_from_slice(HELLO);
     c.send(&burst);
     for i in 0..20 {
@@ -103,7 +103,7 @@ fn chunked_request_body() {
     let svc = hello(1);
     let r = roundtrip(
         svc.shard_addrs()[0],
-        b"POST /my_api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"foo\r\n19;ext=1\r\n\":\"hello world\",\"bar\":42}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"foo\r\n19;ext=1\r\n\":\"hello world\",\"bar\":42}\r\n0\r\nX-Trailer: 1\r\n\r\n",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), r#"{"fooLength":11}"#);
@@ -113,7 +113,9 @@ fn chunked_request_body() {
 fn expect_100_continue() {
     let svc = hello(1);
     let mut c = Client::connect(svc.shard_addrs()[0]);
-    c.send(b"POST /my_api HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n");
+    c.send(
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n",
+    );
     let interim = c.response();
     assert_eq!(interim.status, 100);
     c.send(br#"{"foo":"hello world","bar":42}"#);
@@ -146,7 +148,7 @@ fn http10_closes_unless_keep_alive() {
 fn connection_close_is_honoured() {
     let svc = hello(1);
     let mut c = Client::connect(svc.shard_addrs()[0]);
-    c.send(b"POST /my_api HTTP/1.1\r\nConnection: close\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}");
+    c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 30\r\n\r\n{\"foo\":\"hello world\",\"bar\":42}");
     let r = c.response();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
@@ -167,7 +169,7 @@ fn routing_errors_404_405_and_head() {
     // Shard ports answer load-balancer health checks.
     let r = c.get("/health");
     assert_eq!(r.status, 200);
-    c.send(b"HEAD /health HTTP/1.1\r\n\r\n");
+    c.send(b"HEAD /health HTTP/1.1\r\nHost: t\r\n\r\n");
     let mut buf = [0u8; 512];
     std::thread::sleep(Duration::from_millis(50));
     let n = c.stream.read(&mut buf).unwrap();
@@ -184,7 +186,7 @@ fn routing_errors_404_405_and_head() {
 fn malformed_request_gets_400_and_close() {
     let svc = hello(1);
     let mut c = Client::connect(svc.shard_addrs()[0]);
-    c.send(b"POST /my_api HTTP/1.1\r\nContent-Length: abc\r\n\r\n");
+    c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n");
     let r = c.response();
     assert_eq!(r.status, 400);
     assert_eq!(r.header("connection"), Some("close"));
@@ -195,7 +197,7 @@ fn malformed_request_gets_400_and_close() {
     assert_eq!(r.status, 400);
     let r = roundtrip(
         svc.shard_addrs()[0],
-        b"POST /my_api HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert_eq!(r.status, 400, "CL + TE is refused");
 }
@@ -208,7 +210,7 @@ fn header_and_body_limits() {
     ));
     let addr = svc.shard_addrs()[0];
     let big = format!(
-        "POST /my_api HTTP/1.1\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        "POST /my_api HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\n{{}}",
         "a".repeat(2000)
     );
     let r = roundtrip(addr, big.as_bytes());
@@ -218,12 +220,13 @@ fn header_and_body_limits() {
     // 413 is answered before the body is read, and the lingering close lets
     // the client read it even though it keeps sending.
     let mut c = Client::connect(addr);
-    c.send(b"POST /my_api HTTP/1.1\r\nContent-Length: 5000\r\n\r\n");
+    c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n");
     c.send(&[b'x'; 3000]);
     let r = c.response();
     assert_eq!(r.status, 413);
 
-    let mut chunked = b"POST /my_api HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..5 {
         chunked.extend_from_slice(b"20\r\n");
         chunked.extend_from_slice(&[b'z'; 32]);
@@ -242,7 +245,7 @@ fn slow_head_and_slow_body_get_408() {
     let addr = svc.shard_addrs()[0];
 
     let mut c = Client::connect(addr);
-    c.send(b"POST /my_api HTTP/1.1\r\nContent-");
+    c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-");
     let started = Instant::now();
     let r = c.response();
     assert_eq!(r.status, 408);
@@ -250,7 +253,7 @@ fn slow_head_and_slow_body_get_408() {
     assert!(c.is_closed());
 
     let mut c = Client::connect(addr);
-    c.send(b"POST /my_api HTTP/1.1\r\nContent-Length: 30\r\n\r\n{\"foo\"");
+    c.send(b"POST /my_api HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n{\"foo\"");
     let r = c.response();
     assert_eq!(r.status, 408);
 
@@ -258,7 +261,9 @@ fn slow_head_and_slow_body_get_408() {
     let mut c = Client::connect(addr);
     let started = Instant::now();
     let mut got = None;
-    for b in b"POST /my_api HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n" {
+    for b in
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+    {
         if c.stream.write_all(&[*b]).is_err() {
             break;
         }
@@ -308,4 +313,54 @@ fn connections_beyond_the_limit_get_503() {
         assert!(Instant::now() < deadline, "slot never freed");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one valid `Host`.
+#[test]
+fn host_missing_duplicated_or_invalid_is_400() {
+    let svc = hello(1);
+    let body = r#"{"foo":"hello world","bar":42}"#;
+    for (what, head) in [
+        ("missing", "POST /my_api HTTP/1.1\r\n".to_string()),
+        (
+            "duplicated",
+            "POST /my_api HTTP/1.1\r\nHost: a\r\nHost: a\r\n".to_string(),
+        ),
+        (
+            "invalid",
+            "POST /my_api HTTP/1.1\r\nHost: a b/c\r\n".to_string(),
+        ),
+        (
+            "bad port",
+            "POST /my_api HTTP/1.1\r\nHost: a:8x\r\n".to_string(),
+        ),
+    ] {
+        let req = format!("{head}Content-Length: {}\r\n\r\n{body}", body.len());
+        let r = roundtrip(svc.shard_addrs()[0], req.as_bytes());
+        assert_eq!(r.status, 400, "{what} Host: {}", r.text());
+        assert!(r.text().contains("Host"), "{what}: {}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    // HTTP/1.0 without Host is still served.
+    let req = format!(
+        "POST /my_api HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(roundtrip(svc.shard_addrs()[0], req.as_bytes()).status, 200);
+}
+
+/// RFC 9112 §7: `chunked` takes no parameters.
+#[test]
+fn chunked_with_parameters_is_400() {
+    let svc = hello(1);
+    let r = roundtrip(
+        svc.shard_addrs()[0],
+        b"POST /my_api HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked;q=1\r\n\r\n1e\r\n{\"foo\":\"hello world\",\"bar\":42}\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("chunked takes no parameters"),
+        "{}",
+        r.text()
+    );
 }

@@ -25,6 +25,7 @@ mod report;
 mod scenario;
 mod schedule;
 mod server;
+mod soak;
 mod stats;
 mod suite;
 
@@ -48,6 +49,8 @@ enum Command {
     Run(RunArgs),
     /// Build and start every server, run every scenario, write the report.
     Suite(SuiteArgs),
+    /// Bounded soak of coreline: load, hostile clients, checkpoints, kill -9.
+    Soak(soak::SoakArgs),
 }
 
 /// Options of the whole suite.
@@ -465,6 +468,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Suite(args) => run_suite(&args)?,
+        Command::Soak(args) => {
+            if !soak::run(&args, command_line())? {
+                bail!("soak: a check failed (see FAILED lines above)");
+            }
+        }
         Command::Run(args) => {
             let cfg = args.load_config()?;
             let pool =

@@ -11,12 +11,16 @@
 //! Epoch life: plan (full or delta) sent to the writer → `Barrier` to every
 //! shard → each shard captures and sends → writer writes and fsyncs
 //! `shard-<i>.arrow` → when all shards' files are written, the manifest is
-//! committed, retention runs, one `info!` line is logged. A failed file, a
+//! committed, `LATEST` replaced, retention runs, one `info!` line is logged.
+//! A delta epoch in which no shard changed anything is not committed: its
+//! directory (unsynced, empty files) is removed, the waiters get the last
+//! committed epoch (which holds everything), and the line is `debug!`. A failed file, a
 //! failed commit or a shard that does not answer within `epoch_timeout`
 //! fails the epoch: it is not committed, the error is logged and counted,
 //! and the next epoch is a full snapshot, so a delta never builds on an
 //! epoch that did not commit.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,7 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, bounded, never, select, unbounded};
 
 use super::file::Layout;
-use super::manifest::{self, FileEntry, MANIFEST_FORMAT, Manifest, SnapshotKind, TableDesc};
+use super::manifest::{
+    self, FileEntry, MANIFEST_FORMAT, Manifest, SnapshotKind, TableDesc, Verdict,
+};
 use super::writer::{EpochPlan, FileDone, Writer, WriterMsg};
 use super::{Barrier, CheckpointError, CommitError};
 use crate::state::{Capture, ShardState, TableSpec, validate_tables};
@@ -87,7 +93,7 @@ pub struct CheckpointStats {
     pub last_committed_epoch: u64,
     /// Whether that epoch was a full snapshot or a delta.
     pub last_kind: Option<SnapshotKind>,
-    /// Unix ms when it committed.
+    /// Unix ms when it committed (the last success).
     pub last_commit_unix_ms: u64,
     /// From sending its barriers to its manifest being durable.
     pub last_duration: Duration,
@@ -99,8 +105,18 @@ pub struct CheckpointStats {
     pub committed: u64,
     /// Epochs that failed (not committed).
     pub failures: u64,
-    /// The most recent failure's message.
+    /// The most recent failure's message; cleared once a later epoch
+    /// commits.
     pub last_error: Option<String>,
+    /// Unix ms of that failure (kept after the message is cleared).
+    pub last_error_unix_ms: u64,
+    /// Epochs not committed because nothing changed since the last one.
+    pub unchanged: u64,
+    /// The newest epoch whose whole chain was read back and verified by
+    /// retention (0: none yet).
+    pub verified_epoch: u64,
+    /// Damaged epoch directories renamed aside (at start and by retention).
+    pub set_aside: u64,
     /// The epoch being checkpointed now, if any.
     pub in_flight: Option<u64>,
 }
@@ -220,6 +236,10 @@ struct InFlight {
     errors: Vec<String>,
     remaining: usize,
     waiters: Vec<Sender<Result<u64, CommitError>>>,
+    /// Some shard's capture held a change.
+    changed: bool,
+    /// Shards whose file is not fsynced yet.
+    unsynced: Vec<usize>,
 }
 
 struct Loop {
@@ -238,6 +258,7 @@ struct Loop {
     in_flight: Option<InFlight>,
     waiting: Vec<Sender<Result<u64, CommitError>>>,
     stopping: Option<Vec<Sender<Result<u64, CommitError>>>>,
+    verdicts: HashMap<u64, Verdict>,
 }
 
 impl Coordinator {
@@ -267,7 +288,7 @@ impl Coordinator {
         }
         validate_tables(tables)?;
         let layout = Layout::new(tables).map_err(CheckpointError::Config)?;
-        if let Err(e) = std::fs::create_dir_all(&config.dir) {
+        if let Err(e) = manifest::create_root(&config.dir) {
             tracing::warn!(dir = %config.dir.display(), error = %e,
                 "cannot create the checkpoint directory; epochs will fail until it is writable");
         }
@@ -329,6 +350,7 @@ impl Coordinator {
             in_flight: None,
             waiting: Vec::new(),
             stopping: None,
+            verdicts: HashMap::new(),
         };
         thread::Builder::new()
             .name("coreline-checkpoint".into())
@@ -450,6 +472,8 @@ impl Loop {
             errors: Vec::new(),
             remaining: self.shards,
             waiters,
+            changed: false,
+            unsynced: Vec::new(),
         };
         if self.writer.send(WriterMsg::Plan(plan)).is_err() {
             flight
@@ -489,6 +513,10 @@ impl Loop {
             );
             return false;
         }
+        flight.changed |= done.changed;
+        if !done.synced {
+            flight.unsynced.push(done.shard);
+        }
         match done.result {
             Ok(entry) => flight.files[done.shard] = Some(entry),
             Err(e) => flight.errors.push(format!("shard {}: {e}", done.shard)),
@@ -523,6 +551,13 @@ impl Loop {
             return false;
         };
         let epoch = flight.plan.epoch;
+        if flight.errors.is_empty()
+            && !flight.changed
+            && flight.plan.kind == SnapshotKind::Delta
+            && let Some(last) = self.last_committed
+        {
+            return self.drop_unchanged(flight, last);
+        }
         let result = if flight.errors.is_empty() {
             self.commit(&flight)
         } else {
@@ -547,12 +582,21 @@ impl Loop {
                     SnapshotKind::Full => 0,
                     SnapshotKind::Delta => self.deltas_since_full + 1,
                 };
-                let deleted = manifest::apply_retention(&self.config.dir, self.config.retain);
-                if !deleted.is_empty() {
-                    tracing::debug!(?deleted, "old checkpoint epochs deleted");
+                let retained = manifest::apply_retention(
+                    &self.config.dir,
+                    self.config.retain,
+                    &mut self.verdicts,
+                );
+                if !retained.deleted.is_empty() {
+                    tracing::debug!(deleted = ?retained.deleted, "old checkpoint epochs deleted");
                 }
                 let (bytes, rows) = (*bytes, *rows);
                 self.update_stats(|s| {
+                    s.last_error = None;
+                    s.set_aside += retained.set_aside.len() as u64;
+                    if let Some(v) = retained.verified {
+                        s.verified_epoch = v;
+                    }
                     s.last_committed_epoch = epoch;
                     s.last_kind = Some(kind);
                     s.last_commit_unix_ms = unix_ms();
@@ -570,6 +614,7 @@ impl Loop {
                 self.update_stats(|s| {
                     s.failures += 1;
                     s.last_error = Some(format!("epoch {epoch}: {message}"));
+                    s.last_error_unix_ms = unix_ms();
                     s.in_flight = None;
                 });
             }
@@ -583,7 +628,39 @@ impl Loop {
         flight.then_stop
     }
 
+    /// A delta epoch in which nothing changed: not committed. Its files are
+    /// empty and unsynced; removing the directory costs no disk write.
+    fn drop_unchanged(&mut self, flight: InFlight, last: u64) -> bool {
+        let epoch = flight.plan.epoch;
+        let edir = manifest::epoch_dir(&self.config.dir, epoch);
+        if let Err(e) = std::fs::remove_dir_all(&edir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %edir.display(), error = %e, "cannot remove an unchanged epoch's directory");
+        }
+        tracing::debug!(
+            epoch,
+            last_committed = last,
+            "checkpoint skipped: nothing changed"
+        );
+        self.update_stats(|s| {
+            s.unchanged += 1;
+            s.in_flight = None;
+        });
+        for w in flight.waiters {
+            let _ = w.send(Ok(last));
+        }
+        flight.then_stop
+    }
+
     fn commit(&self, flight: &InFlight) -> Result<(u64, u64), String> {
+        let edir = manifest::epoch_dir(&self.config.dir, flight.plan.epoch);
+        for &shard in &flight.unsynced {
+            let path = edir.join(manifest::shard_file_name(shard));
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| format!("fsync {}: {e}", path.display()))?;
+        }
         let files: Vec<FileEntry> = flight.files.iter().flatten().cloned().collect();
         if files.len() != self.shards {
             return Err(format!(
@@ -603,6 +680,11 @@ impl Loop {
             files,
         };
         manifest::commit(&self.config.dir, &manifest).map_err(|e| e.to_string())?;
+        // The epoch is committed; a failure to name it in LATEST is logged,
+        // not a failed epoch (recovery does not read LATEST).
+        if let Err(e) = manifest::write_latest(&self.config.dir, flight.plan.epoch) {
+            tracing::warn!(error = %e, "cannot update LATEST");
+        }
         let bytes = manifest.files.iter().map(|f| f.bytes).sum();
         let rows = manifest.files.iter().map(|f| f.rows).sum();
         Ok((bytes, rows))

@@ -261,13 +261,15 @@ pub(crate) struct ShardFileWriter<'l> {
 pub(crate) type AggRow<'a> = (Val<'a>, &'a [Acc]);
 
 impl<'l> ShardFileWriter<'l> {
-    /// Creates (truncating) the file at `path`.
+    /// Creates the file at `path`, which must not exist (see
+    /// [`create_new_file`](super::manifest::create_new_file)).
     pub(crate) fn create(
         path: &Path,
         layout: &'l Layout,
         schema: Schema,
     ) -> Result<ShardFileWriter<'l>, String> {
-        let file = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        let file = super::manifest::create_new_file(path)
+            .map_err(|e| format!("create {}: {e}", path.display()))?;
         let sink = BufWriter::with_capacity(
             1 << 20,
             CrcFile {
@@ -381,15 +383,18 @@ impl<'l> ShardFileWriter<'l> {
         Ok(())
     }
 
-    /// Finishes the IPC file, flushes and fsyncs it.
-    pub(crate) fn finish(mut self) -> Result<Written, String> {
+    /// Finishes the IPC file and flushes it; fsyncs it if `sync` (a file
+    /// that may be thrown away unread is fsynced later, if it is kept).
+    pub(crate) fn finish(mut self, sync: bool) -> Result<Written, String> {
         self.out.finish().map_err(|e| e.to_string())?;
         let sink = self.out.into_inner().map_err(|e| e.to_string())?;
         let crc_file = sink.into_inner().map_err(|e| e.error().to_string())?;
-        crc_file
-            .file
-            .sync_all()
-            .map_err(|e| format!("fsync: {e}"))?;
+        if sync {
+            crc_file
+                .file
+                .sync_all()
+                .map_err(|e| format!("fsync: {e}"))?;
+        }
         Ok(Written {
             bytes: crc_file.bytes,
             crc32: crc_file.crc.finalize(),

@@ -14,10 +14,22 @@
 //! An epoch is committed if and only if its `MANIFEST` exists; a directory
 //! without one is a write that never finished and is ignored (and deleted by
 //! retention once older than the newest committed epoch).
+//!
+//! `dir/LATEST` names the newest committed epoch's directory (`epoch-14`
+//! and a newline); it is replaced atomically after each commit, so a reader
+//! never sees a partial name. A committed epoch found damaged (a manifest or
+//! file that does not verify) is renamed aside to `epoch-N.damaged`, never
+//! deleted, so an operator can inspect it.
+//!
+//! Files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`, mode 0600, only
+//! inside epoch directories this process created itself (mode 0700): a
+//! symlink or a directory planted in the checkpoint directory makes the
+//! epoch fail instead of redirecting the write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +43,107 @@ pub const MANIFEST_FORMAT: u32 = 1;
 
 /// The name of the file that commits an epoch.
 pub const MANIFEST_NAME: &str = "MANIFEST";
+
+/// The name of the file naming the newest committed epoch.
+pub const LATEST_NAME: &str = "LATEST";
+
+/// Creates a new file for writing: it must not exist yet (`O_EXCL`), a
+/// symlink in its place is refused (`O_NOFOLLOW`), and it is readable by the
+/// owner only (0600).
+pub(crate) fn create_new_file(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Creates the checkpoint directory (and missing parents) with mode 0700.
+/// An existing directory is left as it is.
+pub(crate) fn create_root(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates `dir/epoch-<epoch>` (mode 0700). It must not exist: a directory
+/// or symlink already there was not made by this process for this epoch,
+/// and writing into it could write anywhere.
+pub(crate) fn create_epoch_dir(dir: &Path, epoch: u64) -> io::Result<PathBuf> {
+    let edir = epoch_dir(dir, epoch);
+    fs::DirBuilder::new().mode(0o700).create(&edir).map_err(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} already exists and was not created by this process for epoch {epoch}; refusing to write into it",
+                    edir.display()
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    Ok(edir)
+}
+
+/// Replaces `dir/LATEST` with `epoch-<epoch>` atomically (temp file, fsync,
+/// rename, fsync of `dir`).
+pub(crate) fn write_latest(dir: &Path, epoch: u64) -> Result<(), CheckpointError> {
+    let tmp = dir.join("LATEST.tmp");
+    // A stale temp file from a crash; unlink does not follow symlinks.
+    let _ = fs::remove_file(&tmp);
+    let write = || -> io::Result<()> {
+        let mut f = create_new_file(&tmp)?;
+        writeln!(f, "epoch-{epoch}")?;
+        f.sync_all()
+    };
+    write().map_err(|e| CheckpointError::io("write", &tmp, e))?;
+    let path = dir.join(LATEST_NAME);
+    fs::rename(&tmp, &path).map_err(|e| CheckpointError::io("rename into place", &path, e))?;
+    sync_dir(dir)
+}
+
+/// Renames a damaged `dir/epoch-<epoch>` to `epoch-<epoch>.damaged` (with a
+/// numeric suffix if that exists already). Returns the new path.
+pub(crate) fn set_aside(dir: &Path, epoch: u64) -> io::Result<PathBuf> {
+    let from = epoch_dir(dir, epoch);
+    let mut to = dir.join(format!("epoch-{epoch}.damaged"));
+    let mut n = 1;
+    while fs::symlink_metadata(&to).is_ok() {
+        n += 1;
+        to = dir.join(format!("epoch-{epoch}.damaged.{n}"));
+    }
+    fs::rename(&from, &to)?;
+    Ok(to)
+}
+
+/// Reads one file of an epoch and checks it against its manifest entry:
+/// present, of the recorded size, with the recorded CRC-32. The error names
+/// the file and what is wrong.
+pub(crate) fn read_verified(edir: &Path, f: &FileEntry) -> Result<Vec<u8>, String> {
+    let path = edir.join(&f.path);
+    let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 != f.bytes {
+        return Err(format!(
+            "{} is {} bytes, the manifest says {}",
+            path.display(),
+            bytes.len(),
+            f.bytes
+        ));
+    }
+    let crc = crc32fast::hash(&bytes);
+    if crc != f.crc32 {
+        return Err(format!(
+            "{} has CRC-32 {crc:#010x}, the manifest says {:#010x}",
+            path.display(),
+            f.crc32
+        ));
+    }
+    Ok(bytes)
+}
 
 /// Whether a file holds every key or only the keys changed since its base.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +429,7 @@ pub(crate) fn commit(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointEr
         CheckpointError::io("serialize manifest", &tmp, io::Error::other(e.to_string()))
     })?;
     let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = create_new_file(&tmp)?;
         f.write_all(&body)?;
         f.write_all(b"\n")?;
         f.sync_all()
@@ -329,49 +442,146 @@ pub(crate) fn commit(dir: &Path, manifest: &Manifest) -> Result<(), CheckpointEr
     sync_dir(dir)
 }
 
-/// Deletes what `retain` no longer needs: keeps the newest `retain`
-/// committed epochs and every epoch their deltas build on; deletes every
-/// other epoch directory older than the newest committed one (committed or
-/// not). Newer uncommitted directories (a write in progress) are left alone.
-/// Returns the deleted epochs; failures to delete are logged and skipped.
-pub(crate) fn apply_retention(dir: &Path, retain: usize) -> Vec<u64> {
+/// What retention learnt about one committed epoch's own files (cached by
+/// the coordinator: a committed epoch never changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Every file is present with its recorded size and CRC-32.
+    Verified,
+    /// The manifest or a file does not verify; why.
+    Damaged(String),
+}
+
+/// What one retention pass did.
+#[derive(Debug, Default)]
+pub(crate) struct Retained {
+    /// Epoch directories deleted.
+    pub(crate) deleted: Vec<u64>,
+    /// Damaged epoch directories renamed aside, with the reason.
+    pub(crate) set_aside: Vec<(u64, String)>,
+    /// The newest epoch whose whole chain verified.
+    pub(crate) verified: Option<u64>,
+}
+
+/// Applies retention to `dir`:
+///
+/// - keeps the newest `retain` committed epochs and every epoch their
+///   deltas build on;
+/// - keeps the newest chain that verifies (every file of the epoch and of
+///   the epochs it builds on has its recorded size and CRC-32), and one
+///   older complete, verified chain: the newest one that ends before the
+///   full snapshot the newest verified chain starts from;
+/// - of the other epoch directories older than the newest committed epoch,
+///   renames the damaged ones aside (`epoch-N.damaged`) and deletes the
+///   rest (including directories of epochs that never committed). Newer
+///   directories (a write in progress) are left alone.
+///
+/// `verdicts` caches each epoch's verification, so each file is read back
+/// once. Failures to delete or rename are logged and skipped.
+pub(crate) fn apply_retention(
+    dir: &Path,
+    retain: usize,
+    verdicts: &mut HashMap<u64, Verdict>,
+) -> Retained {
+    let mut out = Retained::default();
     let epochs = match list_epochs(dir) {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "checkpoint retention could not list the directory");
-            return Vec::new();
+            return out;
         }
     };
-    let mut committed: BTreeMap<u64, Option<u64>> = BTreeMap::new();
+    verdicts.retain(|e, _| epochs.binary_search(e).is_ok());
+    let mut committed: BTreeMap<u64, Manifest> = BTreeMap::new();
     for &e in &epochs {
-        if let Ok(m) = read_manifest(dir, e) {
-            committed.insert(e, m.base);
+        match read_manifest(dir, e) {
+            Ok(m) => {
+                committed.insert(e, m);
+            }
+            Err(ManifestError::Missing) => {}
+            Err(ManifestError::Invalid(reason)) => {
+                verdicts.insert(e, Verdict::Damaged(reason));
+            }
         }
     }
     let Some(&newest) = committed.keys().next_back() else {
-        return Vec::new();
+        return out;
+    };
+    // The epochs of `e`'s chain, newest first; `None` if a link is missing.
+    let chain = |e: u64| -> Option<Vec<u64>> {
+        let mut links = vec![e];
+        let mut cur = committed.get(&e)?.base;
+        while let Some(b) = cur {
+            links.push(b);
+            cur = committed.get(&b)?.base;
+        }
+        Some(links)
+    };
+    let mut verify = |e: u64| -> bool {
+        let v = verdicts.entry(e).or_insert_with(|| {
+            let m = &committed[&e];
+            let edir = epoch_dir(dir, e);
+            match m
+                .files
+                .iter()
+                .try_for_each(|f| read_verified(&edir, f).map(drop))
+            {
+                Ok(()) => Verdict::Verified,
+                Err(reason) => Verdict::Damaged(reason),
+            }
+        });
+        *v == Verdict::Verified
     };
     let mut keep = BTreeSet::new();
-    for (&e, _) in committed.iter().rev().take(retain.max(1)) {
+    for &e in committed.keys().rev().take(retain.max(1)) {
         let mut cur = Some(e);
         while let Some(c) = cur {
             if !keep.insert(c) {
                 break;
             }
-            cur = committed.get(&c).copied().flatten();
+            cur = committed.get(&c).and_then(|m| m.base);
         }
     }
-    let mut deleted = Vec::new();
-    for &e in &epochs {
-        if e < newest && !keep.contains(&e) {
-            let path = epoch_dir(dir, e);
-            match fs::remove_dir_all(&path) {
-                Ok(()) => deleted.push(e),
-                Err(err) => {
-                    tracing::warn!(path = %path.display(), error = %err, "could not delete an old checkpoint epoch");
+    let mut verified_root = None;
+    for &e in committed.keys().rev() {
+        if verified_root.is_some_and(|root| e >= root) {
+            continue;
+        }
+        let Some(links) = chain(e) else { continue };
+        if links.iter().all(|&l| verify(l)) {
+            keep.extend(links.iter().copied());
+            match verified_root {
+                None => {
+                    out.verified = Some(e);
+                    verified_root = links.last().copied();
                 }
+                Some(_) => break,
             }
         }
     }
-    deleted
+    for &e in &epochs {
+        if e >= newest || keep.contains(&e) {
+            continue;
+        }
+        if let Some(Verdict::Damaged(reason)) = verdicts.get(&e) {
+            match set_aside(dir, e) {
+                Ok(to) => {
+                    tracing::warn!(epoch = e, to = %to.display(), reason = %reason, "damaged checkpoint epoch renamed aside");
+                    out.set_aside.push((e, reason.clone()));
+                }
+                Err(err) => {
+                    tracing::warn!(epoch = e, error = %err, "could not rename a damaged checkpoint epoch aside");
+                }
+            }
+            continue;
+        }
+        let path = epoch_dir(dir, e);
+        match fs::remove_dir_all(&path) {
+            Ok(()) => out.deleted.push(e),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "could not delete an old checkpoint epoch");
+            }
+        }
+    }
+    out
 }

@@ -16,8 +16,10 @@
 //! 4. With every shard's file written, the coordinator writes
 //!    `dir/epoch-N/MANIFEST` (JSON, see [`Manifest`]): temp file, fsync,
 //!    rename, fsync of the epoch directory and of `dir`. Only then is `N`
-//!    committed. Retention keeps the newest `retain` committed epochs and
-//!    the epochs their deltas build on, and deletes the rest.
+//!    committed, and `dir/LATEST` is replaced to name it. Retention keeps
+//!    the newest `retain` committed epochs, the epochs their deltas build
+//!    on, the newest verified chain and one older one, and deletes the rest
+//!    (damaged epochs are renamed aside instead).
 //!
 //! # Guarantees and invariants
 //!
@@ -30,8 +32,16 @@
 //! - At most one epoch is in flight. Shards never block on the coordinator,
 //!   the writer or the disk; a failing disk only fails epochs (counted in
 //!   [`CheckpointStats`], logged), and the next epoch retries.
-//! - [`recover`] loads the newest committed epoch whose whole chain is
-//!   present and passes its checksums, skipping torn or corrupt ones.
+//! - [`recover`] loads, per writer shard, the newest committed epoch whose
+//!   chain is present and passes its checksums, skipping torn or corrupt
+//!   files; damaged epochs are renamed `epoch-N.damaged`; with committed
+//!   epochs but nothing that verifies it refuses to start rather than start
+//!   empty ([`OnDamage`]).
+//! - Retention never deletes the newest chain that verifies, and keeps one
+//!   older complete chain besides.
+//! - An epoch in which no shard changed anything is not committed (no
+//!   manifest, its directory removed); `LATEST` keeps naming the last
+//!   committed one.
 
 pub mod file;
 pub mod manifest;
@@ -50,7 +60,7 @@ pub use coordinator::{
     CheckpointConfig, CheckpointStats, Coordinator, CoordinatorHandle, ShardCheckpoint,
 };
 pub use manifest::{FileEntry, Manifest, SnapshotKind, TableDesc};
-pub use recover::{Recovered, recover, recover_epoch};
+pub use recover::{OnDamage, Recovered, read_state, recover, recover_with};
 
 use crate::state::StateError;
 
@@ -84,6 +94,30 @@ pub enum CheckpointError {
     /// A checkpoint setting is invalid.
     #[error("invalid checkpoint setting: {0}")]
     Config(String),
+    /// Committed epochs exist but no chain of them verifies: starting empty
+    /// would silently lose state, so start-up refuses.
+    #[error(
+        "no checkpoint in `{}` can be restored, and starting empty would lose the state it holds:\n{}\nrestore or move these files, or run `coreline run --discard-state` to start empty on purpose (damaged epochs are then renamed epoch-N.damaged)",
+        dir.display(),
+        problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+    )]
+    Damaged {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What is wrong, one line per file or epoch, naming it.
+        problems: Vec<String>,
+    },
+    /// A file passed its checksum but this build cannot read it.
+    #[error(
+        "`{}` passed its checksum but cannot be read by this build: {reason}; move the checkpoint directory away or run `coreline run --discard-state`",
+        file.display()
+    )]
+    Unreadable {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The checkpoint holds a table the configuration declares differently.
     #[error(
         "the checkpoint's table `{table}` does not match the configuration: {message}; change the step back, rename it, or move the checkpoint directory away"

@@ -286,7 +286,12 @@ fn round_trip_equals_state_at_barrier() {
     let m = read_manifest(&tmp.0, 2).unwrap();
     assert_eq!((m.kind, m.base), (SnapshotKind::Delta, Some(1)));
     assert_eq!(dump(&recovered(&tmp.0, 2).shards), now);
-    assert_eq!(h.stop(), 3);
+    // Nothing changed since epoch 2: the final checkpoint commits nothing
+    // new and answers with epoch 2, which holds everything.
+    let handle = h.handle.clone();
+    assert_eq!(h.stop(), 2);
+    assert!(!epoch_dir(&tmp.0, 3).exists());
+    assert_eq!(handle.stats().unchanged, 1);
 }
 
 #[test]
@@ -361,7 +366,8 @@ fn reshard_one_to_two_and_two_to_one() {
     let two = dump(&h2.states);
     // First epoch of a new run is a full snapshot numbered after the old ones.
     let e = h2.checkpoint().unwrap();
-    assert_eq!(e, 3);
+    // (The final checkpoint of the first run changed nothing: no epoch 2.)
+    assert_eq!(e, 2);
     assert_eq!(read_manifest(&tmp.0, e).unwrap().kind, SnapshotKind::Full);
     workload(&mut h2.states, 5, 500, 800);
     let two_b = dump(&h2.states);
@@ -375,9 +381,11 @@ fn reshard_one_to_two_and_two_to_one() {
     assert_eq!(dump(&r.shards), two_b);
 }
 
+type Dump = BTreeMap<String, String>;
+
 /// Three committed epochs (two forced, then the final one of a clean stop);
-/// returns each epoch with the state it holds.
-fn three_epochs(dir: &Path, full_every: u32) -> Vec<(u64, BTreeMap<String, String>)> {
+/// returns each epoch with the state it holds, whole and per shard.
+fn three_epochs(dir: &Path, full_every: u32) -> Vec<(u64, Dump, Vec<Dump>)> {
     let cfg = CheckpointConfig {
         full_every,
         retain: 10,
@@ -388,51 +396,108 @@ fn three_epochs(dir: &Path, full_every: u32) -> Vec<(u64, BTreeMap<String, Strin
     for round in 0..2 {
         workload(&mut h.states, 20 + round, 1_500, 600);
         let e = h.checkpoint().unwrap();
-        out.push((e, dump(&h.states)));
+        out.push((e, dump(&h.states), per_shard(&h.states)));
     }
     workload(&mut h.states, 22, 1_500, 600);
-    let last = dump(&h.states);
-    out.push((h.stop(), last));
+    let (last, parts) = (dump(&h.states), per_shard(&h.states));
+    out.push((h.stop(), last, parts));
+    out
+}
+
+fn per_shard(states: &[ShardState]) -> Vec<Dump> {
+    (0..states.len()).map(|i| dump(&states[i..i + 1])).collect()
+}
+
+/// The state of shard `from_old` taken from `old`, the others from `new`.
+fn mix(new: &[Dump], old: &[Dump], from_old: usize) -> Dump {
+    let mut out = Dump::new();
+    for (i, part) in new.iter().enumerate() {
+        out.extend(if i == from_old { &old[i] } else { part }.clone());
+    }
     out
 }
 
 #[test]
 fn corrupt_newest_epoch_falls_back() {
     type Damage = fn(&Path);
-    let damages: [(&str, Damage); 5] = [
-        ("flip a byte", |e| {
-            let p = e.join("shard-1.arrow");
-            let mut b = fs::read(&p).unwrap();
-            let mid = b.len() / 2;
-            b[mid] ^= 0x40;
-            fs::write(&p, b).unwrap();
-        }),
-        ("truncate", |e| {
-            let p = e.join("shard-0.arrow");
-            let b = fs::read(&p).unwrap();
-            fs::write(&p, &b[..b.len() - 9]).unwrap();
-        }),
-        ("delete a file", |e| {
-            fs::remove_file(e.join("shard-0.arrow")).unwrap()
-        }),
-        ("half-written manifest", |e| {
-            let p = e.join("MANIFEST");
-            let b = fs::read(&p).unwrap();
-            fs::write(&p, &b[..b.len() / 2]).unwrap();
-        }),
-        ("manifest never renamed", |e| {
-            fs::rename(e.join("MANIFEST"), e.join("MANIFEST.tmp")).unwrap();
-        }),
+    // (what, damage, the shard file it damages if only one)
+    let damages: [(&str, Damage, Option<usize>); 5] = [
+        (
+            "flip a byte",
+            |e| {
+                let p = e.join("shard-1.arrow");
+                let mut b = fs::read(&p).unwrap();
+                let mid = b.len() / 2;
+                b[mid] ^= 0x40;
+                fs::write(&p, b).unwrap();
+            },
+            Some(1),
+        ),
+        (
+            "truncate",
+            |e| {
+                let p = e.join("shard-0.arrow");
+                let b = fs::read(&p).unwrap();
+                fs::write(&p, &b[..b.len() - 9]).unwrap();
+            },
+            Some(0),
+        ),
+        (
+            "delete a file",
+            |e| fs::remove_file(e.join("shard-0.arrow")).unwrap(),
+            Some(0),
+        ),
+        (
+            "half-written manifest",
+            |e| {
+                let p = e.join("MANIFEST");
+                let b = fs::read(&p).unwrap();
+                fs::write(&p, &b[..b.len() / 2]).unwrap();
+            },
+            None,
+        ),
+        (
+            "manifest never renamed",
+            |e| {
+                fs::rename(e.join("MANIFEST"), e.join("MANIFEST.tmp")).unwrap();
+            },
+            None,
+        ),
     ];
-    for (what, damage) in damages {
+    for (what, damage, file) in damages {
         let tmp = TempDir::new("corrupt");
         let epochs = three_epochs(&tmp.0, 1);
-        damage(&epoch_dir(&tmp.0, epochs[2].0));
+        let newest = epoch_dir(&tmp.0, epochs[2].0);
+        damage(&newest);
         let r = recovered(&tmp.0, 2);
-        assert_eq!(r.epoch, epochs[1].0, "{what}");
-        assert_eq!(dump(&r.shards), epochs[1].1, "{what}");
-        assert_eq!(r.skipped.len(), 1, "{what}");
-        assert_eq!(r.skipped[0].0, epochs[2].0, "{what}");
+        match file {
+            // One damaged shard file: that shard falls back to epoch 2, the
+            // other keeps epoch 3; the epoch stays in place (it is in use).
+            Some(i) => {
+                assert_eq!(r.epoch, epochs[2].0, "{what}");
+                assert_eq!(
+                    dump(&r.shards),
+                    mix(&epochs[2].2, &epochs[1].2, i),
+                    "{what}"
+                );
+                assert!(newest.exists(), "{what}");
+            }
+            None => {
+                assert_eq!(r.epoch, epochs[1].0, "{what}");
+                assert_eq!(dump(&r.shards), epochs[1].1, "{what}");
+            }
+        }
+        // A damaged manifest is set aside; a never-committed epoch is not damage.
+        let aside = what == "half-written manifest";
+        assert_eq!(r.set_aside.len(), usize::from(aside), "{what}");
+        assert_eq!(!newest.exists(), aside, "{what}");
+        assert_eq!(
+            tmp.0
+                .join(format!("epoch-{}.damaged", epochs[2].0))
+                .is_dir(),
+            aside,
+            "{what}"
+        );
     }
 }
 
@@ -449,10 +514,35 @@ fn corrupt_delta_base_falls_back_past_the_chain() {
     let last = b.len() - 20;
     b[last] ^= 1;
     fs::write(&p, b).unwrap();
+    // Shard 0's chain breaks at epoch 2: it comes from epoch 1; shard 1's
+    // files all verify: it comes from epoch 3.
     let r = recovered(&tmp.0, 2);
-    assert_eq!(r.epoch, epochs[0].0);
-    assert_eq!(dump(&r.shards), epochs[0].1);
-    assert_eq!(r.skipped.len(), 2);
+    assert_eq!(r.epoch, epochs[2].0);
+    assert_eq!(dump(&r.shards), mix(&epochs[2].2, &epochs[0].2, 0));
+    assert!(!r.skipped.is_empty());
+    assert!(r.set_aside.is_empty(), "epoch 2 is in use by shard 1");
+}
+
+#[test]
+fn no_verifying_chain_refuses_then_discard_starts_empty() {
+    let tmp = TempDir::new("refuse");
+    // full_every 10: epoch 1 is the only full snapshot.
+    let epochs = three_epochs(&tmp.0, 10);
+    let p = epoch_dir(&tmp.0, epochs[0].0).join("shard-1.arrow");
+    let mut b = fs::read(&p).unwrap();
+    b[100] ^= 0x01;
+    fs::write(&p, b).unwrap();
+    let e = recover(&tmp.0, 2, &specs()).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, CheckpointError::Damaged { .. }), "{text}");
+    assert!(text.contains("epoch-1/shard-1.arrow"), "{text}");
+    assert!(text.contains("--discard-state"), "{text}");
+    // Refusing changes nothing on disk.
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![1, 2, 3]);
+    let r = recover_with(&tmp.0, 2, &specs(), OnDamage::Discard).unwrap();
+    assert_eq!((r.epoch, r.keys), (0, 0));
+    assert_eq!(r.set_aside, vec![1]);
+    assert!(tmp.0.join("epoch-1.damaged/shard-1.arrow").is_file());
 }
 
 #[test]
@@ -463,9 +553,16 @@ fn nothing_valid_means_empty_state() {
     fs::create_dir_all(epoch_dir(&tmp.0, 4)).unwrap();
     fs::write(epoch_dir(&tmp.0, 4).join("MANIFEST"), b"{not json").unwrap();
     fs::write(tmp.0.join("epoch-9"), b"a file, not a directory").unwrap();
+    // A committed epoch that does not verify: refuse, do not start empty.
+    let e = recover(&tmp.0, 2, &specs()).unwrap_err();
+    assert!(e.to_string().contains("epoch-4/MANIFEST"), "{e}");
+    let r = recover_with(&tmp.0, 2, &specs(), OnDamage::Discard).unwrap();
+    assert_eq!((r.epoch, r.keys), (0, 0));
+    assert_eq!(r.set_aside, vec![4]);
+    // Only never-committed leftovers: empty, no refusal.
+    fs::create_dir_all(epoch_dir(&tmp.0, 5)).unwrap();
     let r = recover(&tmp.0, 2, &specs()).unwrap();
     assert_eq!((r.epoch, r.keys), (0, 0));
-    assert_eq!(r.skipped.len(), 1);
 }
 
 #[test]
@@ -485,16 +582,107 @@ fn retention_keeps_newest_and_their_bases() {
         workload(&mut h.states, 30 + round, 300, 200);
         seen.push(h.checkpoint().unwrap());
     }
-    // 1 full, 2 delta(1), 3 delta(2), 4 full, 5 delta(4): keep 5, 4 (5's base).
+    // 1 full, 2 delta(1), 3 delta(2), 4 full, 5 delta(4): keep 5, 4 (5's
+    // base), and the older complete chain 3, 2, 1.
     assert_eq!(seen, vec![1, 2, 3, 4, 5]);
-    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5]);
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![1, 2, 3, 4, 5]);
     workload(&mut h.states, 40, 300, 200);
-    h.checkpoint().unwrap(); // 6 delta(5): keep 6, 5 and their base 4.
-    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5, 6]);
+    h.checkpoint().unwrap(); // 6 delta(5): keep 6, 5, 4 and still 3, 2, 1.
+    assert_eq!(list_epochs(&tmp.0).unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(h.handle.stats().verified_epoch, 6);
+    workload(&mut h.states, 41, 300, 200);
     let want = dump(&h.states);
-    h.stop(); // 7 full: keep 7, 6 and 6's chain 5, 4.
+    h.stop(); // 7 full: keep 7, and 6's chain 6, 5, 4 as the older one.
     assert_eq!(list_epochs(&tmp.0).unwrap(), vec![4, 5, 6, 7]);
     assert_eq!(dump(&recovered(&tmp.0, 2).shards), want);
+    let latest = fs::read_to_string(tmp.0.join("LATEST")).unwrap();
+    assert_eq!(latest, "epoch-7\n");
+}
+
+#[test]
+fn retention_never_deletes_the_newest_verified_chain() {
+    let tmp = TempDir::new("retain-damaged");
+    let cfg = CheckpointConfig {
+        full_every: 3,
+        retain: 1,
+        ..config(&tmp.0)
+    };
+    let mut h = Harness::start(cfg.clone(), 2);
+    workload(&mut h.states, 50, 300, 200);
+    assert_eq!(h.checkpoint().unwrap(), 1); // full
+    workload(&mut h.states, 51, 300, 200);
+    assert_eq!(h.checkpoint().unwrap(), 2); // delta(1)
+    let want = dump(&h.states);
+    h.stop();
+    // Bit rot in epoch 2 while the service is down.
+    let p = epoch_dir(&tmp.0, 2).join("shard-0.arrow");
+    let mut b = fs::read(&p).unwrap();
+    b[60] ^= 0x10;
+    fs::write(&p, b).unwrap();
+    let r = recover(&tmp.0, 2, &specs()).unwrap();
+    // Shard 0 comes from epoch 1, shard 1 from epoch 2.
+    assert_eq!(r.epoch, 2);
+    assert!(!r.skipped.is_empty(), "{:?}", r.skipped);
+    assert!(dump(&r.shards) != want);
+    let mut h = Harness::start(cfg, 2);
+    for round in 0..4 {
+        workload(&mut h.states, 52 + round, 300, 200);
+        // 3 full (first of a run), 4 delta(3), 5 delta(4), 6 full
+        h.checkpoint().unwrap();
+        if round == 2 {
+            // 5's chain (5, 4, 3) is the newest verified one; 2's chain is
+            // damaged, so the older complete chain kept is 1.
+            assert_eq!(list_epochs(&tmp.0).unwrap(), vec![1, 3, 4, 5]);
+        }
+    }
+    let left = list_epochs(&tmp.0).unwrap();
+    // 6 (full) is the newest verified chain; 5's chain (5, 4, 3) the older
+    // one; 2 (damaged) was set aside, not deleted, and 1 deleted.
+    assert_eq!(left, vec![3, 4, 5, 6], "{left:?}");
+    assert!(
+        tmp.0.join("epoch-2.damaged").is_dir(),
+        "damaged epochs are set aside"
+    );
+    assert_eq!(h.handle.stats().set_aside, 1);
+    assert_eq!(h.handle.stats().verified_epoch, 6);
+    let want = dump(&h.states);
+    h.stop();
+    assert_eq!(dump(&recovered(&tmp.0, 2).shards), want);
+}
+
+#[test]
+fn files_are_private_and_never_written_through_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("modes");
+    let elsewhere = TempDir::new("modes-elsewhere");
+    fs::create_dir_all(&elsewhere.0).unwrap();
+    let mut h = Harness::start(config(&tmp.0), 1);
+    workload(&mut h.states, 60, 100, 50);
+    assert_eq!(h.checkpoint().unwrap(), 1);
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&epoch_dir(&tmp.0, 1)), 0o700);
+    assert_eq!(mode(&epoch_dir(&tmp.0, 1).join("shard-0.arrow")), 0o600);
+    assert_eq!(mode(&epoch_dir(&tmp.0, 1).join("MANIFEST")), 0o600);
+    assert_eq!(mode(&tmp.0.join("LATEST")), 0o600);
+    // A symlink planted where the next epoch's directory will go.
+    std::os::unix::fs::symlink(&elsewhere.0, epoch_dir(&tmp.0, 2)).unwrap();
+    workload(&mut h.states, 61, 100, 50);
+    let e = h.checkpoint().unwrap_err();
+    assert!(e.to_string().contains("not created by this process"), "{e}");
+    assert_eq!(
+        fs::read_dir(&elsewhere.0).unwrap().count(),
+        0,
+        "wrote through the symlink"
+    );
+    let stats = h.handle.stats();
+    assert!(stats.last_error.is_some());
+    // The next epoch commits and clears the error.
+    fs::remove_file(epoch_dir(&tmp.0, 2)).unwrap();
+    assert_eq!(h.checkpoint().unwrap(), 3);
+    let stats = h.handle.stats();
+    assert_eq!(stats.last_error, None);
+    assert!(stats.last_error_unix_ms > 0 && stats.last_commit_unix_ms >= stats.last_error_unix_ms);
+    h.stop();
 }
 
 #[test]
@@ -670,7 +858,7 @@ fn config_changes_are_checked_on_recovery() {
         outs.push(AggOutput::parse("top", "max(amount)", |_| Some(ColumnType::Int64)).unwrap());
     }
     let r = recover(&tmp.0, 1, &s).unwrap();
-    assert_eq!(r.epoch, 2); // 1 forced, 2 the final checkpoint of the stop
+    assert_eq!(r.epoch, 1); // 1 forced; the stop changed nothing
     let t = r.shards[0].aggregate(0).unwrap();
     assert!(!t.is_empty());
     assert!(t.iter().all(|(_, v)| v.get(7) == Val::Null));

@@ -10,13 +10,12 @@
 //! reason, visibly, instead of writing wrong state.
 
 use std::collections::VecDeque;
-use std::fs;
 use std::path::PathBuf;
 
 use crossbeam_channel::{Receiver, Sender};
 
 use super::file::{Layout, ShardFileWriter};
-use super::manifest::{FileEntry, SnapshotKind, epoch_dir, shard_file_name};
+use super::manifest::{FileEntry, SnapshotKind, create_epoch_dir, epoch_dir, shard_file_name};
 use crate::row::Slot;
 use crate::state::{Acc, Capture, Key, TableKind, TableLog, TableSpec};
 
@@ -43,6 +42,12 @@ pub(crate) struct FileDone {
     pub(crate) epoch: u64,
     pub(crate) shard: usize,
     pub(crate) result: Result<FileEntry, String>,
+    /// The capture held a change (a new key or a changed slot).
+    pub(crate) changed: bool,
+    /// The file was fsynced. An unchanged delta is not: if nothing changed
+    /// anywhere the epoch is dropped unread, otherwise the coordinator
+    /// fsyncs it before committing.
+    pub(crate) synced: bool,
 }
 
 /// The writer's copy of one table of one shard, indexed by slot.
@@ -196,6 +201,9 @@ pub(crate) struct Writer {
     pub(crate) plans: VecDeque<EpochPlan>,
     pub(crate) spares: Vec<Sender<Capture>>,
     pub(crate) done: Sender<FileDone>,
+    /// The newest epoch directory this writer created: files are only
+    /// written into directories it made itself.
+    pub(crate) made_dir: Option<u64>,
 }
 
 /// Plans kept for epochs whose captures are still expected.
@@ -217,6 +225,7 @@ impl Writer {
             layout,
             spares,
             done,
+            made_dir: None,
         }
     }
 
@@ -238,7 +247,10 @@ impl Writer {
 
     fn capture(&mut self, mut cap: Capture) {
         let (epoch, shard) = (cap.epoch, cap.shard);
-        let result = self.handle(&cap);
+        let changed = cap.changed_keys() > 0 || cap.new_keys() > 0;
+        let result = self.handle(&cap, changed);
+        let synced = result.as_ref().is_ok_and(|(_, synced)| *synced);
+        let result = result.map(|(entry, _)| entry);
         if let Err(e) = &result {
             tracing::warn!(epoch, shard, error = %e, "checkpoint shard file not written");
         }
@@ -251,10 +263,14 @@ impl Writer {
             epoch,
             shard,
             result,
+            changed,
+            synced,
         });
     }
 
-    fn handle(&mut self, cap: &Capture) -> Result<FileEntry, String> {
+    /// Writes the shard file for `cap`; returns its entry and whether it was
+    /// fsynced.
+    fn handle(&mut self, cap: &Capture, changed: bool) -> Result<(FileEntry, bool), String> {
         let shard = cap.shard;
         let Some(mirror) = self.mirrors.get_mut(shard) else {
             return Err(format!("capture from unknown shard {shard}"));
@@ -277,8 +293,15 @@ impl Writer {
                 kind: SnapshotKind::Full,
                 base: None,
             });
-        let edir = epoch_dir(&self.dir, plan.epoch);
-        fs::create_dir_all(&edir).map_err(|e| format!("create {}: {e}", edir.display()))?;
+        let edir = if self.made_dir == Some(plan.epoch) {
+            epoch_dir(&self.dir, plan.epoch)
+        } else {
+            let edir = create_epoch_dir(&self.dir, plan.epoch).map_err(|e| {
+                format!("create {}: {e}", epoch_dir(&self.dir, plan.epoch).display())
+            })?;
+            self.made_dir = Some(plan.epoch);
+            edir
+        };
         let name = shard_file_name(shard);
         let path = edir.join(&name);
         let schema = self.layout.schema(plan.epoch, shard, plan.kind, plan.base);
@@ -286,10 +309,11 @@ impl Writer {
         self.mirrors[shard]
             .write(&mut out, plan.kind, cap)
             .map_err(|e| format!("write {}: {e}", path.display()))?;
+        let sync = changed || plan.kind == SnapshotKind::Full;
         let written = out
-            .finish()
+            .finish(sync)
             .map_err(|e| format!("finish {}: {e}", path.display()))?;
-        Ok(FileEntry {
+        let entry = FileEntry {
             shard,
             path: name,
             bytes: written.bytes,
@@ -297,6 +321,7 @@ impl Writer {
             rows: written.rows,
             kind: plan.kind,
             base: plan.base,
-        })
+        };
+        Ok((entry, sync))
     }
 }

@@ -400,10 +400,22 @@ impl Decoder {
         let mut close = false;
         let mut keep_alive = false;
         let mut expect_continue = false;
+        let mut hosts = 0u32;
         for header in req.headers.iter() {
             let name = header.name.as_bytes();
             // Match by length first: most headers are rejected on one compare.
             match name.len() {
+                4 if eq_lower(name, b"host") => {
+                    // RFC 9112 §3.2: more than one Host, or an invalid one,
+                    // is a 400 whatever the version.
+                    hosts += 1;
+                    if hosts > 1 {
+                        return Err(HttpError::Malformed("more than one Host header"));
+                    }
+                    if !valid_host(trim(header.value)) {
+                        return Err(HttpError::Malformed("invalid Host header"));
+                    }
+                }
                 6 if eq_lower(name, b"expect") => {
                     expect_continue |= eq_lower(trim(header.value), b"100-continue");
                 }
@@ -427,6 +439,10 @@ impl Decoder {
                 }
                 _ => {}
             }
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+        if hosts == 0 && version == Version::Http11 {
+            return Err(HttpError::Malformed("missing Host header"));
         }
 
         // Message body length of a request, RFC 9112 §6.3 (items 1 and 2
@@ -453,6 +469,11 @@ impl Decoder {
                 return Err(HttpError::Malformed(
                     "Transfer-Encoding must end in a single chunked",
                 ));
+            }
+            // §7: chunked is defined without parameters; one with them is
+            // not the coding we understand, and guessing invites smuggling.
+            if codings.chunked_with_params {
+                return Err(HttpError::Malformed("chunked takes no parameters"));
             }
             // §6.1: a transfer coding the server does not understand
             // (anything before the final chunked) is answered 501.
@@ -724,6 +745,7 @@ struct Codings {
     present: bool,
     chunked: u32,
     last_is_chunked: bool,
+    chunked_with_params: bool,
     other: bool,
 }
 
@@ -732,13 +754,69 @@ impl Codings {
         self.present = true;
         for coding in list(value) {
             // transfer-coding = token *( OWS ";" OWS transfer-parameter )
-            let name = trim(coding.split(|&b| b == b';').next().unwrap_or(coding));
+            let mut parts = coding.split(|&b| b == b';');
+            let name = trim(parts.next().unwrap_or(coding));
             let chunked = eq_lower(name, b"chunked");
+            self.chunked_with_params |= chunked && parts.next().is_some();
             self.chunked += u32::from(chunked);
             self.other |= !chunked;
             self.last_is_chunked = chunked;
         }
     }
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2): an
+/// IP-literal in brackets or a reg-name (unreserved, pct-encoded and
+/// sub-delims characters), then optionally `:` and digits. An empty value
+/// is valid (a target without an authority).
+fn valid_host(value: &[u8]) -> bool {
+    let (host, rest) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &value[1..end];
+        let ip_literal = !inner.is_empty()
+            && inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        // IPvFuture (`v1.x`) is allowed by the grammar but nobody sends it.
+        if !ip_literal {
+            return false;
+        }
+        (&[][..], &value[end + 1..])
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, &[][..]),
+        }
+    };
+    let reg_name = host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    });
+    let port = match rest {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    reg_name && port
 }
 
 /// `Content-Length = 1*DIGIT`, or a list of equal such values (RFC 9112

@@ -183,7 +183,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "http/1.1 close in a list",
-            b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Close\r\n\r\n",
             Get,
             "/",
             "",
@@ -193,7 +193,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "http/1.1 close in a second field",
-            b"GET / HTTP/1.1\r\nConnection: upgrade\r\nCONNECTION:close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nCONNECTION:close\r\n\r\n",
             Get,
             "/",
             "",
@@ -215,7 +215,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "chunked, upper-case hex and coding name",
-            b"PUT /up?v=2 HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n\
+            b"PUT /up?v=2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n\
               1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0000\r\n\r\n",
             Put,
             "/up",
@@ -226,7 +226,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "chunked, empty list elements",
-            b"POST /up HTTP/1.1\r\nTransfer-Encoding: , chunked ,\r\n\r\n0\r\n\r\n",
+            b"POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: , chunked ,\r\n\r\n0\r\n\r\n",
             Post,
             "/up",
             "",
@@ -236,7 +236,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "expect 100-continue",
-            b"POST /slow HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n12345",
+            b"POST /slow HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n12345",
             Post,
             "/slow",
             "",
@@ -256,7 +256,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "absolute-form without a path",
-            b"GET HTTPS://example.com?x HTTP/1.1\r\n\r\n",
+            b"GET HTTPS://example.com?x HTTP/1.1\r\nHost: h\r\n\r\n",
             Get,
             "/",
             "x",
@@ -266,7 +266,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "leading blank line",
-            b"\r\nGET /x HTTP/1.1\r\n\r\n",
+            b"\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n",
             Get,
             "/x",
             "",
@@ -286,7 +286,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "head",
-            b"HEAD /h HTTP/1.1\r\n\r\n",
+            b"HEAD /h HTTP/1.1\r\nHost: h\r\n\r\n",
             Head,
             "/h",
             "",
@@ -296,7 +296,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "options asterisk",
-            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
             Options,
             "*",
             "",
@@ -306,7 +306,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "delete with zero length",
-            b"DELETE /k/1 HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            b"DELETE /k/1 HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
             Delete,
             "/k/1",
             "",
@@ -316,7 +316,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "repeated equal content-length",
-            b"PATCH /p HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3, 3\r\n\r\nabc",
+            b"PATCH /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\ncontent-length: 3, 3\r\n\r\nabc",
             Patch,
             "/p",
             "",
@@ -326,7 +326,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "other method",
-            b"PROPFIND /dav HTTP/1.1\r\n\r\n",
+            b"PROPFIND /dav HTTP/1.1\r\nHost: h\r\n\r\n",
             Other,
             "/dav",
             "",
@@ -336,7 +336,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "connect authority-form",
-            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: h\r\n\r\n",
             Other,
             "example.com:443",
             "",
@@ -346,7 +346,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "get with a body",
-            b"GET /g HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi",
+            b"GET /g HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi",
             Get,
             "/g",
             "",
@@ -356,7 +356,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "empty query",
-            b"GET /p? HTTP/1.1\r\n\r\n",
+            b"GET /p? HTTP/1.1\r\nHost: h\r\n\r\n",
             Get,
             "/p",
             "",
@@ -366,7 +366,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "utf-8 path",
-            "GET /caf\u{e9}?q=\u{e9} HTTP/1.1\r\n\r\n".as_bytes(),
+            "GET /caf\u{e9}?q=\u{e9} HTTP/1.1\r\nHost: h\r\n\r\n".as_bytes(),
             Get,
             "/caf\u{e9}",
             "q=\u{e9}",
@@ -376,7 +376,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "binary body",
-            b"POST /bin HTTP/1.1\r\nContent-Length: 6\r\n\r\n\r\n\0\xff\r\n",
+            b"POST /bin HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\n\r\n\r\n\0\xff\r\n",
             Post,
             "/bin",
             "",
@@ -483,8 +483,8 @@ fn drain(d: &mut Decoder, buf: &[u8], limits: &Limits) -> (Vec<Owned>, usize, Ou
 #[test]
 fn three_pipelined_requests() {
     let buf = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
-                POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
-                POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n";
+                POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\
+                POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n";
     let mut d = Decoder::new();
     let limits = Limits::default();
     let (got, start, rest) = drain(&mut d, buf, &limits);
@@ -498,8 +498,8 @@ fn three_pipelined_requests() {
         summary,
         [
             ("/a", b"".as_slice(), 28),
-            ("/b", b"abc".as_slice(), 42),
-            ("/c", b"de".as_slice(), buf.len() - 70),
+            ("/b", b"abc".as_slice(), 51),
+            ("/c", b"de".as_slice(), buf.len() - 79),
         ]
     );
 }
@@ -581,13 +581,25 @@ fn all_cases_pipelined_in_random_reads() {
 #[test]
 fn keep_alive_rules() {
     let ka = |req: &[u8]| request(req).keep_alive;
-    assert!(ka(b"GET / HTTP/1.1\r\n\r\n"));
-    assert!(ka(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
-    assert!(!ka(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
-    assert!(!ka(b"GET / HTTP/1.1\r\nConnection:   CLOSE  \r\n\r\n"));
-    assert!(!ka(b"GET / HTTP/1.1\r\nConnection: Upgrade,close\r\n\r\n"));
-    assert!(ka(b"GET / HTTP/1.1\r\nConnection: closed\r\n\r\n"));
-    assert!(ka(b"GET / HTTP/1.1\r\nX-Connection: close\r\n\r\n"));
+    assert!(ka(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n"
+    ));
+    assert!(!ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(!ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection:   CLOSE  \r\n\r\n"
+    ));
+    assert!(!ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade,close\r\n\r\n"
+    ));
+    assert!(ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n"
+    ));
+    assert!(ka(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Connection: close\r\n\r\n"
+    ));
     assert!(!ka(b"GET / HTTP/1.0\r\n\r\n"));
     assert!(ka(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
     assert!(ka(b"GET / HTTP/1.0\r\nconnection: TE, Keep-Alive\r\n\r\n"));
@@ -600,7 +612,8 @@ fn keep_alive_rules() {
 #[test]
 fn expect_continue_is_signalled_once() {
     let limits = Limits::default();
-    let head: &[u8] = b"POST /e HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
+    let head: &[u8] =
+        b"POST /e HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n";
     let mut full = head.to_vec();
     full.extend_from_slice(b"hello");
     let mut d = Decoder::new();
@@ -647,17 +660,21 @@ fn expect_continue_is_signalled_once() {
         INCOMPLETE_BODY
     );
     assert!(matches!(
-        decode_one(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"),
+        decode_one(
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n"
+        ),
         Outcome::Request(_)
     ));
     assert_eq!(
-        decode_one(b"POST / HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n"),
+        decode_one(
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: something-else\r\nContent-Length: 1\r\n\r\n"
+        ),
         INCOMPLETE_BODY
     );
 
     // Chunked bodies too, once, however the chunks trickle in.
     let chunked: &[u8] =
-        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
     let mut d = Decoder::new();
     let mut continues = 0;
     for i in 0..chunked.len() {
@@ -673,15 +690,15 @@ fn expect_continue_is_signalled_once() {
 
     // A body that is too large is refused before the client sends it.
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9999999999\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 9999999999\r\n\r\n"),
         HttpError::BodyTooLarge
     );
 }
 
 /// A GET whose head is exactly `len` bytes, padded with one header.
 fn head_of_len(len: usize) -> Vec<u8> {
-    let fixed = b"GET / HTTP/1.1\r\nX-Pad: \r\n\r\n".len();
-    let mut v = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+    let fixed = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: \r\n\r\n".len();
+    let mut v = b"GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ".to_vec();
     v.resize(len - 4, b'p');
     v.extend_from_slice(b"\r\n\r\n");
     assert!(len >= fixed);
@@ -722,7 +739,7 @@ fn header_byte_limit() {
     );
 
     // A body after a head at the limit is not counted against it.
-    let mut with_body = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nX-Pad: ".to_vec();
+    let mut with_body = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nX-Pad: ".to_vec();
     with_body.resize(16 * 1024 - 4, b'p');
     with_body.extend_from_slice(b"\r\n\r\nbody");
     assert_eq!(request(&with_body).body, b"body");
@@ -732,14 +749,18 @@ fn header_byte_limit() {
         ..Limits::default()
     };
     assert_eq!(
-        error_with(b"GET /a-long-path-to-exceed-forty HTTP/1.1\r\n\r\n", &small),
+        error_with(
+            b"GET /a-long-path-to-exceed-forty HTTP/1.1\r\nHost: h\r\n\r\n",
+            &small
+        ),
         HttpError::HeaderTooLarge
     );
 }
 
+/// A request with `n` header fields, `Host` among them.
 fn with_headers(n: usize) -> Vec<u8> {
-    let mut v = b"GET / HTTP/1.1\r\n".to_vec();
-    for i in 0..n {
+    let mut v = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 1..n {
         v.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
     }
     v.extend_from_slice(b"\r\n");
@@ -778,12 +799,15 @@ fn header_count_limit() {
 fn body_limit_by_content_length() {
     let limits = Limits::default();
     let max = limits.max_body_bytes;
-    let at = format!("POST / HTTP/1.1\r\nContent-Length: {max}\r\n\r\n");
+    let at = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {max}\r\n\r\n");
     assert_eq!(decode_one(at.as_bytes()), INCOMPLETE_BODY);
-    let over = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", max + 1);
+    let over = format!(
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+        max + 1
+    );
     assert_eq!(error(over.as_bytes()), HttpError::BodyTooLarge);
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nContent-Length: 9999999999999999999\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9999999999999999999\r\n\r\n"),
         HttpError::BodyTooLarge
     );
 }
@@ -794,7 +818,7 @@ fn body_limit_by_chunked_size() {
         max_body_bytes: 10,
         ..Limits::default()
     };
-    let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
     let body = |chunks: &[u8]| [head, chunks].concat();
     let mut d = Decoder::new();
     let Outcome::Request(r) = outcome(
@@ -820,7 +844,7 @@ fn body_limit_by_chunked_size() {
 #[test]
 fn chunk_framing_is_bounded() {
     let limits = Limits::default();
-    let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
     // A 1 MiB body in 100-byte chunks is fine.
     let mut ok = head.to_vec();
     for _ in 0..limits.max_body_bytes / 100 {
@@ -863,7 +887,7 @@ fn max_request_bytes_covers_the_largest_valid_request() {
         max_body_bytes: 1000,
         ..Limits::default()
     };
-    let mut req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Pad: ".to_vec();
+    let mut req = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-Pad: ".to_vec();
     req.resize(256 - 4, b'p');
     req.extend_from_slice(b"\r\n\r\n");
     let mut framing = 0;
@@ -896,7 +920,7 @@ fn trailer_and_extension_limits() {
         max_header_bytes: 64,
         ..Limits::default()
     };
-    let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut ok = head.to_vec();
     ok.extend_from_slice(b"0\r\nX: 12345678901234567890\r\n\r\n");
     assert!(matches!(
@@ -938,11 +962,11 @@ fn trailer_and_extension_limits() {
 #[test]
 fn malformed_request_lines() {
     let bad_line = HttpError::Malformed("invalid request line");
-    assert_eq!(error(b"G@T / HTTP/1.1\r\n\r\n"), bad_line);
-    assert_eq!(error(b"GET  / HTTP/1.1\r\n\r\n"), bad_line);
-    assert_eq!(error(b" GET / HTTP/1.1\r\n\r\n"), bad_line);
+    assert_eq!(error(b"G@T / HTTP/1.1\r\nHost: h\r\n\r\n"), bad_line);
+    assert_eq!(error(b"GET  / HTTP/1.1\r\nHost: h\r\n\r\n"), bad_line);
+    assert_eq!(error(b" GET / HTTP/1.1\r\nHost: h\r\n\r\n"), bad_line);
     assert_eq!(
-        error(b"GET /a b HTTP/1.1\r\n\r\n"),
+        error(b"GET /a b HTTP/1.1\r\nHost: h\r\n\r\n"),
         HttpError::Malformed("invalid HTTP version")
     );
     assert_eq!(
@@ -975,33 +999,45 @@ fn malformed_request_lines() {
         HttpError::UnsupportedVersion
     );
     let bad_target = HttpError::Malformed("invalid request target");
-    assert_eq!(error(b"GET x HTTP/1.1\r\n\r\n"), bad_target);
-    assert_eq!(error(b"GET * HTTP/1.1\r\n\r\n"), bad_target);
-    assert_eq!(error(b"GET ftp://h/x HTTP/1.1\r\n\r\n"), bad_target);
+    assert_eq!(error(b"GET x HTTP/1.1\r\nHost: h\r\n\r\n"), bad_target);
+    assert_eq!(error(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), bad_target);
     assert_eq!(
-        error(b"GET http:///x HTTP/1.1\r\n\r\n"),
+        error(b"GET ftp://h/x HTTP/1.1\r\nHost: h\r\n\r\n"),
+        bad_target
+    );
+    assert_eq!(
+        error(b"GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n"),
         HttpError::Malformed("request target has an empty authority")
     );
     // Methods are case-sensitive tokens: lower case is another method.
-    assert_eq!(request(b"get / HTTP/1.1\r\n\r\n").method, Method::Other);
+    assert_eq!(
+        request(b"get / HTTP/1.1\r\nHost: h\r\n\r\n").method,
+        Method::Other
+    );
 }
 
 #[test]
 fn malformed_headers() {
     assert_eq!(
-        error(b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n"),
+        error(b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n"),
         HttpError::Malformed("invalid header name")
     );
     assert_eq!(
-        error(b"GET / HTTP/1.1\r\n: x\r\n\r\n"),
+        error(b"GET / HTTP/1.1\r\nHost: h\r\n: x\r\n\r\n"),
         HttpError::Malformed("invalid header name")
     );
     assert_eq!(
-        error(b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n"),
+        error(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n"),
         HttpError::Malformed("invalid header value")
     );
-    assert_eq!(error(b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n").status(), 400);
-    assert_eq!(error(b"GET / HTTP/1.1\r\n folded: x\r\n\r\n").status(), 400);
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n").status(),
+        400
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: h\r\n folded: x\r\n\r\n").status(),
+        400
+    );
 }
 
 #[test]
@@ -1011,23 +1047,23 @@ fn content_length_rules() {
     for value in [
         "abc", "-1", "+5", "", " ", "5 5", "0x10", "1.0", "5,", ",5", "1e3", "5;q=1",
     ] {
-        let req = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+        let req = format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: {value}\r\n\r\n");
         assert_eq!(error(req.as_bytes()), invalid, "{value:?}");
     }
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999\r\n\r\n"),
         invalid
     );
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 2\r\n\r\n"),
         differing
     );
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
         differing
     );
     assert_eq!(
-        request(b"POST / HTTP/1.1\r\nContent-Length:  007 \r\n\r\n1234567").body,
+        request(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length:  007 \r\n\r\n1234567").body,
         b"1234567"
     );
 }
@@ -1037,11 +1073,11 @@ fn transfer_encoding_rules() {
     let both = HttpError::Malformed("both Transfer-Encoding and Content-Length present");
     let not_final = HttpError::Malformed("Transfer-Encoding must end in a single chunked");
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
         both
     );
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
         both
     );
     for te in [
@@ -1052,21 +1088,21 @@ fn transfer_encoding_rules() {
         "chunkedx",
         "identity",
     ] {
-        let req = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+        let req = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\n\r\n");
         assert_eq!(error(req.as_bytes()), not_final, "{te:?}");
     }
     assert_eq!(
         error(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
         ),
         not_final
     );
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
         HttpError::UnsupportedTransferEncoding
     );
     assert_eq!(
-        error(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        error(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
         HttpError::UnsupportedTransferEncoding
     );
     assert_eq!(
@@ -1077,7 +1113,7 @@ fn transfer_encoding_rules() {
 
 #[test]
 fn malformed_chunked_framing() {
-    let head: &[u8] = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head: &[u8] = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
     let err = |chunks: &[u8]| error(&[head, chunks].concat());
     let size = HttpError::Malformed("invalid chunk size");
     let crlf = HttpError::Malformed("chunked framing line not ended by CRLF");
@@ -1127,11 +1163,13 @@ fn incomplete_states() {
         INCOMPLETE_HEAD
     );
     assert_eq!(
-        decode_one(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nab"),
+        decode_one(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nab"),
         INCOMPLETE_BODY
     );
     assert_eq!(
-        decode_one(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"),
+        decode_one(
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+        ),
         INCOMPLETE_BODY
     );
 }
@@ -1140,17 +1178,17 @@ fn incomplete_states() {
 fn a_shorter_buffer_restarts_the_request() {
     let limits = Limits::default();
     let mut d = Decoder::new();
-    let partial = b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345";
+    let partial = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345";
     assert_eq!(outcome(&mut d, partial, &limits), INCOMPLETE_BODY);
     // A caller bug (or a reset connection) hands a different, shorter buffer.
     assert_eq!(
-        request_with(&mut d, b"GET /b HTTP/1.1\r\n\r\n", &limits).path,
+        request_with(&mut d, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n", &limits).path,
         "/b"
     );
     assert_eq!(outcome(&mut d, partial, &limits), INCOMPLETE_BODY);
     d.reset();
     assert_eq!(
-        request_with(&mut d, b"GET /c HTTP/1.1\r\n\r\n", &limits).path,
+        request_with(&mut d, b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n", &limits).path,
         "/c"
     );
 }
@@ -1165,7 +1203,7 @@ fn request_with(d: &mut Decoder, buf: &[u8], limits: &Limits) -> Owned {
 #[test]
 fn warm_decoder_reuses_its_body_buffer() {
     let limits = Limits::default();
-    let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+    let req = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
                 400\r\n"
         .to_vec();
     let mut req = req;
@@ -1180,7 +1218,8 @@ fn warm_decoder_reuses_its_body_buffer() {
     }
 
     // A large body's buffer is not kept for the next one.
-    let mut big = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20000\r\n".to_vec();
+    let mut big =
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n20000\r\n".to_vec();
     big.extend_from_slice(&[b'y'; 0x20000]);
     big.extend_from_slice(b"\r\n0\r\n\r\n");
     assert_eq!(request_with(&mut d, &big, &limits).body.len(), 0x20000);
@@ -1191,10 +1230,10 @@ fn warm_decoder_reuses_its_body_buffer() {
 #[test]
 fn head_end_scan_finds_terminators_across_reads() {
     let cases: [&[u8]; 4] = [
-        b"GET / HTTP/1.1\r\nA: b\r\n\r\n",
-        b"GET / HTTP/1.1\nA: b\n\n",
-        b"GET / HTTP/1.1\r\nA: b\n\r\n",
-        b"GET / HTTP/1.1\r\nA: b\r\n\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: h\nA: b\n\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: b\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n\n",
     ];
     for bytes in cases {
         for scanned in 1..bytes.len() {
@@ -1369,7 +1408,7 @@ fn fuzz_random_bytes() {
     let limits = Limits::default();
     for _ in 0..2000 {
         let len = rng.below(64);
-        let mut buf = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut buf = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         if rng.below(2) == 0 {
             buf.clear();
         }
@@ -1408,4 +1447,81 @@ fn eq_lower_matches_eq_ignore_ascii_case_on_header_bytes() {
     assert!(eq_lower(b"Content-LENGTH", b"content-length"));
     assert!(!eq_lower(b"Content-Lengths", b"content-length"));
     assert!(!eq_lower(b"Content_Length", b"content-length"));
+}
+
+#[test]
+fn host_must_appear_once_and_be_valid() {
+    // RFC 9112 §3.2.
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\n\r\n"),
+        HttpError::Malformed("missing Host header")
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+        HttpError::Malformed("more than one Host header")
+    );
+    assert_eq!(
+        error(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"),
+        HttpError::Malformed("more than one Host header")
+    );
+    for bad in [
+        &b"a b"[..],
+        b"a/b",
+        b"a@b",
+        b"a:80x",
+        b"a:b:c",
+        b"[zz]",
+        b"[::1",
+        b"[::1]x",
+        b"a?b",
+    ] {
+        let mut req = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            error(&req),
+            HttpError::Malformed("invalid Host header"),
+            "{}",
+            show(bad)
+        );
+    }
+    for good in [
+        &b""[..],
+        b"example.com",
+        b"example.com:8080",
+        b"EXAMPLE.com:",
+        b"127.0.0.1:1",
+        b"[::1]:8888",
+        b"[2001:db8::1]",
+        b"a-b_c~d%20!$&'()*+,;=",
+    ] {
+        let mut req = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+        req.extend_from_slice(good);
+        req.extend_from_slice(b"\r\n\r\n");
+        assert!(
+            matches!(decode_one(&req), Outcome::Request(_)),
+            "{}",
+            show(good)
+        );
+    }
+    // HTTP/1.0 may omit it.
+    assert!(matches!(
+        decode_one(b"GET / HTTP/1.0\r\n\r\n"),
+        Outcome::Request(_)
+    ));
+}
+
+#[test]
+fn chunked_takes_no_parameters() {
+    for te in [&b"chunked;q=1"[..], b"chunked ; x", b"gzip, chunked;a=b"] {
+        let mut req = b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: ".to_vec();
+        req.extend_from_slice(te);
+        req.extend_from_slice(b"\r\n\r\n0\r\n\r\n");
+        assert_eq!(
+            error(&req),
+            HttpError::Malformed("chunked takes no parameters"),
+            "{}",
+            show(te)
+        );
+    }
 }

@@ -12,6 +12,7 @@
 
 use super::codec::Method;
 use super::{HttpDate, HttpError, Request, Version};
+use crate::reply::{json_string_len, write_error_json};
 
 /// The interim response to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -141,10 +142,10 @@ pub fn write_response(
 /// Appends the response to a decoding error: its status, a JSON body
 /// `{"error":"<message>"}` and `Connection: close`.
 pub fn write_error(out: &mut Vec<u8>, date: &HttpDate, error: HttpError) {
-    const PREFIX: &[u8] = b"{\"error\":\"";
-    const SUFFIX: &[u8] = b"\"}";
-    let message = error.message().as_bytes();
-    let len = PREFIX.len() + escaped_len(message) + SUFFIX.len();
+    const PREFIX: &[u8] = b"{\"error\":";
+    const SUFFIX: &[u8] = b"}";
+    let message = error.message();
+    let len = PREFIX.len() + json_string_len(message) + SUFFIX.len();
     out.reserve(HEAD_RESERVE + len);
     write_head(
         out,
@@ -153,9 +154,7 @@ pub fn write_error(out: &mut Vec<u8>, date: &HttpDate, error: HttpError) {
         Some((ContentType::Json, len)),
         ResponseOptions::closing(),
     );
-    out.extend_from_slice(PREFIX);
-    escape_into(out, message);
-    out.extend_from_slice(SUFFIX);
+    write_error_json(out, message, None);
 }
 
 /// Appends a response head announcing a body of `length` bytes of
@@ -268,36 +267,6 @@ fn status_line(status: u16) -> Option<&'static [u8]> {
         505 => b"HTTP/1.1 505 HTTP Version Not Supported\r\n",
         _ => return None,
     })
-}
-
-/// Length of `s` as the inside of a JSON string.
-fn escaped_len(s: &[u8]) -> usize {
-    s.iter()
-        .map(|&b| match b {
-            b'"' | b'\\' => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum()
-}
-
-/// Appends `s` as the inside of a JSON string.
-fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in s {
-        match b {
-            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-            0..=0x1f => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]),
-            _ => out.push(b),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -504,15 +473,6 @@ mod tests {
                  Content-Length: 15\r\nConnection: close\r\n{DATE}\r\n{{\"error\":\"bad\"}}"
             )
         );
-    }
-
-    #[test]
-    fn json_escaping() {
-        let s = b"a\"b\\c\n\x01";
-        let mut out = Vec::new();
-        escape_into(&mut out, s);
-        assert_eq!(out, br#"a\"b\\c\u000a\u0001"#);
-        assert_eq!(escaped_len(s), out.len());
     }
 
     #[test]

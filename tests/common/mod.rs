@@ -113,6 +113,7 @@ impl Client {
             let mut chunk = [0u8; 65536];
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
                 Err(e) => panic!("read failed: {e}"),
             };

@@ -1,0 +1,68 @@
+//! The control channel from the main thread to the shards: [`ShardCommand`]
+//! and the two questions asked of every shard at once ([`collect_snapshots`],
+//! [`ping_shards`]).
+//!
+//! A shard's housekeeping task polls its command channel between requests;
+//! the callers here wait a bounded time for the answers, so a stuck shard
+//! shows up as a missing answer rather than a hung scrape.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::metrics::ShardSnapshot;
+
+/// Messages from the coordinator to a shard.
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Send a copy of the shard's metrics to this channel.
+    Snapshot(Sender<ShardSnapshot>),
+    /// Answer with the shard's index (a liveness check for `/ready`).
+    Ping(Sender<usize>),
+    /// Stop accepting and drain; report on `drained` when done, then keep
+    /// serving forwarded operations and checkpoint barriers until `Exit`.
+    Shutdown,
+    /// Leave: the final checkpoint (if any) is committed.
+    Exit,
+}
+
+/// How many shards answer a ping within `wait`.
+pub fn ping_shards(shards: &[Sender<ShardCommand>], wait: Duration) -> usize {
+    let (tx, rx) = bounded(shards.len().max(1));
+    let asked = shards
+        .iter()
+        .filter(|s| s.send(ShardCommand::Ping(tx.clone())).is_ok())
+        .count();
+    let deadline = Instant::now() + wait;
+    let mut answered = 0;
+    while answered < asked {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            break;
+        }
+        answered += 1;
+    }
+    answered
+}
+
+/// Asks every shard for a snapshot and waits (bounded) for the answers.
+pub fn collect_snapshots(shards: &[Sender<ShardCommand>], wait: Duration) -> Vec<ShardSnapshot> {
+    let (tx, rx): (Sender<ShardSnapshot>, Receiver<ShardSnapshot>) = bounded(shards.len().max(1));
+    let mut asked = 0;
+    for s in shards {
+        if s.send(ShardCommand::Snapshot(tx.clone())).is_ok() {
+            asked += 1;
+        }
+    }
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::with_capacity(asked);
+    while out.len() < asked {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(s) => out.push(s),
+            Err(_) => break,
+        }
+    }
+    out.sort_by_key(|s| s.shard);
+    out
+}
