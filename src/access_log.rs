@@ -134,6 +134,18 @@ pub struct Record {
     pub request_id: Text<ID_BYTES>,
 }
 
+/// What a record needs from the request, copied when the answer is not
+/// known yet (a request waiting for its owner shard).
+#[derive(Debug, Clone, Copy)]
+pub struct Asker {
+    /// The request's method.
+    pub method: Method,
+    /// Its path, cut to [`PATH_BYTES`].
+    pub path: Text<PATH_BYTES>,
+    /// Its request id, cut to [`ID_BYTES`]; empty if none.
+    pub request_id: Text<ID_BYTES>,
+}
+
 /// A shard's end of the access log.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
@@ -154,6 +166,48 @@ impl AccessLog {
     #[inline]
     pub fn selects(&self, status: u16) -> bool {
         self.tx.is_some() && self.mode.selects(status)
+    }
+
+    /// The request's part of a record, when the log records anything.
+    #[inline]
+    pub fn asker(&self, method: Method, path: &str) -> Option<Asker> {
+        self.tx.as_ref()?;
+        Some(Asker {
+            method,
+            path: Text::new(path),
+            request_id: Text::EMPTY,
+        })
+    }
+
+    /// A record for an answer with `status` by `shard` to `asker`, when the
+    /// mode selects it; the latency is filled in once the answer is sent.
+    #[inline]
+    pub fn line(&self, shard: usize, status: u16, asker: Option<Asker>) -> Option<Record> {
+        let asker = asker?;
+        self.selects(status).then_some(Record {
+            method: asker.method,
+            path: asker.path,
+            status,
+            latency: Duration::ZERO,
+            shard: u16::try_from(shard).unwrap_or(u16::MAX),
+            request_id: asker.request_id,
+        })
+    }
+
+    /// [`AccessLog::line`] straight from the request: the path is copied
+    /// only when the answer is selected.
+    #[inline]
+    pub fn line_for(
+        &self,
+        shard: usize,
+        status: u16,
+        method: Method,
+        path: &str,
+    ) -> Option<Record> {
+        if !self.selects(status) {
+            return None;
+        }
+        self.line(shard, status, self.asker(method, path))
     }
 
     /// Offers a record to the logger; `false` when the channel is full and
@@ -248,9 +302,14 @@ fn drain(rxs: &[Receiver<Record>], stop: &AtomicBool) {
 }
 
 fn write(r: &Record) {
-    let method = r.method.as_str().unwrap_or("OTHER");
+    let method = r.method.as_str().unwrap_or("-");
     let latency_us = r.latency.as_secs_f64() * 1e6;
-    let path = r.path.as_str();
+    let path = match r.path.as_str() {
+        // An answer to no request: a timeout, a request too malformed to
+        // have a path.
+        "" => "-",
+        p => p,
+    };
     let cut = if r.path.is_cut() { "…" } else { "" };
     let id = r.request_id.as_str();
     if id.is_empty() {

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::access_log::{Asker, Record};
 use crate::forward::{ForwardSlot, KeyedOp};
 use crate::http::{
-    ContentType, Decoded, Decoder, HttpDate, Request, ResponseOptions, write_response,
+    ContentType, Decoded, Decoder, HttpDate, Method, Request, ResponseOptions, write_response,
 };
 use crate::pipeline::{Match, Outcome};
 use crate::reply::write_error_json;
@@ -88,6 +89,17 @@ impl ConnTimer {
     }
 }
 
+/// A response in `out`, waiting to be sent: what its latency record and
+/// access-log line need.
+struct Pending {
+    route: usize,
+    status: u16,
+    /// When the request was complete in the read buffer.
+    complete: Instant,
+    /// Its access-log line, when the log selects it (latency filled on send).
+    line: Option<Record>,
+}
+
 /// A connection's reusable buffers.
 pub(crate) struct Buffers {
     /// Read buffer; `buf[start..end]` holds bytes not yet consumed.
@@ -100,7 +112,7 @@ pub(crate) struct Buffers {
     body: Vec<u8>,
     /// `(route, status, complete-at)` of the responses in `out`, recorded
     /// once `out` is handed to the socket.
-    pending: Vec<(usize, u16, Instant)>,
+    pending: Vec<Pending>,
     /// A route's row, saved while the request waits for its owner shard.
     saved: Row,
 }
@@ -170,6 +182,7 @@ impl Buffers {
         status: u16,
         opts: ResponseOptions,
         complete: Instant,
+        line: Option<Record>,
     ) {
         write_response(
             &mut self.out,
@@ -179,11 +192,23 @@ impl Buffers {
             &self.body,
             opts,
         );
-        self.pending.push((route, status, complete));
+        self.pending.push(Pending {
+            route,
+            status,
+            complete,
+            line,
+        });
     }
 
     /// A JSON error response that closes the connection.
-    fn respond_error(&mut self, date: &HttpDate, route: usize, status: u16, message: &str) {
+    fn respond_error(
+        &mut self,
+        date: &HttpDate,
+        route: usize,
+        status: u16,
+        message: &str,
+        line: Option<Record>,
+    ) {
         self.body.clear();
         write_error_json(&mut self.body, message, None);
         self.respond(
@@ -192,6 +217,7 @@ impl Buffers {
             status,
             ResponseOptions::closing(),
             Instant::now(),
+            line,
         );
     }
 }
@@ -242,6 +268,9 @@ pub(crate) async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
         unmatched,
         503,
         "too many connections on this shard; retry later",
+        // Counted by coreline_rejected_connections_total, not logged: a
+        // flood of connections must not turn into a flood of lines.
+        None,
     );
     let _ = stream.write_all(&bufs.out).await;
     let _ = stream.close().await;
@@ -269,6 +298,8 @@ struct Forward {
     op: KeyedOp,
     opts: ResponseOptions,
     complete: Instant,
+    /// The request's part of its access-log line (none when the log is off).
+    asker: Option<Asker>,
 }
 
 /// What the decode loop decided about the connection.
@@ -374,12 +405,14 @@ impl Connection<'_> {
             };
             match outcome {
                 Outcome::Done(status) => {
+                    let line = shard.access_log.line(shard.index, status, forward.asker);
                     self.bufs.respond(
                         &shard.date.borrow(),
                         forward.route,
                         status,
                         forward.opts,
                         forward.complete,
+                        line,
                     );
                     return if forward.opts.keep_alive {
                         After::Continue
@@ -405,8 +438,15 @@ impl Connection<'_> {
             return;
         }
         let mut metrics = self.shard.metrics.borrow_mut();
-        for &(route, status, complete) in &self.bufs.pending {
-            metrics.routes[route].record(status, done.duration_since(complete));
+        for p in &self.bufs.pending {
+            let latency = done.duration_since(p.complete);
+            metrics.routes[p.route].record(p.status, latency);
+            if let Some(mut line) = p.line {
+                line.latency = latency;
+                if !self.shard.access_log.offer(line) {
+                    metrics.access_log_dropped += 1;
+                }
+            }
         }
         self.bufs.pending.clear();
     }
@@ -455,11 +495,16 @@ impl Connection<'_> {
         match self.timer.expired.get() {
             Some(Phase::Head) | Some(Phase::Body) => {
                 let unmatched = self.shard.metrics.borrow().unmatched();
+                let line = self
+                    .shard
+                    .access_log
+                    .line_for(self.shard.index, 408, Method::Other, "");
                 self.bufs.respond_error(
                     &self.shard.date.borrow(),
                     unmatched,
                     408,
                     "request timed out",
+                    line,
                 );
                 stream.write_all(&self.bufs.out).await?;
                 self.bufs.out.clear();
@@ -495,6 +540,17 @@ impl Connection<'_> {
                     let complete = Instant::now();
                     let close = !request.keep_alive || shard.draining.get();
                     let answer = answer(shard, &request, close, complete, &mut self.bufs.body);
+                    // Copied now, while the request is in the buffer; only
+                    // for answers the access log selects.
+                    let line = match &answer {
+                        Answer::Done { status, .. } => shard.access_log.line_for(
+                            shard.index,
+                            *status,
+                            request.method,
+                            request.path,
+                        ),
+                        Answer::Forward(_) => None,
+                    };
                     self.bufs.start += consumed;
                     match answer {
                         Answer::Done {
@@ -502,8 +558,14 @@ impl Connection<'_> {
                             status,
                             opts,
                         } => {
-                            self.bufs
-                                .respond(&shard.date.borrow(), route, status, opts, complete);
+                            self.bufs.respond(
+                                &shard.date.borrow(),
+                                route,
+                                status,
+                                opts,
+                                complete,
+                                line,
+                            );
                             if close {
                                 return After::Close;
                             }
@@ -513,11 +575,16 @@ impl Connection<'_> {
                 }
                 Err(e) => {
                     let unmatched = shard.metrics.borrow().unmatched();
+                    let line =
+                        shard
+                            .access_log
+                            .line_for(shard.index, e.status(), Method::Other, "");
                     self.bufs.respond_error(
                         &shard.date.borrow(),
                         unmatched,
                         e.status(),
                         e.message(),
+                        line,
                     );
                     return After::Close;
                 }
@@ -566,6 +633,7 @@ fn answer(
                         op,
                         opts,
                         complete,
+                        asker: shard.access_log.asker(request.method, request.path),
                     });
                 }
             }

@@ -119,4 +119,44 @@ fn warm_hello_path_does_not_allocate() {
         allocations, 0,
         "{allocations} allocations in {answered} warm requests"
     );
+
+    // The access log's part of an answer: a record copied from the request
+    // and offered to the shard's bounded channel, dropped when full. (In
+    // this function, not a test of its own: tests run in parallel and the
+    // counter is process-wide.)
+    let (logger, logs) = coreline::access_log::Logger::start(coreline::access_log::Mode::All, 1);
+    let log = &logs[0];
+    let path = "/my_api/".repeat(40); // longer than a record keeps
+    // Warm up the logger thread (its first event registers a callsite).
+    for status in [200, 500] {
+        if let Some(r) = log.line_for(0, status, coreline::http::Method::Post, &path) {
+            log.offer(r);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = counting::allocations();
+    let mut offered = 0;
+    for i in 0..20_000u32 {
+        let line = log.line_for(
+            0,
+            200 + (i % 400) as u16,
+            coreline::http::Method::Post,
+            &path,
+        );
+        let asker = log.asker(coreline::http::Method::Get, "/counts");
+        let forwarded = log.line(0, 500, asker);
+        for mut r in [line, forwarded].into_iter().flatten() {
+            r.latency = std::time::Duration::from_micros(u64::from(i));
+            log.offer(r);
+            offered += 1;
+        }
+    }
+    let allocations = counting::allocations() - before;
+    assert_eq!(offered, 40_000);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {offered} access-log records"
+    );
+    drop(logs);
+    logger.expect("a logger runs in mode all").stop();
 }

@@ -403,3 +403,81 @@ fn run_prints_routes_and_logs_json() {
         assert_eq!(stop["level"], "INFO");
     }
 }
+
+/// The access log over real sockets: `errors` logs 4xx/5xx only, `all`
+/// every answer, `off` none; each line has method, path, status, latency
+/// and shard, written as JSON with the other logs.
+#[test]
+fn access_log_modes() {
+    for (mode, expect) in [
+        (
+            "errors",
+            vec![(422, "POST", "/my_api"), (404, "GET", "/nope")],
+        ),
+        (
+            "all",
+            vec![
+                (200, "POST", "/my_api"),
+                (422, "POST", "/my_api"),
+                (404, "GET", "/nope"),
+                (200, "GET", "/health"),
+            ],
+        ),
+        ("off", vec![]),
+    ] {
+        let name = format!("access_{mode}.toml");
+        let extra = format!("access_log = \"{mode}\"\nlog_format = \"json\"");
+        let path = write_config(&name, &hello_toml(1, &extra));
+        let log = path.with_extension("log");
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut shard: Option<SocketAddr> = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("listening shard=0 addr=") {
+                shard = Some(rest.parse().unwrap());
+            }
+            if line.starts_with("ready ") {
+                break;
+            }
+        }
+        let mut c = Client::connect(shard.unwrap());
+        assert_eq!(c.post("/my_api", r#"{"foo":"a","bar":1}"#).status, 200);
+        assert_eq!(c.post("/my_api", r#"{"foo":"a"}"#).status, 422);
+        assert_eq!(c.get("/nope").status, 404);
+        assert_eq!(c.get("/health").status, 200);
+        drop(c);
+        sigterm(&child);
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["target"] == "coreline::access")
+            .collect();
+        let got: Vec<(u64, &str, &str)> = lines
+            .iter()
+            .map(|v| {
+                let f = &v["fields"];
+                assert!(f["latency_us"].as_f64().unwrap() > 0.0, "{v}");
+                assert_eq!(f["shard"], 0, "{v}");
+                (
+                    f["status"].as_u64().unwrap(),
+                    f["method"].as_str().unwrap(),
+                    f["path"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, &str, &str)> = expect
+            .iter()
+            .map(|&(s, m, p)| (u64::from(s as u16), m, p))
+            .collect();
+        assert_eq!(got, want, "mode {mode}: {text}");
+    }
+}
