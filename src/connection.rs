@@ -110,11 +110,12 @@ pub(crate) struct Buffers {
     out: Vec<u8>,
     /// One response body, before its head is written.
     body: Vec<u8>,
-    /// `(route, status, complete-at)` of the responses in `out`, recorded
-    /// once `out` is handed to the socket.
+    /// The responses in `out`, recorded once `out` is handed to the socket.
     pending: Vec<Pending>,
-    /// A route's row, saved while the request waits for its owner shard.
-    saved: Row,
+    /// The row of the request waiting for its owner shard (taken from its
+    /// route, so that other requests on this shard can use the route
+    /// meanwhile); otherwise a spare the next forward swaps in.
+    row: Row,
 }
 
 /// Initial read buffer size; grows up to the head + body limits for large
@@ -130,7 +131,7 @@ impl Buffers {
             out: Vec::with_capacity(READ_BUFFER),
             body: Vec::with_capacity(1024),
             pending: Vec::with_capacity(32),
-            saved: Row::default(),
+            row: Row::default(),
         }
     }
 
@@ -375,10 +376,12 @@ impl Connection<'_> {
     /// request (which may forward again, for a later keyed step).
     async fn run_forward(&mut self, mut forward: Forward) -> After {
         let shard = self.shard;
-        // Other requests on this shard reuse the route's row while we wait.
-        self.bufs
-            .saved
-            .clone_from(shard.router.borrow().row(forward.route));
+        // The request's row waits with us; other requests on this shard
+        // use the route meanwhile.
+        shard
+            .router
+            .borrow_mut()
+            .take_row(forward.route, &mut self.bufs.row);
         loop {
             shard.metrics.borrow_mut().forwarded_requests += 1;
             let sent = Instant::now();
@@ -396,7 +399,7 @@ impl Connection<'_> {
                 self.bufs.body.clear();
                 shard.router.borrow_mut().resume(
                     forward.route,
-                    &self.bufs.saved,
+                    &mut self.bufs.row,
                     forward.step,
                     reply,
                     &mut ctx,
@@ -421,9 +424,10 @@ impl Connection<'_> {
                     };
                 }
                 Outcome::Forward { step, owner, op } => {
-                    self.bufs
-                        .saved
-                        .clone_from(shard.router.borrow().row(forward.route));
+                    shard
+                        .router
+                        .borrow_mut()
+                        .take_row(forward.route, &mut self.bufs.row);
                     forward.step = step;
                     forward.owner = owner;
                     forward.op = op;

@@ -48,8 +48,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::config::KeyFrom;
-use crate::operator::Keyed;
-use crate::pipeline::{HEALTH_PATH, Plan, StepPlan};
+use crate::operator::Operator;
+use crate::pipeline::{HEALTH_PATH, Plan, RouteInput};
 use crate::row::ColumnType;
 
 /// The balancers `coreline lb` writes configurations for.
@@ -249,17 +249,17 @@ fn keyed_routes(plan: &Plan) -> Vec<KeyedRoute> {
     let mut out = Vec::new();
     for (route, config) in plan.routes.iter().zip(&plan.config.routes) {
         let method = config.method.as_str();
-        if let Some(read) = &route.read {
+        if let RouteInput::QueryKey(key_type) = route.input {
             out.push(KeyedRoute {
                 method,
                 path: route.path.clone(),
                 from: KeyFrom::Query("key".into()),
-                key_type: read.key_type,
+                key_type,
             });
         } else if let Some(from) = &config.key_from {
             let slot = route.steps.iter().find_map(|s| match s {
-                StepPlan::Keyed(Keyed::Aggregate(a)) => Some(a.key),
-                StepPlan::Keyed(Keyed::Changed(c)) => Some(c.key),
+                Operator::Aggregate(a) => Some(a.key),
+                Operator::Changed(c) => Some(c.key),
                 _ => None,
             });
             let slot = slot.expect("config checks that key_from routes have a keyed step");

@@ -59,6 +59,7 @@ pub mod openapi;
 pub mod operator;
 pub mod overrides;
 pub mod pipeline;
+pub mod plan;
 pub mod reply;
 pub mod row;
 pub mod runtime;

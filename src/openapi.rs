@@ -18,8 +18,9 @@ use std::net::SocketAddr;
 
 use serde_json::{Map, Value, json};
 
+use crate::config::{RouteConfig, StepConfig};
 use crate::http::Method;
-use crate::pipeline::{HEALTH_PATH, Plan, RoutePlan, StepPlan};
+use crate::pipeline::{HEALTH_PATH, Plan, RouteInput, RoutePlan};
 use crate::row::{Column, ColumnType};
 
 /// The JSON Schema of one column type.
@@ -78,21 +79,6 @@ fn request_schema(request: &[Column]) -> Value {
 }
 
 fn reply_schema(route: &RoutePlan) -> Value {
-    if let Some(read) = &route.read {
-        let mut props = Map::new();
-        props.insert("key".into(), type_schema(read.key_type, false));
-        for v in &read.values {
-            // State values are numbers (aggregates) or the tracked value
-            // (`changed`); their column types are not part of the read plan.
-            props.insert(
-                v.clone(),
-                json!({"description": format!("state value `{v}` of table `{}`", read.name)}),
-            );
-        }
-        let mut required = vec![json!("key")];
-        required.extend(read.values.iter().map(|v| json!(v)));
-        return json!({"type": "object", "properties": props, "required": required});
-    }
     let mut props = Map::new();
     let mut required = Vec::new();
     for (name, slot) in &route.reply {
@@ -110,7 +96,7 @@ fn error_response(description: &str) -> Value {
     })
 }
 
-fn operation(route: &RoutePlan, index: usize) -> Value {
+fn operation(route: &RoutePlan, config: &RouteConfig, index: usize) -> Value {
     let mut responses = Map::new();
     let ok = if route.status_column.is_some() {
         "The reply object; the status comes from the route's status column."
@@ -125,15 +111,16 @@ fn operation(route: &RoutePlan, index: usize) -> Value {
     op.insert("operationId".into(), json!(format!("route{index}")));
     op.insert("summary".into(), json!(route.name));
     let mut errors: Vec<(u16, String)> = Vec::new();
-    if let Some(read) = &route.read {
+    if let RouteInput::QueryKey(key_type) = route.input {
+        let table = config.read.as_ref().map_or("", |t| t.value.as_str());
         op.insert(
             "parameters".into(),
             json!([{
                 "name": "key",
                 "in": "query",
                 "required": true,
-                "description": format!("Key of table `{}` (percent-encoded; `+` is a space).", read.name),
-                "schema": type_schema(read.key_type, false),
+                "description": format!("Key of table `{table}` (percent-encoded; `+` is a space)."),
+                "schema": type_schema(key_type, false),
             }]),
         );
         errors.push((
@@ -159,13 +146,11 @@ fn operation(route: &RoutePlan, index: usize) -> Value {
             422,
             "Valid JSON that does not fit the request schema (`field` names the field), a null key, or a filter's rejection.".into(),
         ));
-        for step in &route.steps {
-            if let StepPlan::Filter {
-                status, message, ..
-            } = step
-                && !errors.iter().any(|(s, _)| s == status)
+        for step in &config.steps {
+            if let StepConfig::Filter(f) = step
+                && !errors.iter().any(|(s, _)| *s == f.status)
             {
-                errors.push((*status, format!("Rejected by a filter: {message}")));
+                errors.push((f.status, format!("Rejected by a filter: {}", f.message)));
             }
         }
     }
@@ -210,13 +195,14 @@ fn method_key(m: Method) -> &'static str {
 pub fn document(plan: &Plan) -> Value {
     let svc = &plan.config.service;
     let mut paths = Map::new();
-    for (i, route) in plan.routes.iter().enumerate() {
+    // Plan routes are the configuration's, in file order.
+    for (i, (route, config)) in plan.routes.iter().zip(&plan.config.routes).enumerate() {
         let item = paths
             .entry(route.path.clone())
             .or_insert_with(|| json!({}))
             .as_object_mut()
             .expect("path items are objects");
-        item.insert(method_key(route.method).into(), operation(route, i));
+        item.insert(method_key(route.method).into(), operation(route, config, i));
     }
     paths.entry(HEALTH_PATH.to_owned()).or_insert_with(|| {
         json!({"get": {
@@ -292,8 +278,8 @@ pub fn route_lines(plan: &Plan, first: SocketAddr) -> Vec<String> {
         return lines;
     };
     let base = format!("http://{}:{}", display_host(first.ip()), first.port());
-    let curl = if let Some(read) = &route.read {
-        let key = match example(read.key_type) {
+    let curl = if let RouteInput::QueryKey(key_type) = route.input {
+        let key = match example(key_type) {
             Value::String(s) => s,
             other => other.to_string(),
         };

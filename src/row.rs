@@ -350,6 +350,12 @@ impl Row {
         self.slots.len()
     }
 
+    /// Makes the row `width` slots wide, keeping the buffers of the slots it
+    /// keeps (no allocation when the width is unchanged).
+    pub fn set_width(&mut self, width: usize) {
+        self.slots.resize_with(width, Slot::default);
+    }
+
     /// The value of column `index`.
     #[inline]
     pub fn get(&self, index: usize) -> Val<'_> {

@@ -1,22 +1,54 @@
-//! Operators: the steps of a route, built once per shard from the plan and
-//! run synchronously, in order, on every request's row.
+//! Operators: the steps of a route. Each step kind is one unit in
+//! `src/operator/<kind>.rs` that owns all of it: its TOML table
+//! (`Raw<Kind>`), its checked configuration and `check` (structural
+//! validation, phase one), its `plan` (types, columns it adds, tables it
+//! declares, phase two, through a [`Planner`]), its `apply` on a request's
+//! row, and its line in `coreline check` ([`Step::describe`]).
 //!
-//! An operator is a plain function of the row and its own scratch state; it
-//! never awaits, locks or allocates once warm. It either lets the row go on
-//! ([`Flow::Continue`]) or answers the request itself ([`Flow::Reply`]), as a
-//! filter does. `select` has no runtime part: it only narrows the columns that
-//! later steps and the reply may name, which the plan resolves at compile time.
+//! An operator is built once per shard from the plan and run synchronously,
+//! in order, on every request's row. It is a plain function of the row and
+//! its own scratch state; it never awaits, locks or allocates once warm. It
+//! either lets the row go on ([`Flow::Continue`]), answers the request itself
+//! ([`Flow::Reply`]), as a filter does, or, for a keyed step whose key
+//! another shard owns, asks for a forward ([`Flow::Forward`]). `select` has
+//! no runtime part: it only narrows the columns that later steps and the
+//! reply may name, which the plan resolves at compile time.
+//!
+//! # Adding a step kind
+//!
+//! Write `src/operator/<kind>.rs` with `Raw<Kind>` (serde),
+//! `<Kind>Config::check(raw, &mut StepChecker)`, `<Kind>::plan(&config, &mut
+//! Planner)` and `impl Step for <Kind>`, then add one line to the registry
+//! below. The [`Operator`] enum, the [`StepConfig`] enum, the dispatch of a
+//! `[[route.step]]` by its key and the list of known kinds in errors all come
+//! from that line. Dispatch is a `match` on the enum: static, no trait
+//! objects on the request path.
 
+mod aggregate;
+mod changed;
 mod filter;
 mod keyed;
+mod read;
+mod select;
 mod with_column;
 
-pub use filter::Filter;
-pub use keyed::{Aggregate, Changed, Keyed, read_state, run_on_owner};
-pub use with_column::WithColumn;
+pub use aggregate::{Aggregate, AggregateConfig, AggregateOutput};
+pub use changed::{Changed, ChangedConfig};
+pub use filter::{Filter, FilterConfig};
+pub use keyed::{read_state, run_on_owner};
+pub use read::{KeyQuery, Read};
+pub use select::{Select, SelectConfig};
+pub use with_column::{WithColumn, WithColumnConfig};
 
-use crate::row::Row;
-use crate::state::ShardState;
+use serde::de::MapAccess;
+use toml::Spanned as TomlSpanned;
+
+use crate::config::{ConfigError, Span, StepChecker};
+use crate::forward::{KeyedOp, KeyedReply};
+use crate::plan::Planner;
+use crate::reply::write_error_json;
+use crate::row::{Columns, Row};
+use crate::state::{ShardState, TableSpec};
 
 /// What keyed steps need from their shard.
 pub struct Ctx<'a> {
@@ -65,30 +97,184 @@ pub enum Flow {
     Forward(usize),
 }
 
-/// One compiled step of a route.
-#[derive(Debug, Clone)]
-pub enum Operator {
-    /// Computes a column.
-    WithColumn(WithColumn),
-    /// Answers early when a predicate is false or null.
-    Filter(Filter),
-    /// A keyed step (`aggregate`, `changed`).
-    Keyed(Keyed),
+/// The run-time side of a step kind. Implemented by every operator and
+/// dispatched statically through [`Operator`].
+pub trait Step {
+    /// Runs the step on `row`. A step that answers the request writes its
+    /// JSON error body into `body`; a keyed step whose key another shard
+    /// owns returns [`Flow::Forward`].
+    fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow;
+
+    /// The step's line in `coreline check`, after `step i: `. `columns` are
+    /// the route's columns, `tables` the plan's keyed tables.
+    fn describe(&self, columns: &Columns, tables: &[TableSpec]) -> String;
+
+    /// Whether the step does anything per request (`select` only narrows
+    /// columns at plan time and is left out of a shard's route).
+    fn runs(&self) -> bool {
+        true
+    }
+
+    /// After `apply` asked for a forward: what the owner shard must run.
+    fn forward_op(&self, _row: &Row, _now_ms: i64) -> Option<KeyedOp> {
+        None
+    }
+
+    /// Writes the owner's reply into the row (keyed steps only).
+    fn accept(&self, _row: &mut Row, _reply: KeyedReply, body: &mut Vec<u8>) -> Flow {
+        body.clear();
+        write_error_json(body, "resumed at a step that is not keyed", None);
+        Flow::Reply(500)
+    }
 }
 
-impl Operator {
-    /// Runs the operator on `row`. A filter that rejects the row writes its
-    /// JSON error body into `error_body`; a keyed step whose key another
-    /// shard owns returns [`Flow::Forward`].
-    #[inline]
-    pub fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, error_body: &mut Vec<u8>) -> Flow {
-        match self {
-            Operator::WithColumn(op) => {
-                op.apply(row);
-                Flow::Continue
-            }
-            Operator::Filter(op) => op.apply(row, error_body),
-            Operator::Keyed(op) => op.apply(row, ctx, error_body),
+/// The registry: one line per step kind (`key => Variant(module::{Operator,
+/// Config, Raw})`), plus the operators no `[[route.step]]` names.
+macro_rules! step_kinds {
+    (
+        steps { $($key:literal => $Variant:ident($m:ident::{$Op:ident, $Config:ident, $Raw:ident}),)* }
+        internal { $($IVariant:ident($im:ident::$IOp:ident),)* }
+    ) => {
+        /// The keys a `[[route.step]]` may have, one per step kind.
+        pub const STEP_KINDS: &[&str] = &[$($key),*];
+
+        /// One checked `[[route.step]]`: its kind's configuration.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum StepConfig {
+            $(
+                #[doc = concat!("`", $key, " = { ... }`")]
+                $Variant($m::$Config),
+            )*
         }
+
+        impl StepConfig {
+            /// The step's key in the file (`with_column`, `filter`, ...).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(StepConfig::$Variant(_) => $key,)*
+                }
+            }
+
+            /// Compiles the step against the columns visible at its place.
+            pub fn plan(&self, planner: &mut Planner<'_>) -> Result<Operator, ConfigError> {
+                planner.at_step(self.kind());
+                match self {
+                    $(StepConfig::$Variant(c) => Ok(Operator::$Variant($m::$Op::plan(c, planner)?)),)*
+                }
+            }
+        }
+
+        /// A step's table as deserialized, before its checks.
+        pub(crate) enum RawStepKind {
+            $($Variant($m::$Raw),)*
+        }
+
+        impl RawStepKind {
+            /// Deserializes the value of the step key `kind` (one of
+            /// [`STEP_KINDS`]) into that kind's table, with its span.
+            pub(crate) fn next_value<'de, A: MapAccess<'de>>(
+                kind: &str,
+                map: &mut A,
+            ) -> Result<(Span, RawStepKind), A::Error> {
+                match kind {
+                    $($key => {
+                        let raw = map.next_value::<TomlSpanned<$m::$Raw>>()?;
+                        Ok((raw.span(), RawStepKind::$Variant(raw.into_inner())))
+                    })*
+                    other => unreachable!("{other} is not in STEP_KINDS"),
+                }
+            }
+
+            /// The kind's structural checks.
+            pub(crate) fn check(self, checker: &mut StepChecker<'_>) -> Result<StepConfig, ConfigError> {
+                match self {
+                    $(RawStepKind::$Variant(raw) => Ok(StepConfig::$Variant($m::$Config::check(raw, checker)?)),)*
+                }
+            }
+        }
+
+        /// One compiled step of a route.
+        #[derive(Debug, Clone)]
+        pub enum Operator {
+            $(
+                #[doc = concat!("`", $key, "`")]
+                $Variant($m::$Op),
+            )*
+            $(
+                #[doc = concat!("`", stringify!($IVariant), "` (not a step kind of the file)")]
+                $IVariant($im::$IOp),
+            )*
+        }
+
+        impl Operator {
+            /// The step's kind: its key in the file (`with_column`, ...), or
+            /// the internal operator's name in lower case (`read`).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Operator::$Variant(_) => $key,)*
+                    $(Operator::$IVariant(_) => internal_kind(stringify!($IVariant)),)*
+                }
+            }
+        }
+
+        impl Step for Operator {
+            #[inline]
+            fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
+                match self {
+                    $(Operator::$Variant(op) => op.apply(row, ctx, body),)*
+                    $(Operator::$IVariant(op) => op.apply(row, ctx, body),)*
+                }
+            }
+
+            fn describe(&self, columns: &Columns, tables: &[TableSpec]) -> String {
+                match self {
+                    $(Operator::$Variant(op) => op.describe(columns, tables),)*
+                    $(Operator::$IVariant(op) => op.describe(columns, tables),)*
+                }
+            }
+
+            fn runs(&self) -> bool {
+                match self {
+                    $(Operator::$Variant(op) => op.runs(),)*
+                    $(Operator::$IVariant(op) => op.runs(),)*
+                }
+            }
+
+            fn forward_op(&self, row: &Row, now_ms: i64) -> Option<KeyedOp> {
+                match self {
+                    $(Operator::$Variant(op) => op.forward_op(row, now_ms),)*
+                    $(Operator::$IVariant(op) => op.forward_op(row, now_ms),)*
+                }
+            }
+
+            fn accept(&self, row: &mut Row, reply: KeyedReply, body: &mut Vec<u8>) -> Flow {
+                match self {
+                    $(Operator::$Variant(op) => op.accept(row, reply, body),)*
+                    $(Operator::$IVariant(op) => op.accept(row, reply, body),)*
+                }
+            }
+        }
+    };
+}
+
+/// `Read` → `read`: internal operators are named in lower case, like the
+/// step kinds of the file.
+const fn internal_kind(name: &'static str) -> &'static str {
+    match name.as_bytes() {
+        b"Read" => "read",
+        _ => "internal",
+    }
+}
+
+step_kinds! {
+    steps {
+        "with_column" => WithColumn(with_column::{WithColumn, WithColumnConfig, RawWithColumn}),
+        "filter" => Filter(filter::{Filter, FilterConfig, RawFilter}),
+        "select" => Select(select::{Select, SelectConfig, RawSelect}),
+        "aggregate" => Aggregate(aggregate::{Aggregate, AggregateConfig, RawAggregate}),
+        "changed" => Changed(changed::{Changed, ChangedConfig, RawChanged}),
+    }
+    internal {
+        Read(read::Read),
     }
 }
