@@ -170,12 +170,12 @@ impl AccessLog {
 
     /// The request's part of a record, when the log records anything.
     #[inline]
-    pub fn asker(&self, method: Method, path: &str) -> Option<Asker> {
+    pub fn asker(&self, method: Method, path: &str, request_id: &str) -> Option<Asker> {
         self.tx.as_ref()?;
         Some(Asker {
             method,
             path: Text::new(path),
-            request_id: Text::EMPTY,
+            request_id: Text::new(request_id),
         })
     }
 
@@ -203,11 +203,12 @@ impl AccessLog {
         status: u16,
         method: Method,
         path: &str,
+        request_id: &str,
     ) -> Option<Record> {
         if !self.selects(status) {
             return None;
         }
-        self.line(shard, status, self.asker(method, path))
+        self.line(shard, status, self.asker(method, path, request_id))
     }
 
     /// Offers a record to the logger; `false` when the channel is full and

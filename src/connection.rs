@@ -499,10 +499,10 @@ impl Connection<'_> {
         match self.timer.expired.get() {
             Some(Phase::Head) | Some(Phase::Body) => {
                 let unmatched = self.shard.metrics.borrow().unmatched();
-                let line = self
-                    .shard
-                    .access_log
-                    .line_for(self.shard.index, 408, Method::Other, "");
+                let line =
+                    self.shard
+                        .access_log
+                        .line_for(self.shard.index, 408, Method::Other, "", "");
                 self.bufs.respond_error(
                     &self.shard.date.borrow(),
                     unmatched,
@@ -552,6 +552,7 @@ impl Connection<'_> {
                             *status,
                             request.method,
                             request.path,
+                            request.request_id,
                         ),
                         Answer::Forward(_) => None,
                     };
@@ -582,7 +583,7 @@ impl Connection<'_> {
                     let line =
                         shard
                             .access_log
-                            .line_for(shard.index, e.status(), Method::Other, "");
+                            .line_for(shard.index, e.status(), Method::Other, "", "");
                     self.bufs.respond_error(
                         &shard.date.borrow(),
                         unmatched,
@@ -637,7 +638,11 @@ fn answer(
                         op,
                         opts,
                         complete,
-                        asker: shard.access_log.asker(request.method, request.path),
+                        asker: shard.access_log.asker(
+                            request.method,
+                            request.path,
+                            request.request_id,
+                        ),
                     });
                 }
             }

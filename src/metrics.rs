@@ -134,7 +134,7 @@ pub const STEP_SIGFIG: u8 = 2;
 pub struct StepMetrics {
     /// The route's name, `METHOD /path`.
     pub route: String,
-    /// The step's label: `<index>:<kind>[:<name>]`, e.g. `0:with_column:fooLength`.
+    /// The step's label: `<index>:<kind>`, e.g. `0:with_column`.
     pub step: String,
     /// Nanoseconds per run of the step.
     pub latency: Histogram<u64>,

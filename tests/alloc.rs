@@ -129,7 +129,7 @@ fn warm_hello_path_does_not_allocate() {
     let path = "/my_api/".repeat(40); // longer than a record keeps
     // Warm up the logger thread (its first event registers a callsite).
     for status in [200, 500] {
-        if let Some(r) = log.line_for(0, status, coreline::http::Method::Post, &path) {
+        if let Some(r) = log.line_for(0, status, coreline::http::Method::Post, &path, "abc") {
             log.offer(r);
         }
     }
@@ -143,7 +143,7 @@ fn warm_hello_path_does_not_allocate() {
             coreline::http::Method::Post,
             &path,
         );
-        let asker = log.asker(coreline::http::Method::Get, "/counts");
+        let asker = log.asker(coreline::http::Method::Get, "/counts", "");
         let forwarded = log.line(0, 500, asker);
         for mut r in [line, forwarded].into_iter().flatten() {
             r.latency = std::time::Duration::from_micros(u64::from(i));

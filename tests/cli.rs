@@ -449,7 +449,8 @@ fn access_log_modes() {
         }
         let mut c = Client::connect(shard.unwrap());
         assert_eq!(c.post("/my_api", r#"{"foo":"a","bar":1}"#).status, 200);
-        assert_eq!(c.post("/my_api", r#"{"foo":"a"}"#).status, 422);
+        c.send(b"POST /my_api HTTP/1.1\r\nHost: x\r\nX-Request-Id:  abc-123 \r\nContent-Length: 11\r\n\r\n{\"foo\":\"a\"}");
+        assert_eq!(c.response().status, 422);
         assert_eq!(c.get("/nope").status, 404);
         assert_eq!(c.get("/health").status, 200);
         drop(c);
@@ -467,6 +468,8 @@ fn access_log_modes() {
                 let f = &v["fields"];
                 assert!(f["latency_us"].as_f64().unwrap() > 0.0, "{v}");
                 assert_eq!(f["shard"], 0, "{v}");
+                let id = if f["status"] == 422 { "abc-123" } else { "" };
+                assert_eq!(f["request_id"].as_str().unwrap_or(""), id, "{v}");
                 (
                     f["status"].as_u64().unwrap(),
                     f["method"].as_str().unwrap(),

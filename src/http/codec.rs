@@ -133,6 +133,10 @@ pub struct Request<'b> {
     pub keep_alive: bool,
     /// The body, de-chunked; empty when the request has none.
     pub body: &'b [u8],
+    /// The `X-Request-Id` header's value, trimmed; empty when there is none
+    /// or it is not UTF-8 (the last one wins if it is repeated). Used by
+    /// the access log.
+    pub request_id: &'b str,
 }
 
 /// What [`Decoder::decode`] found in the buffer.
@@ -196,6 +200,8 @@ struct Head {
     path: PathAt,
     /// The query, relative to the start of the target.
     query: (usize, usize),
+    /// The `X-Request-Id` value in `buf` (empty range: none).
+    request_id: (usize, usize),
 }
 
 /// Position in a chunked body (RFC 9112 §7.1).
@@ -333,6 +339,10 @@ impl Decoder {
             PathAt::Fixed(path) => path,
         };
         let query = target.get(head.query.0..head.query.1).unwrap_or("");
+        let request_id = buf
+            .get(head.request_id.0..head.request_id.1)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("");
         Ok(Decoded::Request {
             request: Request {
                 method: head.method,
@@ -341,6 +351,7 @@ impl Decoder {
                 version: head.version,
                 keep_alive: head.keep_alive,
                 body,
+                request_id,
             },
             consumed,
         })
@@ -401,6 +412,7 @@ impl Decoder {
         let mut keep_alive = false;
         let mut expect_continue = false;
         let mut hosts = 0u32;
+        let mut request_id = (0, 0);
         for header in req.headers.iter() {
             let name = header.name.as_bytes();
             // Match by length first: most headers are rejected on one compare.
@@ -436,6 +448,13 @@ impl Decoder {
                 }
                 17 if eq_lower(name, b"transfer-encoding") => {
                     codings.add(header.value);
+                }
+                12 if eq_lower(name, b"x-request-id") => {
+                    // A range rather than a borrow: the head outlives this
+                    // call while the body arrives (like `target`).
+                    let v = trim(header.value);
+                    let start = (v.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+                    request_id = (start, start + v.len());
                 }
                 _ => {}
             }
@@ -524,6 +543,7 @@ impl Decoder {
             target: (target_start, target_start + target.len()),
             path,
             query,
+            request_id,
         };
         Ok(Some((head, target)))
     }

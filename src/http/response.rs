@@ -497,6 +497,7 @@ mod tests {
             version: Version::Http10,
             keep_alive: true,
             body: b"",
+            request_id: "",
         };
         assert_eq!(
             ResponseOptions::for_request(&req),
