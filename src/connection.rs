@@ -112,6 +112,9 @@ pub(crate) struct Buffers {
     body: Vec<u8>,
     /// The responses in `out`, recorded once `out` is handed to the socket.
     pending: Vec<Pending>,
+    /// The access-log part of the request waiting for its owner shard
+    /// (kept here, not in the forward, which stays small).
+    asker: Option<Asker>,
     /// The row of the request waiting for its owner shard (taken from its
     /// route, so that other requests on this shard can use the route
     /// meanwhile); otherwise a spare the next forward swaps in.
@@ -131,6 +134,7 @@ impl Buffers {
             out: Vec::with_capacity(READ_BUFFER),
             body: Vec::with_capacity(1024),
             pending: Vec::with_capacity(32),
+            asker: None,
             row: Row::default(),
         }
     }
@@ -140,6 +144,7 @@ impl Buffers {
         self.end = 0;
         self.out.clear();
         self.pending.clear();
+        self.asker = None;
         if self.buf.len() > 4 * READ_BUFFER {
             self.buf.truncate(READ_BUFFER);
             self.buf.shrink_to_fit();
@@ -299,8 +304,6 @@ struct Forward {
     op: KeyedOp,
     opts: ResponseOptions,
     complete: Instant,
-    /// The request's part of its access-log line (none when the log is off).
-    asker: Option<Asker>,
 }
 
 /// What the decode loop decided about the connection.
@@ -408,7 +411,9 @@ impl Connection<'_> {
             };
             match outcome {
                 Outcome::Done(status) => {
-                    let line = shard.access_log.line(shard.index, status, forward.asker);
+                    let line = shard
+                        .access_log
+                        .line(shard.index, status, self.bufs.asker.take());
                     self.bufs.respond(
                         &shard.date.borrow(),
                         forward.route,
@@ -554,7 +559,14 @@ impl Connection<'_> {
                             request.path,
                             request.request_id,
                         ),
-                        Answer::Forward(_) => None,
+                        Answer::Forward(_) => {
+                            self.bufs.asker = shard.access_log.asker(
+                                request.method,
+                                request.path,
+                                request.request_id,
+                            );
+                            None
+                        }
                     };
                     self.bufs.start += consumed;
                     match answer {
@@ -638,11 +650,6 @@ fn answer(
                         op,
                         opts,
                         complete,
-                        asker: shard.access_log.asker(
-                            request.method,
-                            request.path,
-                            request.request_id,
-                        ),
                     });
                 }
             }
