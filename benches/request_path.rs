@@ -51,6 +51,10 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let limits = Limits::default();
 
+    // What per-step latency costs: one clock read per step (plus one per
+    // request), see `Route::run_from`.
+    g.bench_function("step_clock_read", |b| b.iter(std::time::Instant::now));
+
     let mut decoder = Decoder::new();
     g.bench_function("http_parse", |b| {
         b.iter(|| match decoder.decode(black_box(REQUEST), &limits) {

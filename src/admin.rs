@@ -1,5 +1,5 @@
 //! The admin endpoint: `/metrics`, `/stats`, `/health`, `/ready`,
-//! `POST /checkpoint`.
+//! `/openapi.json`, `POST /checkpoint`.
 //!
 //! It runs on its own plain thread, off every shard's core budget: one
 //! `poll(2)` loop over non-blocking sockets, so that no client can hold up
@@ -35,7 +35,7 @@ use crate::command::{ShardCommand, collect_snapshots, ping_shards};
 use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
-use crate::metrics::{label_escape, render_prometheus, render_stats};
+use crate::metrics::{ProcessStats, Scrape, render_prometheus, render_stats};
 use crate::pipeline::Plan;
 use crate::reply::write_error_json;
 
@@ -144,6 +144,8 @@ pub struct Admin {
     shards: Vec<Sender<ShardCommand>>,
     coordinator: Option<CoordinatorHandle>,
     started: Instant,
+    /// Wall-clock time of `started`, for `process_start_time_seconds`.
+    started_at: SystemTime,
 }
 
 /// A running admin endpoint.
@@ -166,6 +168,7 @@ impl Admin {
             shards,
             coordinator,
             started: Instant::now(),
+            started_at: SystemTime::now(),
         }
     }
 
@@ -194,57 +197,6 @@ impl Admin {
                 })
             }
         }
-    }
-
-    fn checkpoint_metrics(&self, name: &str) -> String {
-        let Some(c) = &self.coordinator else {
-            return String::new();
-        };
-        let s = c.stats();
-        let mut out = String::new();
-        for (metric, kind, help, value) in [
-            (
-                "coreline_checkpoint_restored_epoch",
-                "gauge",
-                "Epoch the state was restored from at start.",
-                s.restored_epoch as f64,
-            ),
-            (
-                "coreline_checkpoint_last_committed_epoch",
-                "gauge",
-                "Newest committed epoch.",
-                s.last_committed_epoch as f64,
-            ),
-            (
-                "coreline_checkpoint_committed_total",
-                "counter",
-                "Epochs committed since start.",
-                s.committed as f64,
-            ),
-            (
-                "coreline_checkpoint_failures_total",
-                "counter",
-                "Epochs that failed to commit.",
-                s.failures as f64,
-            ),
-            (
-                "coreline_checkpoint_last_duration_seconds",
-                "gauge",
-                "Barrier to manifest commit of the newest epoch.",
-                s.last_duration.as_secs_f64(),
-            ),
-            (
-                "coreline_checkpoint_last_bytes",
-                "gauge",
-                "Bytes written by the newest epoch.",
-                s.last_bytes as f64,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {metric} {help}\n# TYPE {metric} {kind}\n{metric}{{service=\"{name}\"}} {value}\n"
-            ));
-        }
-        out
     }
 
     /// Serves on `listener` from a new thread.
@@ -484,7 +436,8 @@ impl Admin {
                     }
                 }
                 let path = request.path.to_owned();
-                let (status, ct, body, allow) = self.route(method, &path, draining);
+                let query = request.query.to_owned();
+                let (status, ct, body, allow) = self.route(method, &path, &query, draining);
                 c.respond(status, ct, &body, head, allow);
                 Some(Step::Keep)
             }
@@ -501,29 +454,34 @@ impl Admin {
         &self,
         method: Method,
         path: &str,
+        query: &str,
         draining: bool,
     ) -> (u16, ContentType, Vec<u8>, Option<&'static str>) {
         let get = matches!(method, Method::Get | Method::Head);
         let name = &self.plan.config.service.name;
         match path {
-            "/metrics" | "/stats" | "/health" | "/ready" if !get => (
+            "/metrics" | "/stats" | "/health" | "/ready" | "/openapi.json" if !get => (
                 405,
                 ContentType::Json,
                 error_body("use GET"),
                 Some("GET, HEAD"),
             ),
             "/metrics" => {
-                let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
-                let svc = label_escape(name);
-                let extra = format!(
-                    "# HELP coreline_uptime_seconds Seconds since the service started.\n# TYPE coreline_uptime_seconds gauge\ncoreline_uptime_seconds{{service=\"{}\"}} {}\n# HELP coreline_shards_reporting Shards that answered this scrape.\n# TYPE coreline_shards_reporting gauge\ncoreline_shards_reporting{{service=\"{}\"}} {}\n",
-                    svc,
-                    self.started.elapsed().as_secs_f64(),
-                    svc,
-                    snaps.len()
-                ) + &self.checkpoint_metrics(&svc);
-                let text = render_prometheus(name, &snaps, &extra);
-                (200, ContentType::Prometheus, text.into_bytes(), None)
+                let openmetrics = query.split('&').any(|p| p == "format=openmetrics");
+                let scrape = Scrape {
+                    service: name.clone(),
+                    shards_total: self.shards.len(),
+                    snapshots: collect_snapshots(&self.shards, SNAPSHOT_WAIT),
+                    checkpoint: self.coordinator.as_ref().map(CoordinatorHandle::stats),
+                    process: ProcessStats::read(self.started_at),
+                };
+                let text = render_prometheus(scrape, openmetrics);
+                let ct = if openmetrics {
+                    ContentType::OpenMetrics
+                } else {
+                    ContentType::Prometheus
+                };
+                (200, ct, text.into_bytes(), None)
             }
             "/stats" => {
                 let snaps = collect_snapshots(&self.shards, SNAPSHOT_WAIT);
@@ -537,6 +495,12 @@ impl Admin {
                 (200, ContentType::Json, text.into_bytes(), None)
             }
             "/health" => (200, ContentType::Json, br#"{"status":"ok"}"#.to_vec(), None),
+            "/openapi.json" => (
+                200,
+                ContentType::Json,
+                crate::openapi::document_text(&self.plan).into_bytes(),
+                None,
+            ),
             "/ready" => {
                 if draining {
                     (
@@ -582,7 +546,9 @@ impl Admin {
             _ => (
                 404,
                 ContentType::Json,
-                error_body("unknown admin path; try /metrics, /stats, /health or /ready"),
+                error_body(
+                    "unknown admin path; try /metrics, /stats, /health, /ready or /openapi.json",
+                ),
                 None,
             ),
         }

@@ -30,9 +30,11 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::access_log::{Asker, Record};
 use crate::forward::{ForwardSlot, KeyedOp};
 use crate::http::{
-    ContentType, Decoded, Decoder, HttpDate, Request, RequestId, ResponseOptions, write_response,
+    ContentType, Decoded, Decoder, HttpDate, Method, Request, RequestId, ResponseOptions,
+    write_response,
 };
 use crate::pipeline::{Match, Outcome};
 use crate::reply::write_error_json;
@@ -88,6 +90,17 @@ impl ConnTimer {
     }
 }
 
+/// A response in `out`, waiting to be sent: what its latency record and
+/// access-log line need.
+struct Pending {
+    route: usize,
+    status: u16,
+    /// When the request was complete in the read buffer.
+    complete: Instant,
+    /// Its access-log line, when the log selects it (latency filled on send).
+    line: Option<Record>,
+}
+
 /// A connection's reusable buffers.
 pub(crate) struct Buffers {
     /// Read buffer; `buf[start..end]` holds bytes not yet consumed.
@@ -98,9 +111,11 @@ pub(crate) struct Buffers {
     out: Vec<u8>,
     /// One response body, before its head is written.
     body: Vec<u8>,
-    /// `(route, status, complete-at)` of the responses in `out`, recorded
-    /// once `out` is handed to the socket.
-    pending: Vec<(usize, u16, Instant)>,
+    /// The responses in `out`, recorded once `out` is handed to the socket.
+    pending: Vec<Pending>,
+    /// The access-log part of the request waiting for its owner shard
+    /// (kept here, not in the forward, which stays small).
+    asker: Option<Asker>,
     /// The row of the request waiting for its owner shard (taken from its
     /// route, so that other requests on this shard can use the route
     /// meanwhile); otherwise a spare the next forward swaps in.
@@ -120,6 +135,7 @@ impl Buffers {
             out: Vec::with_capacity(READ_BUFFER),
             body: Vec::with_capacity(1024),
             pending: Vec::with_capacity(32),
+            asker: None,
             row: Row::default(),
         }
     }
@@ -129,6 +145,7 @@ impl Buffers {
         self.end = 0;
         self.out.clear();
         self.pending.clear();
+        self.asker = None;
         if self.buf.len() > 4 * READ_BUFFER {
             self.buf.truncate(READ_BUFFER);
             self.buf.shrink_to_fit();
@@ -172,6 +189,7 @@ impl Buffers {
         status: u16,
         opts: ResponseOptions,
         complete: Instant,
+        line: Option<Record>,
     ) {
         write_response(
             &mut self.out,
@@ -192,7 +210,12 @@ impl Buffers {
                 "answered with a server error"
             );
         }
-        self.pending.push((route, status, complete));
+        self.pending.push(Pending {
+            route,
+            status,
+            complete,
+            line,
+        });
     }
 
     /// A JSON error response that closes the connection.
@@ -203,6 +226,7 @@ impl Buffers {
         status: u16,
         message: &str,
         id: RequestId,
+        line: Option<Record>,
     ) {
         self.body.clear();
         write_error_json(&mut self.body, message, None);
@@ -212,6 +236,7 @@ impl Buffers {
             status,
             ResponseOptions::closing().with_request_id(id),
             Instant::now(),
+            line,
         );
     }
 }
@@ -263,6 +288,9 @@ pub(crate) async fn reject(shard: Rc<Shard>, mut stream: TcpStream) {
         503,
         "too many connections on this shard; retry later",
         shard.next_request_id(),
+        // Counted by coreline_rejected_connections_total, not logged: a
+        // flood of connections must not turn into a flood of lines.
+        None,
     );
     let _ = stream.write_all(&bufs.out).await;
     let _ = stream.close().await;
@@ -373,10 +401,15 @@ impl Connection<'_> {
             .take_row(forward.route, &mut self.bufs.row);
         loop {
             shard.metrics.borrow_mut().forwarded_requests += 1;
+            let sent = Instant::now();
             let reply = shard
                 .mesh
                 .round_trip(self.slot, &self.timer.forward, forward.owner, forward.op)
                 .await;
+            shard
+                .router
+                .borrow_mut()
+                .record_step(forward.route, forward.step, sent.elapsed());
             let outcome = {
                 let mut state = shard.state.borrow_mut();
                 let mut ctx = shard.ctx(&mut state);
@@ -392,12 +425,16 @@ impl Connection<'_> {
             };
             match outcome {
                 Outcome::Done(status) => {
+                    let line = shard
+                        .access_log
+                        .line(shard.index, status, self.bufs.asker.take());
                     self.bufs.respond(
                         &shard.date.borrow(),
                         forward.route,
                         status,
                         forward.opts,
                         forward.complete,
+                        line,
                     );
                     return if forward.opts.keep_alive {
                         After::Continue
@@ -424,8 +461,15 @@ impl Connection<'_> {
             return;
         }
         let mut metrics = self.shard.metrics.borrow_mut();
-        for &(route, status, complete) in &self.bufs.pending {
-            metrics.routes[route].record(status, done.duration_since(complete));
+        for p in &self.bufs.pending {
+            let latency = done.duration_since(p.complete);
+            metrics.routes[p.route].record(p.status, latency);
+            if let Some(mut line) = p.line {
+                line.latency = latency;
+                if !self.shard.access_log.offer(line) {
+                    metrics.access_log_dropped += 1;
+                }
+            }
         }
         self.bufs.pending.clear();
     }
@@ -474,12 +518,17 @@ impl Connection<'_> {
         match self.timer.expired.get() {
             Some(Phase::Head) | Some(Phase::Body) => {
                 let unmatched = self.shard.metrics.borrow().unmatched();
+                let line =
+                    self.shard
+                        .access_log
+                        .line_for(self.shard.index, 408, Method::Other, "", "");
                 self.bufs.respond_error(
                     &self.shard.date.borrow(),
                     unmatched,
                     408,
                     "request timed out",
                     self.shard.next_request_id(),
+                    line,
                 );
                 stream.write_all(&self.bufs.out).await?;
                 self.bufs.out.clear();
@@ -516,6 +565,25 @@ impl Connection<'_> {
                     let close =
                         !request.keep_alive || shard.draining.get() || shard.lame_duck.get();
                     let answer = answer(shard, &request, close, complete, &mut self.bufs.body);
+                    // Copied now, while the request is in the buffer; only
+                    // for answers the access log selects.
+                    let line = match &answer {
+                        Answer::Done { status, opts, .. } => shard.access_log.line_for(
+                            shard.index,
+                            *status,
+                            request.method,
+                            request.path,
+                            opts.request_id.as_ref().map_or("", RequestId::as_str),
+                        ),
+                        Answer::Forward(_) => {
+                            self.bufs.asker = shard.access_log.asker(
+                                request.method,
+                                request.path,
+                                std::str::from_utf8(request.request_id).unwrap_or(""),
+                            );
+                            None
+                        }
+                    };
                     self.bufs.start += consumed;
                     match answer {
                         Answer::Done {
@@ -523,8 +591,14 @@ impl Connection<'_> {
                             status,
                             opts,
                         } => {
-                            self.bufs
-                                .respond(&shard.date.borrow(), route, status, opts, complete);
+                            self.bufs.respond(
+                                &shard.date.borrow(),
+                                route,
+                                status,
+                                opts,
+                                complete,
+                                line,
+                            );
                             if close {
                                 return After::Close;
                             }
@@ -534,12 +608,17 @@ impl Connection<'_> {
                 }
                 Err(e) => {
                     let unmatched = shard.metrics.borrow().unmatched();
+                    let line =
+                        shard
+                            .access_log
+                            .line_for(shard.index, e.status(), Method::Other, "", "");
                     self.bufs.respond_error(
                         &shard.date.borrow(),
                         unmatched,
                         e.status(),
                         e.message(),
                         shard.next_request_id(),
+                        line,
                     );
                     return After::Close;
                 }
@@ -573,7 +652,9 @@ fn answer(
                 (200, br#"{"status":"ok"}"#)
             };
             body.extend_from_slice(text);
-            (unmatched, status)
+            // Health checks are counted apart: metrics put them right
+            // after the unmatched pseudo-route.
+            (unmatched + 1, status)
         }
         Match::Route(i) => {
             let mut state = shard.state.borrow_mut();

@@ -47,6 +47,12 @@
 //!   per row with reusable buffers (the `score` step).
 //! - [`lb`]: nginx and haproxy configurations for the shard ports
 //!   (`coreline lb`), with key affinity.
+//! - [`access_log`]: one line per answer, written by a logger thread from
+//!   bounded per-shard channels of fixed-size records.
+//! - [`overrides`]: `CORELINE_HOST`/`_BASE_PORT`/`_ADMIN_PORT` over the file.
+//! - [`openapi`]: the OpenAPI 3.1 document of a plan's routes.
+//! - [`export`]: a checkpoint's rows as JSON lines, CSV or Parquet
+//!   (`coreline state`).
 //! - [`config`]: the TOML file into a validated [`config::ServiceConfig`];
 //!   errors carry file, line and column.
 //! - [`sys`]: the few system calls made directly; the only `unsafe`.
@@ -70,18 +76,22 @@
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod admin;
 pub mod checkpoint;
 pub mod command;
 pub mod config;
 pub mod connection;
+pub mod export;
 pub mod expr;
 pub mod forward;
 pub mod http;
 pub mod lb;
 pub mod metrics;
 pub mod model;
+pub mod openapi;
 pub mod operator;
+pub mod overrides;
 pub mod pipeline;
 pub mod plan;
 pub mod reply;

@@ -1,10 +1,14 @@
 //! The `coreline` command: `run` serves a pipeline, `check` validates it,
-//! `lb` prints a load balancer's configuration for it.
+//! `lb` prints a load balancer's configuration for it, `openapi` describes
+//! it, `state` exports a checkpoint, `version` and `completions` help the
+//! people and shells that run it.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use coreline::config::LogFormat;
 
 /// Serve a declared pipeline as per-core HTTP shards.
 ///
@@ -12,6 +16,9 @@ use clap::{Parser, Subcommand};
 /// route's request schema, steps and reply. `coreline run` starts one pinned
 /// executor per shard, each listening on base_port + i; put any load balancer
 /// in front of those ports.
+///
+/// Environment overrides: CORELINE_HOST, CORELINE_BASE_PORT and
+/// CORELINE_ADMIN_PORT replace [service] host, base_port and admin_port.
 ///
 /// Exit codes: 0 success, 2 bad configuration or usage, 1 runtime failure.
 #[derive(Parser, Debug)]
@@ -30,9 +37,10 @@ enum Command {
     /// interval, and a final one after draining (exit 1 if that fails).
     ///
     /// Prints one line per listener (`listening shard=0 addr=127.0.0.1:8888`,
-    /// `listening admin addr=…`) and `ready service=NAME` once every shard
-    /// accepts connections. Logs go to stderr; set RUST_LOG (e.g.
-    /// RUST_LOG=coreline=debug) or --log to change the level.
+    /// `listening admin addr=…`), one per route with a curl line for the
+    /// first, and `ready service=NAME` once every shard accepts connections.
+    /// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=coreline=debug) or
+    /// --log to change the level; an invalid filter exits 2.
     Run {
         /// Path to the service's TOML configuration.
         config: PathBuf,
@@ -40,6 +48,9 @@ enum Command {
         /// RUST_LOG. Default: info.
         #[arg(long, value_name = "FILTER")]
         log: Option<String>,
+        /// Log line format, overriding [service] log_format. Default: text.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        log_format: Option<LogFormatArg>,
         /// Start with empty state when the checkpoint directory holds
         /// committed epochs but none of them verifies (without it, start-up
         /// refuses and names the damaged files). Damaged epochs are renamed
@@ -50,12 +61,41 @@ enum Command {
     /// Validate CONFIG and print the plan.
     ///
     /// Prints shards with their cores and ports, routes, request schemas,
-    /// each step with its output column and type, and the reply. Exits 2
-    /// with file:line:column, the key and what was expected on the first
-    /// mistake.
+    /// each step with its output column and type, and the reply, and the
+    /// environment overrides in force. Exits 2 with file:line:column, the
+    /// key and what was expected on the first mistake.
     Check {
         /// Path to the service's TOML configuration.
         config: PathBuf,
+    },
+    /// Print the OpenAPI 3.1 document of CONFIG's routes (JSON).
+    ///
+    /// The same document is served at GET /openapi.json on the admin port.
+    Openapi {
+        /// Path to the service's TOML configuration.
+        config: PathBuf,
+    },
+    /// Export the state of CONFIG's checkpoint directory as rows.
+    ///
+    /// Reads the newest committed epoch (or --epoch N) through the same
+    /// recovery code `run` uses (full snapshot plus deltas) and writes one
+    /// row per key: JSON lines, CSV or Parquet.
+    State {
+        /// Path to the service's TOML configuration.
+        config: PathBuf,
+        /// The committed epoch to read. Default: the newest valid one.
+        #[arg(long, value_name = "N")]
+        epoch: Option<u64>,
+        /// Only this table. Default: every table (jsonl and csv add a
+        /// `table` column; parquet needs --table when there are several).
+        #[arg(long, value_name = "T")]
+        table: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: coreline::export::Format,
+        /// Output file. Default: standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Print an nginx or haproxy configuration for CONFIG's shard ports.
     ///
@@ -97,6 +137,14 @@ enum Command {
         #[arg(long)]
         no_affinity: bool,
     },
+    /// Print the version, the git commit and the enabled features.
+    Version,
+    /// Print a shell completion script (e.g. `coreline completions bash >
+    /// /etc/bash_completion.d/coreline`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -105,27 +153,154 @@ enum BalancerArg {
     Haproxy,
 }
 
-fn init_logs(filter: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match filter {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
-fn load(path: &std::path::Path) -> Result<coreline::pipeline::Plan, ExitCode> {
-    let config = coreline::config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })?;
-    coreline::pipeline::plan(config).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
+/// Installs the log subscriber. An invalid filter (from --log or RUST_LOG)
+/// is an error: silently logging at another level hides the very lines the
+/// operator asked for.
+fn init_logs(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).map_err(|e| format!("invalid --log filter {f:?}: {e}"))?,
+        None => match std::env::var(EnvFilter::DEFAULT_ENV) {
+            Ok(f) if !f.is_empty() => {
+                EnvFilter::try_new(&f).map_err(|e| format!("invalid RUST_LOG filter {f:?}: {e}"))?
+            }
+            _ => EnvFilter::new("info"),
+        },
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Ok(())
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// The configuration with environment overrides applied, and those applied.
+fn load_config(
+    path: &Path,
+) -> Result<
+    (
+        coreline::config::ServiceConfig,
+        Vec<coreline::overrides::Override>,
+    ),
+    ExitCode,
+> {
+    let mut config = coreline::config::load(path).map_err(|e| fail(2, e))?;
+    let applied = coreline::overrides::apply(&mut config, |v| std::env::var(v).ok())
+        .map_err(|e| fail(2, e))?;
+    Ok((config, applied))
+}
+
+fn plan(config: coreline::config::ServiceConfig) -> Result<coreline::pipeline::Plan, ExitCode> {
+    coreline::pipeline::plan(config).map_err(|e| fail(2, e))
+}
+
+fn print_overrides(applied: &[coreline::overrides::Override]) {
+    for o in applied {
+        println!(
+            "override: [service] {} = {} (from {})",
+            o.key, o.value, o.var
+        );
+    }
+}
+
+fn version_text() -> String {
+    let features = env!("CORELINE_FEATURES");
+    format!(
+        "coreline {}\ncommit: {}\nprofile: {}\nfeatures: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("CORELINE_GIT_COMMIT"),
+        env!("CORELINE_PROFILE"),
+        if features.is_empty() {
+            "none"
+        } else {
+            features
+        },
+    )
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run {
+            config,
+            log,
+            log_format,
+            discard_state,
+        } => run(&config, log.as_deref(), log_format, discard_state),
+        Command::Lb {
+            balancer,
+            config,
+            instances,
+            listen,
+            out,
+            script,
+            print_script,
+            no_affinity,
+        } => {
+            let balancer = match balancer {
+                BalancerArg::Nginx => coreline::lb::Balancer::Nginx,
+                BalancerArg::Haproxy => coreline::lb::Balancer::Haproxy,
+            };
+            if print_script {
+                print!("{}", balancer.script());
+                Ok(())
+            } else {
+                load_config(&config)
+                    .and_then(|(c, _)| plan(c))
+                    .and_then(|plan| {
+                        match lb(plan, balancer, instances, listen, out, script, !no_affinity) {
+                            code if code == ExitCode::SUCCESS => Ok(()),
+                            code => Err(code),
+                        }
+                    })
+            }
+        }
+        Command::Openapi { config } => load_config(&config)
+            .and_then(|(c, _)| plan(c))
+            .map(|plan| println!("{}", coreline::openapi::document_text(&plan))),
+        Command::State {
+            config,
+            epoch,
+            table,
+            format,
+            out,
+        } => state(&config, epoch, table.as_deref(), format, out.as_deref()),
+        Command::Version => {
+            print!("{}", version_text());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "coreline",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
 }
 
 fn lb(
@@ -183,69 +358,64 @@ fn lb(
     ExitCode::SUCCESS
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Check { config } => {
-            let plan = match load(&config) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            let cores = match coreline::runtime::shard_cores(&plan) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            print!("{}", plan.describe(&cores));
-            println!("ok: {} is valid", config.display());
-            ExitCode::SUCCESS
+fn check(path: &Path) -> Result<(), ExitCode> {
+    let (config, applied) = load_config(path)?;
+    let plan = plan(config)?;
+    let cores = coreline::runtime::shard_cores(&plan).map_err(|e| fail(2, e))?;
+    print!("{}", plan.describe(&cores));
+    print_overrides(&applied);
+    println!("ok: {} is valid", path.display());
+    Ok(())
+}
+
+fn run(
+    path: &Path,
+    log: Option<&str>,
+    format: Option<LogFormatArg>,
+    discard_state: bool,
+) -> Result<(), ExitCode> {
+    let (config, applied) = load_config(path)?;
+    let format = match format {
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        None => config.service.log_format,
+    };
+    init_logs(log, format).map_err(|e| fail(2, e))?;
+    for o in &applied {
+        tracing::info!(var = o.var, key = o.key, value = %o.value, "environment override");
+    }
+    let mut plan = plan(config)?;
+    if let Some(cp) = plan.config.checkpoint.as_mut() {
+        cp.discard_state = discard_state;
+    }
+    coreline::runtime::run_until_signal(plan).map_err(|e| fail(1, e))
+}
+
+fn state(
+    path: &Path,
+    epoch: Option<u64>,
+    table: Option<&str>,
+    format: coreline::export::Format,
+    out: Option<&Path>,
+) -> Result<(), ExitCode> {
+    let (config, _) = load_config(path)?;
+    let plan = plan(config)?;
+    let request = coreline::export::Request {
+        epoch,
+        table,
+        format,
+    };
+    let result = match out {
+        Some(file) => std::fs::File::create(file)
+            .map_err(|e| coreline::export::ExportError::Io(format!("{}: {e}", file.display())))
+            .and_then(|f| coreline::export::export(&plan, &request, std::io::BufWriter::new(f))),
+        None => coreline::export::export(&plan, &request, std::io::stdout().lock()),
+    };
+    match result {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            Ok(())
         }
-        Command::Lb {
-            balancer,
-            config,
-            instances,
-            listen,
-            out,
-            script,
-            print_script,
-            no_affinity,
-        } => {
-            let balancer = match balancer {
-                BalancerArg::Nginx => coreline::lb::Balancer::Nginx,
-                BalancerArg::Haproxy => coreline::lb::Balancer::Haproxy,
-            };
-            if print_script {
-                print!("{}", balancer.script());
-                return ExitCode::SUCCESS;
-            }
-            let plan = match load(&config) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            lb(plan, balancer, instances, listen, out, script, !no_affinity)
-        }
-        Command::Run {
-            config,
-            log,
-            discard_state,
-        } => {
-            init_logs(log.as_deref());
-            let mut plan = match load(&config) {
-                Ok(p) => p,
-                Err(code) => return code,
-            };
-            if let Some(cp) = plan.config.checkpoint.as_mut() {
-                cp.discard_state = discard_state;
-            }
-            match coreline::runtime::run_until_signal(plan) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Err(e) => Err(fail(e.exit_code(), e)),
     }
 }

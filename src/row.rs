@@ -110,6 +110,16 @@ impl ColumnType {
         matches!(self, ColumnType::Int64 | ColumnType::Float64)
     }
 
+    /// The type of a vector's elements as JSON carries them (`float64` for
+    /// both float vectors); `None` for scalars.
+    pub fn element(self) -> Option<ColumnType> {
+        match self {
+            ColumnType::Float64Array | ColumnType::Float32Array => Some(ColumnType::Float64),
+            ColumnType::Int64Array => Some(ColumnType::Int64),
+            _ => None,
+        }
+    }
+
     /// True for the `array<...>` types.
     pub fn is_array(self) -> bool {
         matches!(

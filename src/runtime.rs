@@ -358,6 +358,8 @@ pub struct Service {
     coordinator: Option<CoordinatorHandle>,
     drained: Receiver<usize>,
     restored_epoch: u64,
+    /// The access-log thread (none when `access_log = "off"`).
+    access_logger: Option<crate::access_log::Logger>,
 }
 
 struct ShardHandle {
@@ -400,6 +402,9 @@ impl Service {
         let (drained_tx, drained_rx) = unbounded::<usize>();
         let mut shards = Vec::with_capacity(svc.shards);
         let peers = Peers::mesh(svc.shards, plan.config.limits.max_connections + 64);
+        let (access_logger, access_logs) =
+            crate::access_log::Logger::start(svc.access_log, svc.shards);
+        let mut access_logs = access_logs.into_iter();
         let mut per_shard = states
             .into_iter()
             .zip(endpoints)
@@ -427,6 +432,7 @@ impl Service {
                 checkpoint,
                 peers,
                 drained: drained_tx.clone(),
+                access_log: access_logs.next().expect("one access log per shard"),
             };
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
@@ -447,6 +453,7 @@ impl Service {
             coordinator,
             drained: drained_rx,
             restored_epoch,
+            access_logger,
         };
         for _ in 0..service.shards.len() {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -573,6 +580,10 @@ impl Service {
         for s in &self.shards {
             let _ = s.commands.send(ShardCommand::Exit);
         }
+        // Every answer is in: write the access log's last lines.
+        if let Some(logger) = self.access_logger.take() {
+            logger.stop();
+        }
         for s in &mut self.shards {
             if let Some(t) = s.thread.take() {
                 let _ = t.join();
@@ -663,9 +674,17 @@ pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
         tracing::info!(%addr, "admin listening");
         println!("listening admin addr={addr}");
     }
+    if let Some(first) = service.shard_addrs().first() {
+        for line in crate::openapi::route_lines(&service.plan, *first) {
+            println!("{line}");
+        }
+    }
     println!("ready service={}", svc.name);
     let signal = signals.forever().next();
-    tracing::info!(?signal, "shutting down: draining in-flight requests");
+    let signal = signal
+        .and_then(signal_hook::low_level::signal_name)
+        .unwrap_or("unknown");
+    tracing::info!(signal, "shutting down: draining in-flight requests");
     service.stop()?;
     tracing::info!("stopped");
     Ok(())

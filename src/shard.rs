@@ -38,6 +38,7 @@ use crossbeam_channel::{Receiver, Sender};
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
+use crate::access_log::AccessLog;
 use crate::checkpoint::ShardCheckpoint;
 use crate::command::ShardCommand;
 use crate::connection::{self, Buffers, ConnTimer, Phase};
@@ -78,6 +79,8 @@ pub struct ShardSetup {
     pub peers: Peers,
     /// Told this shard's index once it has drained after `Shutdown`.
     pub drained: Sender<usize>,
+    /// This shard's end of the access log.
+    pub access_log: AccessLog,
 }
 
 /// How often the housekeeping task runs: commands are picked up within this
@@ -145,6 +148,8 @@ pub(crate) struct Shard {
     checkpoint: Option<ShardCheckpoint>,
     /// This shard's ends of the channels to the other shards.
     pub(crate) mesh: Mesh,
+    /// This shard's end of the access log.
+    pub(crate) access_log: AccessLog,
 }
 
 /// Spare connection buffers a shard keeps (about 16 KiB each). Beyond it,
@@ -191,6 +196,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         checkpoint,
         peers,
         drained,
+        access_log,
         ..
     } = setup;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -217,6 +223,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         state: RefCell::new(state),
         checkpoint,
         mesh,
+        access_log,
     });
 
     let ex = glommio::executor();
@@ -425,7 +432,11 @@ async fn housekeeping(
                         shard: shard.index,
                         core: shard.core,
                         port: shard.port,
-                        metrics: shard.metrics.borrow().clone(),
+                        metrics: {
+                            let mut m = shard.metrics.borrow().clone();
+                            m.steps = shard.router.borrow().step_metrics();
+                            m
+                        },
                     });
                 }
                 ShardCommand::Ping(reply) => {

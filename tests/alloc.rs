@@ -100,7 +100,7 @@ fn warm_hello_path_does_not_allocate() {
             .any(|w| w == br#"{"fooLength":13}"#.as_slice())
     );
 
-    let before = counting::allocations();
+    let before = counting::thread_allocations();
     let mut answered = 0;
     for _ in 0..1000 {
         answered += serve(
@@ -113,10 +113,51 @@ fn warm_hello_path_does_not_allocate() {
             &mut body,
         );
     }
-    let allocations = counting::allocations() - before;
+    let allocations = counting::thread_allocations() - before;
     assert_eq!(answered, 8000);
     assert_eq!(
         allocations, 0,
         "{allocations} allocations in {answered} warm requests"
     );
+
+    // The access log's part of an answer: a record copied from the request
+    // and offered to the shard's bounded channel, dropped when full. The
+    // logger thread formats lines (and may allocate); the shard's thread,
+    // counted here, must not.
+    let (logger, logs) = coreline::access_log::Logger::start(coreline::access_log::Mode::All, 1);
+    let log = &logs[0];
+    let path = "/my_api/".repeat(40); // longer than a record keeps
+    // Warm up: the logger thread has drained a first record.
+    for status in [200, 500] {
+        if let Some(r) = log.line_for(0, status, coreline::http::Method::Post, &path, "abc") {
+            log.offer(r);
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let before = counting::thread_allocations();
+    let mut offered = 0;
+    for i in 0..20_000u32 {
+        let line = log.line_for(
+            0,
+            200 + (i % 400) as u16,
+            coreline::http::Method::Post,
+            &path,
+            "req-1",
+        );
+        let asker = log.asker(coreline::http::Method::Get, "/counts", "");
+        let forwarded = log.line(0, 500, asker);
+        for mut r in [line, forwarded].into_iter().flatten() {
+            r.latency = std::time::Duration::from_micros(u64::from(i));
+            log.offer(r);
+            offered += 1;
+        }
+    }
+    let allocations = counting::thread_allocations() - before;
+    assert_eq!(offered, 40_000);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations for {offered} access-log records"
+    );
+    drop(logs);
+    logger.expect("a logger runs in mode all").stop();
 }

@@ -204,3 +204,283 @@ fn graceful_shutdown_finishes_in_flight_requests_under_load() {
     assert!(std::net::TcpStream::connect(run.shards[0]).is_err());
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn version_names_the_commit_and_features() {
+    let out = Command::new(BIN).arg("version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("coreline {}\n", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    let commit = text
+        .lines()
+        .find_map(|l| l.strip_prefix("commit: "))
+        .expect("a commit line");
+    assert!(!commit.is_empty(), "{text}");
+    assert!(text.contains("\nfeatures: "), "{text}");
+}
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _coreline"),
+        ("zsh", "#compdef coreline"),
+        ("fish", "complete -c coreline"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(text.contains("openapi"), "{shell}");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn an_invalid_log_filter_is_an_error_at_start() {
+    let path = write_config("logfilter.toml", &hello_toml(1, ""));
+    let out = Command::new(BIN)
+        .args(["run", "--log", "coreline=loud"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid --log filter \"coreline=loud\""),
+        "{stderr}"
+    );
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&path)
+        .env("RUST_LOG", "[[[")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid RUST_LOG filter"), "{stderr}");
+}
+
+#[test]
+fn check_applies_and_shows_environment_overrides() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/hello.toml");
+    let out = Command::new(BIN)
+        .args(["check", config])
+        .env("CORELINE_HOST", "0.0.0.0")
+        .env("CORELINE_BASE_PORT", "35500")
+        .env("CORELINE_ADMIN_PORT", "35590")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("0.0.0.0:35500"), "{stdout}");
+    assert!(
+        stdout.contains("override: [service] base_port = 35500 (from CORELINE_BASE_PORT)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("override: [service] host = 0.0.0.0 (from CORELINE_HOST)"));
+    assert!(stdout.contains("override: [service] admin_port = 35590"));
+    let out = Command::new(BIN)
+        .args(["check", config])
+        .env("CORELINE_ADMIN_PORT", "8888")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("CORELINE_ADMIN_PORT=\"8888\""), "{stderr}");
+    assert!(stderr.contains("also a shard port"), "{stderr}");
+}
+
+#[test]
+fn the_duration_error_lists_microseconds() {
+    let path = write_config(
+        "badduration.toml",
+        &hello_toml(1, "[limits]\nidle_timeout = \"5 parsecs\"\n"),
+    );
+    let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("\"50us\", \"250ms\""), "{stderr}");
+}
+
+#[test]
+fn openapi_describes_every_route() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/counters.toml");
+    let out = Command::new(BIN)
+        .args(["openapi", config])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let post = &doc["paths"]["/events"]["post"];
+    let schema = &post["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema["properties"]["amount"]["type"], "integer");
+    assert_eq!(
+        post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Error"
+    );
+    let get = &doc["paths"]["/counts"]["get"];
+    assert_eq!(get["parameters"][0]["name"], "key");
+    assert!(get["responses"]["404"].is_object());
+}
+
+/// `run` with `--log-format json` (or `[service] log_format`): every stderr
+/// line is a JSON object, no colour codes, the routes and a working curl
+/// line on stdout, and the stop names its signal.
+#[test]
+fn run_prints_routes_and_logs_json() {
+    for (name, extra, flag) in [
+        ("jsonflag.toml", "", Some("json")),
+        ("jsonconf.toml", "log_format = \"json\"", None),
+        ("text.toml", "", None),
+    ] {
+        let path = write_config(name, &hello_toml(1, extra));
+        let log = path.with_extension("log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg(&path);
+        if let Some(f) = flag {
+            cmd.args(["--log-format", f]);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let ready = line.starts_with("ready ");
+            lines.push(line);
+            if ready {
+                break;
+            }
+        }
+        assert!(lines.iter().any(|l| l == "route POST /my_api"), "{lines:?}");
+        let curl = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("try: curl -s -X POST 'http://"))
+            .unwrap_or_else(|| panic!("no curl line: {lines:?}"));
+        // Do what the curl line says, with our own client.
+        let (addr, rest) = curl.split_once('/').unwrap();
+        let body = rest.split(" -d '").nth(1).unwrap().trim_end_matches('\'');
+        let mut c = Client::connect(addr.parse().unwrap());
+        let r = c.post("/my_api", body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        drop(c);
+        sigterm(&child);
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.contains('\u{1b}'), "colour codes in a file: {text}");
+        if name == "text.toml" {
+            assert!(text.contains("signal=\"SIGTERM\""), "{text}");
+            continue;
+        }
+        let mut stop = None;
+        for line in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutting down"))
+            {
+                stop = Some(v);
+            }
+        }
+        let stop = stop.unwrap_or_else(|| panic!("no shutdown line: {text}"));
+        assert_eq!(stop["fields"]["signal"], "SIGTERM", "{stop}");
+        assert_eq!(stop["level"], "INFO");
+    }
+}
+
+/// The access log over real sockets: `errors` logs 4xx/5xx only, `all`
+/// every answer, `off` none; each line has method, path, status, latency
+/// and shard, written as JSON with the other logs.
+#[test]
+fn access_log_modes() {
+    for (mode, expect) in [
+        (
+            "errors",
+            vec![(422, "POST", "/my_api"), (404, "GET", "/nope")],
+        ),
+        (
+            "all",
+            vec![
+                (200, "POST", "/my_api"),
+                (422, "POST", "/my_api"),
+                (404, "GET", "/nope"),
+                (200, "GET", "/health"),
+            ],
+        ),
+        ("off", vec![]),
+    ] {
+        let name = format!("access_{mode}.toml");
+        let extra = format!("access_log = \"{mode}\"\nlog_format = \"json\"");
+        let path = write_config(&name, &hello_toml(1, &extra));
+        let log = path.with_extension("log");
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut shard: Option<SocketAddr> = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("listening shard=0 addr=") {
+                shard = Some(rest.parse().unwrap());
+            }
+            if line.starts_with("ready ") {
+                break;
+            }
+        }
+        let mut c = Client::connect(shard.unwrap());
+        assert_eq!(c.post("/my_api", r#"{"foo":"a","bar":1}"#).status, 200);
+        c.send(b"POST /my_api HTTP/1.1\r\nHost: x\r\nX-Request-Id:  abc-123 \r\nContent-Length: 11\r\n\r\n{\"foo\":\"a\"}");
+        assert_eq!(c.response().status, 422);
+        assert_eq!(c.get("/nope").status, 404);
+        assert_eq!(c.get("/health").status, 200);
+        drop(c);
+        sigterm(&child);
+        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["target"] == "coreline::access")
+            .collect();
+        let got: Vec<(u64, &str, &str)> = lines
+            .iter()
+            .map(|v| {
+                let f = &v["fields"];
+                assert!(f["latency_us"].as_f64().unwrap() > 0.0, "{v}");
+                assert_eq!(f["shard"], 0, "{v}");
+                let id = if f["status"] == 422 { "abc-123" } else { "" };
+                assert_eq!(f["request_id"].as_str().unwrap_or(""), id, "{v}");
+                (
+                    f["status"].as_u64().unwrap(),
+                    f["method"].as_str().unwrap(),
+                    f["path"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let want: Vec<(u64, &str, &str)> = expect
+            .iter()
+            .map(|&(s, m, p)| (u64::from(s as u16), m, p))
+            .collect();
+        assert_eq!(got, want, "mode {mode}: {text}");
+    }
+}

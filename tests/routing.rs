@@ -171,8 +171,7 @@ fn forwarded_requests_answer_like_local_ones() {
     }
     let metrics = p.admin_get("/metrics");
     for (shard, &posts) in forwarded_posts.iter().enumerate() {
-        let prefix =
-            format!("coreline_forwarded_requests_total{{service=\"counters\",shard=\"{shard}\"}} ");
+        let prefix = format!("coreline_forwarded_requests_total{{shard=\"{shard}\"}} ");
         let line = metrics
             .text()
             .lines()

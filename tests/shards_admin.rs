@@ -42,12 +42,33 @@ fn every_shard_answers_on_its_own_port_and_metrics_merge() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = metrics.text();
+    assert!(
+        text.contains(
+            r#"coreline_requests_total{shard="1",method="POST",route="/my_api",status="200"} 20"#
+        ),
+        "{text}"
+    );
     assert!(text.contains(
-        r#"coreline_requests_total{service="hello",shard="1",route="POST /my_api",status="200"} 20"#
+        "coreline_request_duration_seconds_bucket{le=\"+Inf\",shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"
     ), "{text}");
-    assert!(text.contains("coreline_request_duration_seconds_bucket{service=\"hello\",shard=\"0\",route=\"POST /my_api\",le=\"+Inf\"} 11"));
-    assert!(text.contains("coreline_request_duration_quantile_seconds{service=\"hello\",route=\"POST /my_api\",quantile=\"0.99\"}"));
-    assert!(text.contains("coreline_open_connections{service=\"hello\",shard=\"0\"}"));
+    assert!(text.contains(
+        "coreline_request_duration_seconds_count{shard=\"0\",method=\"POST\",route=\"/my_api\"} 11"
+    ));
+    assert!(text.contains("coreline_open_connections{shard=\"0\"}"));
+    assert!(text.contains("coreline_build_info{service=\"hello\""));
+    assert!(!text.contains("quantile"));
+    let om = admin_get(&svc, "/metrics?format=openmetrics");
+    assert!(
+        om.header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text; version=1.0.0")
+    );
+    assert!(om.text().ends_with("# EOF\n"));
+
+    let doc = admin_get(&svc, "/openapi.json");
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.json()["openapi"], "3.1.0");
+    assert!(doc.json()["paths"]["/my_api"]["post"]["requestBody"].is_object());
 
     assert_eq!(admin_get(&svc, "/health").status, 200);
     let ready = admin_get(&svc, "/ready");

@@ -60,7 +60,7 @@ pub use coordinator::{
     CheckpointConfig, CheckpointStats, Coordinator, CoordinatorHandle, ShardCheckpoint,
 };
 pub use manifest::{FileEntry, Manifest, SnapshotKind, TableDesc};
-pub use recover::{OnDamage, Recovered, recover, recover_with};
+pub use recover::{OnDamage, Recovered, read_state, recover, recover_with};
 
 use crate::state::StateError;
 

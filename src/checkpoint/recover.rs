@@ -136,6 +136,76 @@ pub fn recover_with(
         tracing::warn!(dir = %dir.display(), "--discard-state: starting with empty state; existing epochs are ignored");
         return empty(Vec::new(), aside);
     }
+    restore_from(scan, dir, shards, tables, true)
+}
+
+/// Reads the state as of committed epoch `epoch` (or the newest) the way
+/// [`recover`] does — the same scan, per-shard chain choice and checks —
+/// but without changing the directory: damaged epochs are skipped, not
+/// renamed aside, and `LATEST` is left alone. With `epoch`, newer epochs
+/// are ignored and the result is an error unless `epoch` itself is
+/// restored. For `coreline state`.
+pub fn read_state(
+    dir: &Path,
+    shards: usize,
+    tables: &[TableSpec],
+    epoch: Option<u64>,
+) -> Result<Recovered, CheckpointError> {
+    if shards == 0 {
+        return Err(CheckpointError::Config(
+            "shard count must be at least 1".into(),
+        ));
+    }
+    validate_tables(tables)?;
+    Layout::new(tables).map_err(CheckpointError::Config)?;
+    let mut scan = Scan::new(dir)?;
+    if let Some(n) = epoch {
+        if !scan.manifests.contains_key(&n) {
+            let committed: Vec<String> = scan.manifests.keys().map(u64::to_string).collect();
+            return Err(CheckpointError::Config(format!(
+                "epoch {n} is not a committed epoch with a valid manifest in {}; committed epochs: {}",
+                dir.display(),
+                if committed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    committed.join(", ")
+                }
+            )));
+        }
+        scan.manifests.retain(|&e, _| e <= n);
+        scan.damaged.retain(|&e, _| e <= n);
+    }
+    if scan.manifests.is_empty() && scan.damaged.is_empty() {
+        return Ok(Recovered {
+            epoch: 0,
+            shards: fresh(shards, tables)?,
+            keys: 0,
+            skipped: Vec::new(),
+            set_aside: Vec::new(),
+        });
+    }
+    let recovered = restore_from(scan, dir, shards, tables, false)?;
+    if let Some(n) = epoch
+        && recovered.epoch != n
+    {
+        return Err(CheckpointError::Config(format!(
+            "epoch {n} does not verify (the newest usable state is epoch {})",
+            recovered.epoch
+        )));
+    }
+    Ok(recovered)
+}
+
+/// Loads the newest usable chain per shard from `scan`; `mutate` renames
+/// unused damaged epochs aside and rewrites `LATEST` (a restart), or leaves
+/// the directory untouched (an export).
+fn restore_from(
+    mut scan: Scan<'_>,
+    dir: &Path,
+    shards: usize,
+    tables: &[TableSpec],
+    mutate: bool,
+) -> Result<Recovered, CheckpointError> {
     let mut warned = HashSet::new();
     // Shard counts to try, by their newest committed epoch, newest first.
     let mut groups: Vec<(u64, usize)> = Vec::new();
@@ -207,7 +277,11 @@ pub fn recover_with(
         for (e, why) in &skipped {
             tracing::warn!(epoch = e, reason = %why, "checkpoint skipped");
         }
-        let aside = scan.set_aside_unused(&used);
+        let aside = if mutate {
+            scan.set_aside_unused(&used)
+        } else {
+            Vec::new()
+        };
         if !aside.is_empty()
             && let Err(e) = write_latest(dir, newest)
         {

@@ -40,12 +40,14 @@
 //! admin_port = 8880         # optional; no admin endpoint if absent; 0 = OS-assigned
 //! spin_before_park = "50us" # optional; an idle shard busy-polls this long before sleeping (default 0)
 //! lame_duck = "2s"          # optional; on SIGTERM /health answers 503 this long before draining (default 0)
+//! log_format = "text"       # "text" (default) or "json"; `run --log-format` overrides it
+//! access_log = "errors"     # "off", "errors" (default: answers >= 400) or "all"
 //!
 //! [limits]                  # optional; every key optional, defaults shown
 //! max_header_bytes = 16384  # request head; larger -> 431
 //! max_body_bytes = 1048576  # larger -> 413
 //! max_headers = 64          # 1..=64
-//! header_timeout = "10s"    # durations: "250ms", "10s", "2m", "1h", or an integer of seconds
+//! header_timeout = "10s"    # durations: "50us", "250ms", "10s", "2m", "1h", or an integer of seconds
 //! body_timeout = "30s"
 //! idle_timeout = "60s"      # keep-alive idle time
 //! max_connections = 10000   # per shard
@@ -93,7 +95,7 @@ mod validate;
 
 pub use error::{ConfigError, Source, Span, Spanned, route_key, step_key};
 pub use model::{
-    CheckpointConfig, FieldConfig, KeyFrom, Method, ReplyConfig, RouteConfig, Service,
+    CheckpointConfig, FieldConfig, KeyFrom, LogFormat, Method, ReplyConfig, RouteConfig, Service,
     ServiceConfig,
 };
 pub use validate::StepChecker;

@@ -71,6 +71,32 @@ pub struct Service {
     /// close`), so that load balancers move traffic away before the shards
     /// stop accepting and drain. Default 0 (drain at once).
     pub lame_duck: Duration,
+    /// How `coreline run` writes its logs. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+    /// Which answers the access log records. Default
+    /// [`access_log::Mode::Errors`](crate::access_log::Mode::Errors).
+    pub access_log: crate::access_log::Mode,
+}
+
+/// The format of log lines on stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (colour only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 impl Service {

@@ -36,6 +36,8 @@ pub(crate) struct RawService {
     pub(crate) admin_host: Option<TomlSpanned<String>>,
     pub(crate) spin_before_park: Option<TomlSpanned<RawDuration>>,
     pub(crate) lame_duck: Option<TomlSpanned<RawDuration>>,
+    pub(crate) log_format: Option<TomlSpanned<String>>,
+    pub(crate) access_log: Option<TomlSpanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -109,10 +111,9 @@ impl<'de> Deserialize<'de> for RawShards {
     }
 }
 
-pub(crate) const DURATION_EXPECTED: &str =
-    "a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds";
+pub(crate) const DURATION_EXPECTED: &str = "a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds";
 
-/// A duration: `"250ms"`, `"10s"`, `"2m"`, `"1h"` or an integer of seconds.
+/// A duration: `"50us"`, `"250ms"`, `"10s"`, `"2m"`, `"1h"` or an integer of seconds.
 pub(crate) struct RawDuration(pub(crate) Duration);
 
 impl<'de> Deserialize<'de> for RawDuration {

@@ -116,6 +116,8 @@ fn full_file_parses_to_expected_structs() {
             admin_host: "127.0.0.1".parse().unwrap(),
             spin_before_park: Duration::ZERO,
             lame_duck: Duration::ZERO,
+            log_format: LogFormat::Text,
+            access_log: crate::access_log::Mode::Errors,
         }
     );
     assert_eq!(config.service.port(1), 8889);
@@ -319,12 +321,12 @@ fn durations() {
     assert_eq!(
         error(&with_service("[limits]\nbody_timeout = \"10x\"\n")),
         "configs/x.toml:5:16: limits.body_timeout: invalid value: string \"10x\"; \
-             expected a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
+             expected a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
     );
     assert_eq!(
         error(&with_service("[limits]\nidle_timeout = -3\n")),
         "configs/x.toml:5:16: limits.idle_timeout: invalid value: integer `-3`; \
-             expected a duration such as \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
+             expected a duration such as \"50us\", \"250ms\", \"10s\", \"2m\", \"1h\" or an integer number of seconds"
     );
     assert_eq!(
         error(&with_service("[limits]\nheader_timeout = \"0ms\"\n")),
@@ -365,7 +367,7 @@ fn unknown_keys_anywhere() {
     assert_eq!(
         error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
         "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`, `lame_duck`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`, `lame_duck`, `log_format`, `access_log`"
     );
     assert_eq!(
         error(&with_service(

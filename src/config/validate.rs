@@ -182,6 +182,28 @@ impl<'a> Validator<'a> {
                 Some(port)
             }
         };
+        let log_format = match &raw.log_format {
+            None => LogFormat::Text,
+            Some(f) => LogFormat::parse(f.get_ref()).ok_or_else(|| {
+                self.err(
+                    f.span(),
+                    "service.log_format",
+                    format!("unknown log format {:?}", f.get_ref()),
+                )
+                .with_expected("\"text\" or \"json\"")
+            })?,
+        };
+        let access_log = match &raw.access_log {
+            None => crate::access_log::Mode::default(),
+            Some(m) => crate::access_log::Mode::parse(m.get_ref()).ok_or_else(|| {
+                self.err(
+                    m.span(),
+                    "service.access_log",
+                    format!("unknown access log mode {:?}", m.get_ref()),
+                )
+                .with_expected("\"off\", \"errors\" or \"all\"")
+            })?,
+        };
         Ok(Service {
             name,
             host,
@@ -199,6 +221,8 @@ impl<'a> Validator<'a> {
                 .lame_duck
                 .map(|d| d.into_inner().0)
                 .unwrap_or(Duration::ZERO),
+            log_format,
+            access_log,
         })
     }
 

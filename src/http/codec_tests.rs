@@ -1525,3 +1525,33 @@ fn chunked_takes_no_parameters() {
         );
     }
 }
+
+#[test]
+fn request_id_is_the_trimmed_first_x_request_id() {
+    let limits = Limits::default();
+    let mut d = Decoder::new();
+    let buf =
+        b"GET /a HTTP/1.1\r\nHost: x\r\nx-REQUEST-id:  first\r\nX-Request-Id: \t abc-123 \r\n\r\n";
+    match d.decode(buf, &limits) {
+        Ok(Decoded::Request { request, .. }) => assert_eq!(request.request_id, b"first"),
+        other => panic!("{other:?}"),
+    }
+    let mut d = Decoder::new();
+    match d.decode(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", &limits) {
+        Ok(Decoded::Request { request, .. }) => assert_eq!(request.request_id, b""),
+        other => panic!("{other:?}"),
+    }
+    // A body that arrives later: the id still comes from the head.
+    let mut d = Decoder::new();
+    let head = b"POST /a HTTP/1.1\r\nHost: x\r\nX-Request-Id: r-9\r\nContent-Length: 2\r\n\r\n";
+    assert!(matches!(
+        d.decode(head, &limits),
+        Ok(Decoded::Incomplete { .. })
+    ));
+    let mut whole = head.to_vec();
+    whole.extend_from_slice(b"{}");
+    match d.decode(&whole, &limits) {
+        Ok(Decoded::Request { request, .. }) => assert_eq!(request.request_id, b"r-9"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -4,18 +4,14 @@
 //! (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7). Formatting it per
 //! response would cost a clock read and a conversion each time, so a shard
 //! keeps one [`HttpDate`] and refreshes it once a second; responses copy its
-//! 29 bytes.
+//! 29 bytes. The formatting itself is the `httpdate` crate's, written into
+//! a fixed array (no allocation); only the once-a-second cache is ours.
 //!
 //! Invariant: [`HttpDate::as_bytes`] is always exactly [`HttpDate::LEN`] bytes
 //! of ASCII. Times before 1970 are shown as the epoch and times after the
 //! year 9999 as the last second of 9999, so the width never changes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
-
-const WEEKDAYS: [&[u8; 3]; 7] = [b"Sun", b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat"];
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
 
 /// `9999-12-31T23:59:59Z`, the last second a four-digit year can show.
 const MAX_SECS: u64 = 253_402_300_799;
@@ -70,54 +66,28 @@ fn unix_secs(now: SystemTime) -> u64 {
         .min(MAX_SECS)
 }
 
-/// Formats `secs` (at most [`MAX_SECS`]) since the Unix epoch.
+/// Formats `secs` (at most [`MAX_SECS`]) since the Unix epoch with the
+/// `httpdate` crate, writing into a fixed array: no allocation. The crate
+/// panics past year 9999 and before 1970, which [`unix_secs`] rules out.
 fn format(secs: u64) -> [u8; HttpDate::LEN] {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = ((days + 4) % 7) as usize;
-
-    let mut b = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    b[0..3].copy_from_slice(WEEKDAYS[weekday]);
-    put2(&mut b[5..7], day);
-    b[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    put2(&mut b[12..14], year / 100);
-    put2(&mut b[14..16], year % 100);
-    put2(&mut b[17..19], rem / 3600);
-    put2(&mut b[20..22], rem / 60 % 60);
-    put2(&mut b[23..25], rem % 60);
+    use std::io::Write as _;
+    let mut b = [0u8; HttpDate::LEN];
+    let date = httpdate::HttpDate::from(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+    let mut dst: &mut [u8] = &mut b;
+    write!(dst, "{date}").expect("an IMF-fixdate is 29 bytes");
+    debug_assert!(dst.is_empty(), "an IMF-fixdate fills all 29 bytes");
     b
-}
-
-#[inline]
-fn put2(dst: &mut [u8], v: u64) {
-    dst[0] = b'0' + (v / 10) as u8;
-    dst[1] = b'0' + (v % 10) as u8;
-}
-
-/// Days since 1970-01-01 to (year, month 1..=12, day 1..=31) in the
-/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`, for
-/// non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a
-    // year, then split into 400-year eras of 146 097 days.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
 
     fn at(secs: u64) -> String {
         let d = HttpDate::new(UNIX_EPOCH + Duration::from_secs(secs));
@@ -172,9 +142,9 @@ mod tests {
             let f = format(days * 86_400 + 3_661);
             let want = format!(
                 "{}, {:02} {} {:04} 01:01:01 GMT",
-                std::str::from_utf8(WEEKDAYS[weekday]).unwrap(),
+                WEEKDAYS[weekday],
                 day,
-                std::str::from_utf8(MONTHS[month as usize - 1]).unwrap(),
+                MONTHS[month as usize - 1],
                 year
             );
             assert_eq!(std::str::from_utf8(&f).unwrap(), want);

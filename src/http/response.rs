@@ -27,6 +27,8 @@ pub enum ContentType {
     /// `text/plain; version=0.0.4; charset=utf-8`, the Prometheus text
     /// exposition format.
     Prometheus,
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`.
+    OpenMetrics,
 }
 
 impl ContentType {
@@ -36,6 +38,9 @@ impl ContentType {
             ContentType::Json => "application/json",
             ContentType::Text => "text/plain; charset=utf-8",
             ContentType::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            ContentType::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
         }
     }
 
@@ -47,6 +52,9 @@ impl ContentType {
             ContentType::Text => b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: ",
             ContentType::Prometheus => {
                 b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: "
+            }
+            ContentType::OpenMetrics => {
+                b"Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: "
             }
         }
     }

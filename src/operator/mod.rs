@@ -220,6 +220,17 @@ macro_rules! step_kinds {
             )*
         }
 
+        impl Operator {
+            /// The step's kind: its key in the file (`with_column`, ...), or
+            /// the internal operator's name in lower case (`read`).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Operator::$Variant(_) => $key,)*
+                    $(Operator::$IVariant(_) => internal_kind(stringify!($IVariant)),)*
+                }
+            }
+        }
+
         impl Step for Operator {
             #[inline]
             fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
@@ -258,6 +269,15 @@ macro_rules! step_kinds {
             }
         }
     };
+}
+
+/// `Read` → `read`: internal operators are named in lower case, like the
+/// step kinds of the file.
+const fn internal_kind(name: &'static str) -> &'static str {
+    match name.as_bytes() {
+        b"Read" => "read",
+        _ => "internal",
+    }
 }
 
 step_kinds! {

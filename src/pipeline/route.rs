@@ -9,8 +9,11 @@
 //! the row with it ([`Route::take_row`]) while it waits, and brings it back
 //! with the owner's reply ([`Route::resume`]).
 
+use std::time::{Duration, Instant};
+
 use crate::forward::{KeyedOp, KeyedReply};
 use crate::http::{Method, Request};
+use crate::metrics::StepMetrics;
 use crate::operator::{Ctx, Flow, KeyQuery, Operator, Step};
 use crate::reply::{ReplyEncoder, write_error_json};
 use crate::row::{Column, ColumnType, Row, Val};
@@ -56,6 +59,8 @@ pub struct Route {
     input: Input,
     row: Row,
     ops: Vec<Operator>,
+    /// Latency of `ops[i]`, recorded after each run (no allocation).
+    step_metrics: Vec<StepMetrics>,
     reply: ReplyEncoder,
     status_column: Option<usize>,
     /// Header columns, filled after the body is decoded.
@@ -165,6 +170,15 @@ impl RoutePlan {
             input,
             row: Row::with_width(self.columns.len()),
             ops: self.steps.iter().filter(|s| s.runs()).cloned().collect(),
+            // Labelled `<index>:<kind>` with the index `coreline check`
+            // prints, so a slow step in Grafana is found in the plan.
+            step_metrics: self
+                .steps
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.runs())
+                .map(|(i, s)| StepMetrics::new(self.name.clone(), format!("{i}:{}", s.kind())))
+                .collect(),
             reply: ReplyEncoder::new(&self.reply),
             status_column: self.status_column,
             headers: self
@@ -225,9 +239,31 @@ impl Route {
         }
     }
 
+    /// Records the forwarding round trip of operator `step`.
+    pub fn record_step(&mut self, step: usize, took: Duration) {
+        if let Some(m) = self.step_metrics.get_mut(step) {
+            m.record(took);
+        }
+    }
+
+    /// The per-step latency metrics, in operator order.
+    pub fn step_metrics(&self) -> &[StepMetrics] {
+        &self.step_metrics
+    }
+
     fn run_from(&mut self, first: usize, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Outcome {
+        // One clock read per step: each step's end is the next one's start.
+        let mut start = Instant::now();
         for step in first..self.ops.len() {
-            match self.ops[step].apply(&mut self.row, ctx, body) {
+            let flow = self.ops[step].apply(&mut self.row, ctx, body);
+            if !matches!(flow, Flow::Forward(_)) {
+                // A forwarded step is timed by its round trip instead
+                // (`Router::record_step`).
+                let end = Instant::now();
+                self.step_metrics[step].record(end - start);
+                start = end;
+            }
+            match flow {
                 Flow::Continue => {}
                 Flow::Reply(status) => return Outcome::Done(status),
                 Flow::Forward(owner) => {

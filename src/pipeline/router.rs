@@ -62,6 +62,19 @@ impl Router {
         Router::new(plan.routes.iter().map(RoutePlan::build).collect())
     }
 
+    /// Records the forwarding round trip of step `step` of route `i`.
+    pub fn record_step(&mut self, i: usize, step: usize, took: std::time::Duration) {
+        self.routes[i].record_step(step, took);
+    }
+
+    /// A copy of every route's step metrics, for a metrics snapshot.
+    pub fn step_metrics(&self) -> Vec<crate::metrics::StepMetrics> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.step_metrics().iter().cloned())
+            .collect()
+    }
+
     /// Number of routes (also the index metrics use for unmatched requests).
     pub fn len(&self) -> usize {
         self.routes.len()
