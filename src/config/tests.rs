@@ -361,7 +361,7 @@ fn unknown_keys_anywhere() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route]]\npath = \"/b\"\nrequest = {}\n[[route.step]]\nfiltr = { expr = \"a\" }\n"
         )),
         "configs/x.toml:11:1: route[1].step[0].filtr: unknown field `filtr`; \
-             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`"
+             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`"
     );
     assert_eq!(
         error(&with_service(
@@ -541,14 +541,14 @@ fn steps_need_exactly_one_operator() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\n"
         )),
         "configs/x.toml:7:1: route[0].step[0]: step has no operator; \
-             expected exactly one of with_column, filter, select, aggregate, changed"
+             expected exactly one of with_column, filter, select, aggregate, changed, score"
     );
     assert_eq!(
         error(&with_service(
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\nfilter = { expr = \"a\" }\nselect = { columns = [\"a\"] }\n"
         )),
         "configs/x.toml:9:10: route[0].step[0].select: step has both filter and select; \
-             expected exactly one of with_column, filter, select, aggregate, changed"
+             expected exactly one of with_column, filter, select, aggregate, changed, score"
     );
 }
 
