@@ -203,7 +203,9 @@ impl ScoreConfig {
 
 /// Scores the model on the input columns and writes the mapped outputs.
 pub struct Score {
-    model: Model,
+    /// Boxed: a tree ensemble's tables make `Model` large, and the
+    /// `Operator` enum is as large as its largest step.
+    model: Box<Model>,
     /// This shard's runner. The plan is shared by the shards' threads while
     /// a runner (an ONNX state) is not `Sync`: `SyncWrapper` only hands it
     /// out through `&mut`, and a clone builds a new one. `None` only if
@@ -392,7 +394,7 @@ impl Score {
             source,
             input_names: names.iter().map(|s| s.to_string()).collect(),
             output_names,
-            model,
+            model: Box::new(model),
         })
     }
 }
