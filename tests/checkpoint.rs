@@ -1063,6 +1063,110 @@ fn pyarrow_reads_a_checkpoint_file() {
     checkpoint_files_read_back("ckpt-pyarrow", &PyArrow);
 }
 
+/// The python code block that follows `<!-- snippet: NAME -->` in README.md,
+/// exactly as written there.
+fn readme_snippet(name: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let marker = format!("<!-- snippet: {name} -->\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no `{}` marker", marker.trim()));
+    let rest = &readme[start + marker.len()..];
+    let code = rest
+        .strip_prefix("```python\n")
+        .unwrap_or_else(|| panic!("`{}` is not followed by a python block", marker.trim()));
+    let end = code
+        .find("\n```\n")
+        .unwrap_or_else(|| panic!("the `{name}` block is not closed"));
+    code[..=end].to_string()
+}
+
+/// Runs a script with python3 in `cwd`; its stdout.
+fn python_in(cwd: &Path, script: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed on\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The README's pyarrow snippets ("Inspecting a checkpoint with pyarrow"),
+/// extracted from README.md and run as written, against the directory they
+/// name (`checkpoints/counters`) after enough epochs that `retain` has
+/// deleted the first ones: they must find the newest epoch through `LATEST`.
+#[test]
+#[ignore = "needs python3 with pyarrow; .ci/run runs it (cargo test --test checkpoint -- --ignored readme_checkpoint)"]
+fn readme_checkpoint_snippets_run_literally() {
+    let latest_snippet = readme_snippet("checkpoint-read-latest");
+    let chain_snippet = readme_snippet("checkpoint-read-chain");
+    let tmp = TempDir::new("ckpt-readme");
+    let text = config(2, "1h").replace(r#"dir = "state""#, r#"dir = "checkpoints/counters""#);
+    let cfg = tmp.write("counters.toml", &text);
+    let mut rng = Rng::seeded("readme_checkpoint_snippets_run_literally");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    let mut cs = clients(&p);
+    for u in &users {
+        update(&mut cs[0], &mut model, u, rng.below(200) as i64);
+    }
+    let dir = tmp.join("checkpoints/counters");
+    let mut last = 0;
+    for _ in 0..10 {
+        random_updates(&mut rng, &mut cs, &mut model, &users, 20);
+        last = p.checkpoint();
+    }
+    eventually("retention to delete epoch 1", || {
+        !epoch_dir(&dir, 1).exists()
+    });
+    drop(cs);
+    p.kill9();
+    let latest = std::fs::read_to_string(dir.join("LATEST")).unwrap();
+    assert_eq!(latest, format!("epoch-{last}\n"));
+
+    // One file of the newest epoch: the first line names it and its kind.
+    let out = python_in(&tmp.path, &latest_snippet);
+    println!("checkpoint-read-latest printed:\n{out}");
+    let mut lines = out.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(epoch_dir(&dir, last).join("MANIFEST")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(head[0], format!("epoch-{last}"), "{out}");
+    assert_eq!(head[1], manifest["kind"], "{out}");
+    let rows: usize = head[2].parse().unwrap();
+    assert_eq!(
+        rows,
+        manifest["files"][0]["rows"].as_u64().unwrap() as usize
+    );
+    assert_eq!(lines.count(), rows, "{out}");
+
+    // The whole state through the MANIFEST chain: the snippet prints alice's
+    // count; the epilogue dumps every row for the model check.
+    let epilogue = "\nprint(json.dumps(list(state.values()), default=str))\n";
+    let out = python_in(&tmp.path, &format!("{chain_snippet}{epilogue}"));
+    let mut lines = out.lines();
+    let first = lines.next().unwrap();
+    println!("checkpoint-read-chain printed: {first}");
+    assert_eq!(
+        first,
+        format!("epoch-{last} {}", model.users["alice"].n),
+        "{out}"
+    );
+    let rows: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2 * users.len());
+    check_rows(rows, &model);
+}
+
 /// Reads checkpoint files into JSON the way the README's Python does.
 trait FileReader {
     /// One file: `{rows, columns, types, meta, data}` (types named as
