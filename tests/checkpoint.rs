@@ -959,8 +959,13 @@ fn graceful_stop_then_restart_loses_nothing() {
 // ---------------------------------------------------------------------------
 
 const PYARROW_SCRIPT: &str = r#"
-import json, sys
+import datetime, json, sys
 import pyarrow.ipc as ipc
+
+def ms(v):  # timestamps (first_seen) as unix ms, as arrow-rs reads them
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (v - epoch) // datetime.timedelta(milliseconds=1)
+
 table = ipc.open_file(sys.argv[1]).read_all()
 meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 print(json.dumps({
@@ -969,14 +974,18 @@ print(json.dumps({
     "types": [str(f.type) for f in table.schema],
     "meta": meta,
     "data": table.to_pylist(),
-}))
+}, default=ms))
 "#;
 
 /// The loader README's "Inspecting a checkpoint" shows: an epoch's state is
 /// its full snapshot plus the deltas after it. Prints the rows as JSON.
 const PYARROW_CHAIN_SCRIPT: &str = r#"
-import json, pathlib, sys, zlib
+import datetime, json, pathlib, sys, zlib
 import pyarrow.ipc as ipc
+
+def ms(v):
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (v - epoch) // datetime.timedelta(milliseconds=1)
 
 def load_epoch(dir, epoch):
     dir, chain = pathlib.Path(dir), []
@@ -993,7 +1002,7 @@ def load_epoch(dir, epoch):
                 rows[(row["table"], row["key"])] = row
     return rows
 
-print(json.dumps(list(load_epoch(sys.argv[1], int(sys.argv[2])).values())))
+print(json.dumps(list(load_epoch(sys.argv[1], int(sys.argv[2])).values()), default=ms))
 "#;
 
 /// Runs a Python script with arguments; its stdout as JSON.
@@ -1025,6 +1034,9 @@ fn check_rows(rows: &[serde_json::Value], model: &Model) {
                 assert_eq!(row["user_counts.hi"], m.hi, "{row}");
                 assert_eq!(row["user_counts.lo"], m.lo, "{row}");
                 assert_eq!(row["user_counts.latest"], m.latest, "{row}");
+                // `first_seen()`, a timestamp in the file, read as unix ms.
+                let since = row["user_counts.since"].as_i64();
+                assert!(since.is_some_and(|ms| ms > 1_600_000_000_000), "{row}");
                 assert!(row["big.value"].is_null(), "{row}");
             }
             "big" => {
@@ -1119,10 +1131,17 @@ fn readme_checkpoint_snippets_run_literally() {
     }
     let dir = tmp.join("checkpoints/counters");
     let mut last = 0;
-    for _ in 0..10 {
+    // 11 epochs: with `full_every = 3` the last one is a delta, so the
+    // chain snippet applies one; `retain = 3` deletes the first ones.
+    for _ in 0..11 {
         random_updates(&mut rng, &mut cs, &mut model, &users, 20);
         last = p.checkpoint();
     }
+    let kind = |e: u64| -> serde_json::Value {
+        let text = std::fs::read_to_string(epoch_dir(&dir, e).join("MANIFEST")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["kind"].clone()
+    };
+    assert_eq!(kind(last), "delta");
     eventually("retention to delete epoch 1", || {
         !epoch_dir(&dir, 1).exists()
     });
@@ -1151,7 +1170,13 @@ fn readme_checkpoint_snippets_run_literally() {
 
     // The whole state through the MANIFEST chain: the snippet prints alice's
     // count; the epilogue dumps every row for the model check.
-    let epilogue = "\nprint(json.dumps(list(state.values()), default=str))\n";
+    // Timestamps (`first_seen()`) are dumped as unix ms, as check_rows reads them.
+    let epilogue = "
+import datetime
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ms = lambda v: (v - EPOCH) // datetime.timedelta(milliseconds=1)
+print(json.dumps(list(state.values()), default=ms))
+";
     let out = python_in(&tmp.path, &format!("{chain_snippet}{epilogue}"));
     let mut lines = out.lines();
     let first = lines.next().unwrap();
@@ -1198,8 +1223,8 @@ impl FileReader for ArrowRs {
     fn file(&self, path: &Path) -> serde_json::Value {
         use arrow_array::Array;
         use arrow_array::cast::AsArray;
-        use arrow_array::types::{Float64Type, Int64Type};
-        use arrow_schema::DataType;
+        use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+        use arrow_schema::{DataType, TimeUnit};
 
         let f = std::fs::File::open(path).unwrap();
         let reader = arrow_ipc::reader::FileReader::try_new(f, None)
@@ -1219,6 +1244,9 @@ impl FileReader for ArrowRs {
                 DataType::Int64 => "int64",
                 DataType::Float64 => "double",
                 DataType::Boolean => "bool",
+                DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if &**tz == "UTC" => {
+                    "timestamp[ms, tz=UTC]"
+                }
                 t => panic!("unexpected column type {t}"),
             })
             .collect();
@@ -1236,6 +1264,10 @@ impl FileReader for ArrowRs {
                             DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
                             DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
                             DataType::Boolean => col.as_boolean().value(i).into(),
+                            DataType::Timestamp(TimeUnit::Millisecond, _) => col
+                                .as_primitive::<TimestampMillisecondType>()
+                                .value(i)
+                                .into(),
                             t => panic!("unexpected column type {t}"),
                         }
                     };
@@ -1340,8 +1372,20 @@ fn checkpoint_files_read_back(name: &str, reader: &dyn FileReader) {
     assert_eq!(
         types,
         [
-            "string", "string", "string", "int64", "int64", "double", "int64", "double", "int64",
-            "int64", "double", "int64", "int64", "bool",
+            "string",
+            "string",
+            "string",
+            "int64",
+            "int64",
+            "double",
+            "int64",
+            "double",
+            "int64",
+            "int64",
+            "double",
+            "int64",
+            "timestamp[ms, tz=UTC]",
+            "bool",
         ]
     );
     // One row per (table, key): every user in both tables (the first epoch
