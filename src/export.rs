@@ -7,6 +7,8 @@
 //! not renamed aside). Each table then becomes rows with plain
 //! column names: `key`, then one column per aggregate output (or `value` for
 //! a `changed` table), typed as the state is (int64, float64, utf8, bool).
+//! `first_seen()` outputs are unix milliseconds in JSON lines and CSV, and a
+//! timestamp (milliseconds, UTC) in Parquet.
 //!
 //! JSON lines carry a `table` member, so one file can hold every table. CSV
 //! and Parquet hold one table: with several tables, `--table` is required.
@@ -17,14 +19,16 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use serde_json::{Map, Value};
 
 use crate::pipeline::Plan;
 use crate::row::{ColumnType, Val};
-use crate::state::{ShardState, TableKind, TableSpec};
+use crate::state::{AggFn, ShardState, TableKind, TableSpec};
 
 /// Output formats of `coreline state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +111,9 @@ struct TableRows {
     names: Vec<String>,
     /// Column types (the key's from its first row; utf8 if empty).
     types: Vec<ColumnType>,
+    /// Per column: int64 unix milliseconds written as a timestamp
+    /// (`first_seen()` outputs).
+    times: Vec<bool>,
     /// Row-major values, `names.len()` per row; strings owned.
     rows: Vec<Vec<Value>>,
 }
@@ -144,6 +151,7 @@ fn table_rows(state: &ShardState, id: usize, spec: &TableSpec) -> TableRows {
         name: spec.name.clone(),
         names: vec!["key".into()],
         types: vec![ColumnType::Utf8],
+        times: vec![false],
         rows: Vec::new(),
     };
     let mut key_type = None;
@@ -152,6 +160,7 @@ fn table_rows(state: &ShardState, id: usize, spec: &TableSpec) -> TableRows {
             for o in outputs {
                 t.names.push(o.name.clone());
                 t.types.push(o.output_type());
+                t.times.push(o.func == AggFn::FirstSeen);
             }
             let table = state.aggregate(id).expect("table ids follow the plan");
             for (key, values) in table.iter() {
@@ -164,6 +173,7 @@ fn table_rows(state: &ShardState, id: usize, spec: &TableSpec) -> TableRows {
         TableKind::Changed { value_type } => {
             t.names.push("value".into());
             t.types.push(*value_type);
+            t.times.push(false);
             let table = state.changed(id).expect("table ids follow the plan");
             for (key, value) in table.iter() {
                 key_type = key_type.or(val_type(key));
@@ -319,6 +329,16 @@ fn record_batch(t: &TableRows) -> Result<RecordBatch, ExportError> {
     let mut fields = Vec::with_capacity(t.names.len());
     for (c, (name, ty)) in t.names.iter().zip(&t.types).enumerate() {
         let values = t.rows.iter().map(|r| &r[c]);
+        if t.times[c] {
+            let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+            for v in values {
+                b.append_option(v.as_i64());
+            }
+            let array = b.finish();
+            fields.push(Field::new(name, array.data_type().clone(), c != 0));
+            columns.push(Arc::new(array));
+            continue;
+        }
         let array: ArrayRef = match ty {
             // Vectors (never in keyed state today) as their JSON text.
             ColumnType::Utf8

@@ -959,8 +959,13 @@ fn graceful_stop_then_restart_loses_nothing() {
 // ---------------------------------------------------------------------------
 
 const PYARROW_SCRIPT: &str = r#"
-import json, sys
+import datetime, json, sys
 import pyarrow.ipc as ipc
+
+def ms(v):  # timestamps (first_seen) as unix ms, as arrow-rs reads them
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (v - epoch) // datetime.timedelta(milliseconds=1)
+
 table = ipc.open_file(sys.argv[1]).read_all()
 meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
 print(json.dumps({
@@ -969,14 +974,18 @@ print(json.dumps({
     "types": [str(f.type) for f in table.schema],
     "meta": meta,
     "data": table.to_pylist(),
-}))
+}, default=ms))
 "#;
 
 /// The loader README's "Inspecting a checkpoint" shows: an epoch's state is
 /// its full snapshot plus the deltas after it. Prints the rows as JSON.
 const PYARROW_CHAIN_SCRIPT: &str = r#"
-import json, pathlib, sys, zlib
+import datetime, json, pathlib, sys, zlib
 import pyarrow.ipc as ipc
+
+def ms(v):
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+    return (v - epoch) // datetime.timedelta(milliseconds=1)
 
 def load_epoch(dir, epoch):
     dir, chain = pathlib.Path(dir), []
@@ -993,7 +1002,7 @@ def load_epoch(dir, epoch):
                 rows[(row["table"], row["key"])] = row
     return rows
 
-print(json.dumps(list(load_epoch(sys.argv[1], int(sys.argv[2])).values())))
+print(json.dumps(list(load_epoch(sys.argv[1], int(sys.argv[2])).values()), default=ms))
 "#;
 
 /// Runs a Python script with arguments; its stdout as JSON.
@@ -1025,6 +1034,9 @@ fn check_rows(rows: &[serde_json::Value], model: &Model) {
                 assert_eq!(row["user_counts.hi"], m.hi, "{row}");
                 assert_eq!(row["user_counts.lo"], m.lo, "{row}");
                 assert_eq!(row["user_counts.latest"], m.latest, "{row}");
+                // `first_seen()`, a timestamp in the file, read as unix ms.
+                let since = row["user_counts.since"].as_i64();
+                assert!(since.is_some_and(|ms| ms > 1_600_000_000_000), "{row}");
                 assert!(row["big.value"].is_null(), "{row}");
             }
             "big" => {
@@ -1063,6 +1075,123 @@ fn pyarrow_reads_a_checkpoint_file() {
     checkpoint_files_read_back("ckpt-pyarrow", &PyArrow);
 }
 
+/// The python code block that follows `<!-- snippet: NAME -->` in README.md,
+/// exactly as written there.
+fn readme_snippet(name: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let marker = format!("<!-- snippet: {name} -->\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README.md has no `{}` marker", marker.trim()));
+    let rest = &readme[start + marker.len()..];
+    let code = rest
+        .strip_prefix("```python\n")
+        .unwrap_or_else(|| panic!("`{}` is not followed by a python block", marker.trim()));
+    let end = code
+        .find("\n```\n")
+        .unwrap_or_else(|| panic!("the `{name}` block is not closed"));
+    code[..=end].to_string()
+}
+
+/// Runs a script with python3 in `cwd`; its stdout.
+fn python_in(cwd: &Path, script: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed on\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The README's pyarrow snippets ("Inspecting a checkpoint with pyarrow"),
+/// extracted from README.md and run as written, against the directory they
+/// name (`checkpoints/counters`) after enough epochs that `retain` has
+/// deleted the first ones: they must find the newest epoch through `LATEST`.
+#[test]
+#[ignore = "needs python3 with pyarrow; .ci/run runs it (cargo test --test checkpoint -- --ignored readme_checkpoint)"]
+fn readme_checkpoint_snippets_run_literally() {
+    let latest_snippet = readme_snippet("checkpoint-read-latest");
+    let chain_snippet = readme_snippet("checkpoint-read-chain");
+    let tmp = TempDir::new("ckpt-readme");
+    let text = config(2, "1h").replace(r#"dir = "state""#, r#"dir = "checkpoints/counters""#);
+    let cfg = tmp.write("counters.toml", &text);
+    let mut rng = Rng::seeded("readme_checkpoint_snippets_run_literally");
+    let users = users_of(&USERS);
+    let p = Proc::spawn(&cfg);
+    let mut model = Model::default();
+    let mut cs = clients(&p);
+    for u in &users {
+        update(&mut cs[0], &mut model, u, rng.below(200) as i64);
+    }
+    let dir = tmp.join("checkpoints/counters");
+    let mut last = 0;
+    // 11 epochs: with `full_every = 3` the last one is a delta, so the
+    // chain snippet applies one; `retain = 3` deletes the first ones.
+    for _ in 0..11 {
+        random_updates(&mut rng, &mut cs, &mut model, &users, 20);
+        last = p.checkpoint();
+    }
+    let kind = |e: u64| -> serde_json::Value {
+        let text = std::fs::read_to_string(epoch_dir(&dir, e).join("MANIFEST")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["kind"].clone()
+    };
+    assert_eq!(kind(last), "delta");
+    eventually("retention to delete epoch 1", || {
+        !epoch_dir(&dir, 1).exists()
+    });
+    drop(cs);
+    p.kill9();
+    let latest = std::fs::read_to_string(dir.join("LATEST")).unwrap();
+    assert_eq!(latest, format!("epoch-{last}\n"));
+
+    // One file of the newest epoch: the first line names it and its kind.
+    let out = python_in(&tmp.path, &latest_snippet);
+    println!("checkpoint-read-latest printed:\n{out}");
+    let mut lines = out.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(epoch_dir(&dir, last).join("MANIFEST")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(head[0], format!("epoch-{last}"), "{out}");
+    assert_eq!(head[1], manifest["kind"], "{out}");
+    let rows: usize = head[2].parse().unwrap();
+    assert_eq!(
+        rows,
+        manifest["files"][0]["rows"].as_u64().unwrap() as usize
+    );
+    assert_eq!(lines.count(), rows, "{out}");
+
+    // The whole state through the MANIFEST chain: the snippet prints alice's
+    // count; the epilogue dumps every row for the model check.
+    // Timestamps (`first_seen()`) are dumped as unix ms, as check_rows reads them.
+    let epilogue = "
+import datetime
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+ms = lambda v: (v - EPOCH) // datetime.timedelta(milliseconds=1)
+print(json.dumps(list(state.values()), default=ms))
+";
+    let out = python_in(&tmp.path, &format!("{chain_snippet}{epilogue}"));
+    let mut lines = out.lines();
+    let first = lines.next().unwrap();
+    println!("checkpoint-read-chain printed: {first}");
+    assert_eq!(
+        first,
+        format!("epoch-{last} {}", model.users["alice"].n),
+        "{out}"
+    );
+    let rows: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2 * users.len());
+    check_rows(rows, &model);
+}
+
 /// Reads checkpoint files into JSON the way the README's Python does.
 trait FileReader {
     /// One file: `{rows, columns, types, meta, data}` (types named as
@@ -1094,8 +1223,8 @@ impl FileReader for ArrowRs {
     fn file(&self, path: &Path) -> serde_json::Value {
         use arrow_array::Array;
         use arrow_array::cast::AsArray;
-        use arrow_array::types::{Float64Type, Int64Type};
-        use arrow_schema::DataType;
+        use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+        use arrow_schema::{DataType, TimeUnit};
 
         let f = std::fs::File::open(path).unwrap();
         let reader = arrow_ipc::reader::FileReader::try_new(f, None)
@@ -1115,6 +1244,9 @@ impl FileReader for ArrowRs {
                 DataType::Int64 => "int64",
                 DataType::Float64 => "double",
                 DataType::Boolean => "bool",
+                DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) if &**tz == "UTC" => {
+                    "timestamp[ms, tz=UTC]"
+                }
                 t => panic!("unexpected column type {t}"),
             })
             .collect();
@@ -1132,6 +1264,10 @@ impl FileReader for ArrowRs {
                             DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
                             DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
                             DataType::Boolean => col.as_boolean().value(i).into(),
+                            DataType::Timestamp(TimeUnit::Millisecond, _) => col
+                                .as_primitive::<TimestampMillisecondType>()
+                                .value(i)
+                                .into(),
                             t => panic!("unexpected column type {t}"),
                         }
                     };
@@ -1236,8 +1372,20 @@ fn checkpoint_files_read_back(name: &str, reader: &dyn FileReader) {
     assert_eq!(
         types,
         [
-            "string", "string", "string", "int64", "int64", "double", "int64", "double", "int64",
-            "int64", "double", "int64", "int64", "bool",
+            "string",
+            "string",
+            "string",
+            "int64",
+            "int64",
+            "double",
+            "int64",
+            "double",
+            "int64",
+            "int64",
+            "double",
+            "int64",
+            "timestamp[ms, tz=UTC]",
+            "bool",
         ]
     );
     // One row per (table, key): every user in both tables (the first epoch

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use common::{Client, Proc, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coreline");
@@ -32,7 +32,7 @@ path = "/events"
 request = { user = "utf8", amount = "int64" }
 
   [[route.step]]
-  aggregate = { name = "user_counts", key = "user", outputs = { n = "count()", total = "sum(amount)", mean = "avg(amount)" } }
+  aggregate = { name = "user_counts", key = "user", outputs = { n = "count()", total = "sum(amount)", mean = "avg(amount)", since = "first_seen()" } }
 
   [[route.step]]
   changed = { name = "big", key = "user", value = "amount >= 100", output = "big_changed" }
@@ -51,6 +51,7 @@ fn state(config: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
     let dir = TempDir::new("state-export");
     let config = dir.write("export.toml", CONFIG);
+    let start_ms = unix_ms();
     let p = Proc::spawn(&config);
     let mut c = Client::connect(p.shards[0]);
     // Epoch 1: a full snapshot; epochs 2 and 3: deltas on it.
@@ -67,6 +68,7 @@ fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
         assert_eq!(p.checkpoint(), round as u64 + 1);
     }
     p.stop();
+    let end_ms = unix_ms();
 
     let out = state(&config, &[]);
     assert!(
@@ -87,6 +89,9 @@ fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
         let (n, total) = expected[r["key"].as_str().unwrap()];
         assert_eq!(r["n"], n, "{r}");
         assert_eq!(r["total"], total, "{r}");
+        // `first_seen()`: unix milliseconds in JSON lines.
+        let since = r["since"].as_i64().unwrap();
+        assert!((start_ms..=end_ms).contains(&since), "{r}");
     }
     let big: Vec<_> = rows.iter().filter(|r| r["table"] == "big").collect();
     assert_eq!(big.len(), 3);
@@ -125,11 +130,13 @@ fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
     );
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("key,n,total,mean"));
-    assert_eq!(lines.next(), Some("ann,3,16,5.333333333333333"));
-    assert_eq!(
-        lines.next(),
-        Some("\"bob, \"\"the\"\" builder\",3,225,75.0")
+    assert_eq!(lines.next(), Some("key,n,total,mean,since"));
+    let line = lines.next().unwrap();
+    assert!(line.starts_with("ann,3,16,5.333333333333333,"), "{line}");
+    let line = lines.next().unwrap();
+    assert!(
+        line.starts_with("\"bob, \"\"the\"\" builder\",3,225,75.0,"),
+        "{line}"
     );
 
     let pq = dir.join("counts.parquet");
@@ -158,11 +165,18 @@ fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
     let batch = &batches[0];
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, ["key", "n", "total", "mean"]);
+    assert_eq!(names, ["key", "n", "total", "mean", "since"]);
+    // `first_seen()` is a Parquet/Arrow timestamp (ms, UTC).
+    assert_eq!(
+        schema.field(4).data_type(),
+        &arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Millisecond, Some("UTC".into()))
+    );
     let keys = batch.column(0).as_string::<i32>();
     let totals = batch.column(2).as_primitive::<Int64Type>();
+    let since = batch.column(4).as_primitive::<TimestampMillisecondType>();
     for i in 0..batch.num_rows() {
         assert_eq!(totals.value(i), expected[keys.value(i)].1);
+        assert!((start_ms..=end_ms).contains(&since.value(i)), "{i}");
     }
     assert_eq!(batch.num_rows(), 3);
 
@@ -175,4 +189,11 @@ fn exports_jsonl_csv_and_parquet_from_full_plus_deltas() {
     let out = state(&config, &["--epoch", "999"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("epoch 999"));
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

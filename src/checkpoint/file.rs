@@ -12,6 +12,7 @@
 //! | `key`                  | utf8            | the key in canonical text: the string itself, an int64 in decimal, `true`/`false` |
 //! | `key_type`             | utf8            | `utf8`, `int64` or `bool`                      |
 //! | `<table>.<output>`     | int64 / float64 | an aggregate output's current value (exactly what a read returns) |
+//! | `<table>.<output>`     | timestamp[ms, UTC] | `first_seen()` outputs: the same unix milliseconds as an Arrow timestamp |
 //! | `<table>.<output>.sum` | float64         | `avg` only: running sum                        |
 //! | `<table>.<output>.n`   | int64           | `avg` only: number of values                   |
 //! | `<table>.value`        | the value type  | a `changed` table's last value                 |
@@ -21,7 +22,8 @@
 //! `coreline.kind` (`full`/`delta`), `coreline.base` (deltas) and
 //! `coreline.tables` (the same JSON table list as the manifest), so a file
 //! is self-describing. Delta rows carry a key's full state (an upsert), not
-//! an increment. Read one with pyarrow:
+//! an increment. Files written before `first_seen()` became a timestamp hold
+//! it as a plain int64 of milliseconds; both read back. Read one with pyarrow:
 //! `pyarrow.ipc.open_file("shard-0.arrow").read_all().to_pandas()`.
 
 use std::collections::HashMap;
@@ -32,14 +34,14 @@ use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    new_null_array,
+    TimestampMillisecondArray, new_null_array,
 };
 use arrow_ipc::reader::FileReader;
 use arrow_ipc::writer::FileWriter;
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::manifest::{MANIFEST_FORMAT, SnapshotKind, TableDesc};
 use crate::row::{ColumnType, Val};
@@ -66,7 +68,26 @@ struct ColDef {
     table: usize,
     what: What,
     ty: ColumnType,
+    /// An int64 of unix milliseconds stored as an Arrow timestamp (ms, UTC):
+    /// `first_seen()` outputs.
+    time: bool,
     name: String,
+}
+
+/// The Arrow type of time columns: `timestamp[ms, tz=UTC]`.
+pub(crate) fn time_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+impl ColDef {
+    /// The column's Arrow type in a file.
+    fn arrow_type(&self) -> DataType {
+        if self.time {
+            time_type()
+        } else {
+            self.ty.to_arrow()
+        }
+    }
 }
 
 /// Positions in `Layout::cols` of one aggregate output's columns.
@@ -120,12 +141,14 @@ impl Layout {
                                 table: t,
                                 what: What::AvgSum(i),
                                 ty: ColumnType::Float64,
+                                time: false,
                                 name: format!("{name}.sum"),
                             });
                             cols.push(ColDef {
                                 table: t,
                                 what: What::AvgN(i),
                                 ty: ColumnType::Int64,
+                                time: false,
                                 name: format!("{name}.n"),
                             });
                         }
@@ -133,6 +156,7 @@ impl Layout {
                             table: t,
                             what: What::Value(i),
                             ty: o.output_type(),
+                            time: o.func == AggFn::FirstSeen,
                             name,
                         });
                     }
@@ -144,6 +168,7 @@ impl Layout {
                         table: t,
                         what: What::Changed,
                         ty: *value_type,
+                        time: false,
                         name: format!("{}.value", spec.name),
                     });
                 }
@@ -198,7 +223,7 @@ impl Layout {
         fields.extend(
             self.cols
                 .iter()
-                .map(|c| Field::new(&c.name, c.ty.to_arrow(), true)),
+                .map(|c| Field::new(&c.name, c.arrow_type(), true)),
         );
         let descs: Vec<TableDesc> = self.tables.iter().map(TableDesc::of).collect();
         let mut meta = HashMap::new();
@@ -321,7 +346,7 @@ impl<'l> ShardFileWriter<'l> {
             columns.push(if c.table == table {
                 own(c)
             } else {
-                new_null_array(&c.ty.to_arrow(), len)
+                new_null_array(&c.arrow_type(), len)
             });
         }
         let batch =
@@ -348,6 +373,15 @@ impl<'l> ShardFileWriter<'l> {
             let fixed = Self::key_columns(&name, buf.iter().map(|r| r.0), len);
             let own = |c: &ColDef| -> ArrayRef {
                 match c.what {
+                    What::Value(i) if c.time => Arc::new(
+                        TimestampMillisecondArray::from_iter(buf.iter().map(|r| {
+                            match ops[i].output(r.1[i]) {
+                                Val::Int(ms) => Some(ms),
+                                _ => None,
+                            }
+                        }))
+                        .with_timezone("UTC"),
+                    ),
                     What::Value(i) => typed(c.ty, buf.iter().map(|r| ops[i].output(r.1[i]))),
                     What::AvgSum(i) => Arc::new(Float64Array::from_iter_values(
                         buf.iter().map(|r| Op::avg_parts(r.1[i]).0),
@@ -355,7 +389,7 @@ impl<'l> ShardFileWriter<'l> {
                     What::AvgN(i) => Arc::new(Int64Array::from_iter_values(
                         buf.iter().map(|r| Op::avg_parts(r.1[i]).1),
                     )),
-                    What::Changed => new_null_array(&c.ty.to_arrow(), len),
+                    What::Changed => new_null_array(&c.arrow_type(), len),
                 }
             };
             self.finish_batch(table, fixed, own, len)?;
@@ -438,6 +472,8 @@ fn typed<'a>(ty: ColumnType, vals: impl Iterator<Item = Val<'a>>) -> ArrayRef {
 /// A typed view of one column of a batch being read.
 enum ColRef<'a> {
     I(&'a Int64Array),
+    /// An int64 of unix milliseconds written as a timestamp.
+    T(&'a TimestampMillisecondArray),
     F(&'a Float64Array),
     B(&'a BooleanArray),
     S(&'a StringArray),
@@ -453,7 +489,16 @@ impl<'a> ColRef<'a> {
             )
         };
         Ok(match ty {
-            ColumnType::Int64 => ColRef::I(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?),
+            // Time columns (`first_seen()`) are timestamps since they became
+            // one, plain int64 in files written before: both read back.
+            ColumnType::Int64 => match array.data_type() {
+                DataType::Timestamp(TimeUnit::Millisecond, _) => ColRef::T(
+                    array
+                        .as_primitive_opt::<TimestampMillisecondType>()
+                        .ok_or_else(bad)?,
+                ),
+                _ => ColRef::I(array.as_primitive_opt::<Int64Type>().ok_or_else(bad)?),
+            },
             ColumnType::Float64 => {
                 ColRef::F(array.as_primitive_opt::<Float64Type>().ok_or_else(bad)?)
             }
@@ -470,6 +515,7 @@ impl<'a> ColRef<'a> {
     fn val(&self, row: usize) -> Val<'a> {
         match self {
             ColRef::I(a) if a.is_valid(row) => Val::Int(a.value(row)),
+            ColRef::T(a) if a.is_valid(row) => Val::Int(a.value(row)),
             ColRef::F(a) if a.is_valid(row) => Val::Float(a.value(row)),
             ColRef::B(a) if a.is_valid(row) => Val::Bool(a.value(row)),
             ColRef::S(a) if a.is_valid(row) => Val::Str(a.value(row)),

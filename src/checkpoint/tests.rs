@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use arrow_ipc::reader::FileReader;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use crossbeam_channel::RecvTimeoutError;
 
 use super::manifest::{epoch_dir, list_epochs, read_manifest};
@@ -825,7 +830,101 @@ fn shard_file_is_plain_arrow_ipc() {
     );
     assert!(col("per_user.total").is_null(1));
     assert!(col("mode.value").is_null(0));
+    // `first_seen()` is an Arrow timestamp (ms, UTC) holding unix ms.
+    assert_eq!(
+        schema
+            .field_with_name("per_user.since")
+            .unwrap()
+            .data_type(),
+        &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    );
+    assert_eq!(
+        col("per_user.since")
+            .as_primitive::<TimestampMillisecondType>()
+            .value(0),
+        1_700_000_000_000
+    );
     h.stop();
+}
+
+/// Rewrites every shard file of `epoch` the way builds before timestamps
+/// wrote them (`first_seen()` as a plain int64 of milliseconds), and its
+/// manifest to match.
+fn rewrite_times_as_int64(dir: &Path, epoch: u64) {
+    let mut m = read_manifest(dir, epoch).unwrap();
+    for f in &mut m.files {
+        let path = epoch_dir(dir, epoch).join(&f.path);
+        let reader =
+            FileReader::try_new(std::io::Cursor::new(fs::read(&path).unwrap()), None).unwrap();
+        let schema = reader.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|fl| match fl.data_type() {
+                DataType::Timestamp(..) => fl.as_ref().clone().with_data_type(DataType::Int64),
+                _ => fl.as_ref().clone(),
+            })
+            .collect();
+        let old = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let mut converted = 0;
+        let mut out = Vec::new();
+        let mut w = FileWriter::try_new(&mut out, &old).unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut cols: Vec<ArrayRef> = Vec::new();
+            for c in batch.columns() {
+                cols.push(match c.data_type() {
+                    DataType::Timestamp(..) => {
+                        converted += 1;
+                        let ms = c.as_primitive::<TimestampMillisecondType>();
+                        Arc::new(Int64Array::from_iter(ms.iter()))
+                    }
+                    _ => c.clone(),
+                });
+            }
+            w.write(&RecordBatch::try_new(old.clone(), cols).unwrap())
+                .unwrap();
+        }
+        w.finish().unwrap();
+        drop(w);
+        assert!(converted > 0, "{} has no timestamp column", path.display());
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, &out).unwrap();
+        f.bytes = out.len() as u64;
+        f.crc32 = crc32fast::hash(&out);
+    }
+    super::manifest::commit(dir, &m).unwrap();
+}
+
+/// Checkpoints written before `first_seen()` became a timestamp (int64
+/// milliseconds) still restore, alone or under a delta written as
+/// timestamps.
+#[test]
+fn files_with_first_seen_as_int64_still_restore() {
+    let tmp = TempDir::new("int64-times");
+    let mut h = Harness::start(config(&tmp.0), 2);
+    workload(&mut h.states, 31, 3_000, 400);
+    assert_eq!(h.checkpoint().unwrap(), 1);
+    let at_1 = dump(&h.states);
+    workload(&mut h.states, 32, 500, 800);
+    assert_eq!(h.checkpoint().unwrap(), 2);
+    let at_2 = dump(&h.states);
+    h.stop();
+    let last = recovered(&tmp.0, 2).epoch;
+    // Epoch 1 (the full snapshot) in the old format, epoch 2 a delta in
+    // the new one: the chain restores.
+    rewrite_times_as_int64(&tmp.0, 1);
+    let r = recovered(&tmp.0, 2);
+    assert_eq!((r.epoch, dump(&r.shards)), (last, at_2.clone()));
+    // Every file in the old format.
+    for e in 2..=last {
+        rewrite_times_as_int64(&tmp.0, e);
+    }
+    let r = recovered(&tmp.0, 2);
+    assert_eq!((r.epoch, dump(&r.shards)), (last, at_2));
+    // And the old-format full snapshot alone, read as `coreline state` does.
+    let r = read_state(&tmp.0, 2, &specs(), Some(1)).unwrap();
+    assert_eq!((r.epoch, dump(&r.shards)), (1, at_1));
 }
 
 #[test]
