@@ -83,7 +83,7 @@ curl -fsS "127.0.0.1:$admin/ready"; echo
 curl -fsS "127.0.0.1:$admin/health"; echo
 curl -fsS -H 'X-User: alice' -d '{"user":"alice","amount":5}' "127.0.0.1:$((base + 1))/events"; echo
 curl -fsS "127.0.0.1:$base/counts?key=alice"; echo
-curl -fsS -X POST "127.0.0.1:$admin/checkpoint"; echo
+curl -fsS -X POST -H "X-Coreline-Admin: 1" "127.0.0.1:$admin/checkpoint"; echo
 kill -TERM "$pid"
 wait "$pid"
 ls "$tmp/run/checkpoints" | grep -q '^epoch-' || { echo "no checkpoint written"; exit 1; }
