@@ -3,11 +3,11 @@
 //! reusable vector buffers, `size`/`element_at`/`array` expressions, a
 //! filter, reply encode (JSON arrays) and response head.
 //!
-//! Its own small counting allocator (as tests/alloc.rs has), so that this
-//! file stands alone.
+//! Counted per thread by the shared allocator in `tests/common/counting.rs`
+//! (the tests run in parallel, each counts its own).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+#[path = "common/counting.rs"]
+mod counting;
 
 use coreline::http::{
     ContentType, Decoded, Decoder, HttpDate, Limits, ResponseOptions, write_response,
@@ -16,44 +16,9 @@ use coreline::operator::Ctx;
 use coreline::pipeline::{Match, Outcome, Router, plan};
 use coreline::state::ShardState;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations made by this thread: the tests run in parallel, each
-    /// counts its own.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    // A const-initialized thread local without destructor never allocates.
-    ALLOCATIONS.with(|n| n.set(n.get() + 1));
-}
-
 fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
+    counting::thread_allocations()
 }
-
-// SAFETY: delegates every call to the system allocator unchanged; only
-// counts allocations on the side.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const CONFIG: &str = r#"
 [service]
