@@ -447,8 +447,10 @@ impl Compiler<'_> {
     fn find_after(&self, from: usize, needle: &str) -> Option<usize> {
         let hay = self.src.as_bytes();
         let n = needle.as_bytes();
-        (from..hay.len().saturating_sub(n.len()) + 1)
-            .find(|&i| hay[i..i + n.len()].eq_ignore_ascii_case(n))
+        // The needle is rendered by sqlparser and can be longer than the
+        // source text it came from (`t::d40mT(...)` renders its arguments).
+        let last = hay.len().checked_sub(n.len())?;
+        (from..=last).find(|&i| hay[i..i + n.len()].eq_ignore_ascii_case(n))
     }
 
     /// `want::<N>`: the typed node, or an error naming what was expected

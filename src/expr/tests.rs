@@ -676,6 +676,12 @@ fn cast_errors() {
         "{}",
         e.message
     );
+    // Found by the `expr` fuzz target: sqlparser renders this custom type
+    // longer than its source text, and the search for it ran past the end.
+    let sql = "s::d40mT('t'true'OEe\u{3}Egt::d40mT('t'true'OEe'OELANE)'OELANE)";
+    let e = err(sql);
+    assert!(e.message.starts_with("cannot CAST to"), "{}", e.message);
+    assert!(e.offset <= sql.len(), "{} > {}", e.offset, sql.len());
 }
 
 // --------------------------------------------------------------- functions
