@@ -423,6 +423,8 @@ async fn housekeeping(
     let sweep_every = (shortest / 10).clamp(Duration::from_millis(5), Duration::from_millis(500));
     let mut last_sweep = Instant::now();
     let mut last_second = 0u64;
+    // One timer re-armed every tick: a new `sleep` per tick allocated.
+    let mut tick = glommio::timer::Timer::new(TICK);
     let mut peak = PeakTrim::default();
     loop {
         while let Ok(cmd) = commands.try_recv() {
@@ -486,7 +488,8 @@ async fn housekeeping(
             last_sweep = now;
             sweep(&shard, now);
         }
-        glommio::timer::sleep(TICK).await;
+        tick.reset(TICK);
+        (&mut tick).await;
     }
 }
 

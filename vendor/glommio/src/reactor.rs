@@ -124,11 +124,18 @@ impl Timers {
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
+        // coreline patch 2: take the ready timers (`when < now`) off the front
+        // of the tree. Upstream split the tree with `split_off(&(now, 0))` on
+        // every pass, which allocates a new root node whenever any timer is
+        // pending (a connection's timeout, always): one allocation per
+        // reactor pass, ready timer or not.
+        let mut woke = 0;
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 >= now {
+                break;
+            }
+            let waker = entry.remove();
+            woke += 1;
             wake!(waker);
         }
 

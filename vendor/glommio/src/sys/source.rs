@@ -165,17 +165,30 @@ impl Source {
         stats_collection: Option<StatsCollection>,
         task_queue: Option<TaskQueueHandle>,
     ) -> Source {
-        Source {
-            inner: Rc::pin(RefCell::new(InnerSource {
-                raw,
-                wakers: Wakers::new(),
-                source_type,
-                io_requirements: ioreq,
-                enqueued: None,
-                timeout: None,
-                stats_collection,
-                task_queue,
-            })),
+        let fresh = InnerSource {
+            raw,
+            wakers: Wakers::new(),
+            source_type,
+            io_requirements: ioreq,
+            enqueued: None,
+            timeout: None,
+            stats_collection,
+            task_queue,
+        };
+        // coreline patch 2: reuse a spare allocation (see `recycle`).
+        match SPARE_SOURCES
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten()
+        {
+            Some(inner) => {
+                // The spare was reset when recycled; this drops nothing.
+                *inner.borrow_mut() = fresh;
+                Source { inner }
+            }
+            None => Source {
+                inner: Rc::pin(RefCell::new(fresh)),
+            },
         }
     }
 
@@ -342,5 +355,59 @@ impl Drop for Source {
                 EnqueuedStatus::Canceled => unreachable!(),
             }
         }
+        drop(inner);
+        // coreline patch 2: the last handle of a source no longer in the
+        // reactor goes back to the spares instead of to the allocator.
+        recycle(&self.inner);
     }
+}
+
+// coreline patch 2: recycled sources.
+//
+// Upstream allocates a `Source` (an `Rc`) for every operation: a readiness
+// poll per request that finds its socket empty, and the two preemption timers
+// of every reactor pass. A source whose last handle goes (the `Source` the
+// caller held, or the reactor's copy consumed with its completion) is reset
+// and kept in a per-thread list of spares that `Source::new` takes from, so a
+// warm reactor stops allocating for them.
+const SPARE_SOURCES_MAX: usize = 512;
+
+thread_local! {
+    static SPARE_SOURCES: RefCell<Vec<Pin<Rc<RefCell<InnerSource>>>>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps `inner` as a spare if `inner` is its last handle (no other `Source`,
+/// no reactor copy, no blocking-thread copy) and nothing borrows it.
+pub(crate) fn recycle(inner: &Pin<Rc<RefCell<InnerSource>>>) {
+    if Rc::strong_count(&Pin::into_inner(inner.clone())) != 2 {
+        // Another handle remains (the clone just taken counts one).
+        return;
+    }
+    // Reset first, outside the spare list's borrow: dropping the old fields
+    // (buffers, wakers) may run arbitrary code that itself drops sources.
+    let old = match inner.try_borrow_mut() {
+        Ok(mut source) => std::mem::replace(
+            &mut *source,
+            InnerSource {
+                raw: -1,
+                wakers: Wakers::new(),
+                source_type: SourceType::Invalid,
+                io_requirements: IoRequirements::default(),
+                enqueued: None,
+                timeout: None,
+                stats_collection: None,
+                task_queue: None,
+            },
+        ),
+        Err(_) => return,
+    };
+    drop(old);
+    let _ = SPARE_SOURCES.try_with(|spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut() {
+            if spare.len() < SPARE_SOURCES_MAX {
+                spare.push(inner.clone());
+            }
+        }
+    });
 }

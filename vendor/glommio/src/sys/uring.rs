@@ -504,7 +504,10 @@ fn extract_one_chain(
     queue: &mut VecDeque<UringDescriptor>,
     chain: Range<usize>,
     now: Instant,
-) -> SmallVec<[UringDescriptor; 1]> {
+) -> SmallVec<[UringDescriptor; 2]> {
+    // coreline patch 2: two inline descriptors, not one. The throughput
+    // preemption timer is a chain of two (timeout + eventfd write), so upstream's
+    // one-element `SmallVec` spilled to the heap on every reactor pass.
     queue
         .drain(chain)
         .filter(move |op| {
@@ -523,7 +526,8 @@ fn extract_one_chain(
                     }
                 });
                 if status == EnqueuedStatus::Canceled {
-                    source_map.consume_source(id);
+                    // coreline patch 2: the last handle goes back to the spares.
+                    crate::sys::source::recycle(&source_map.consume_source(id));
                     return false;
                 }
             }
@@ -561,6 +565,9 @@ where
             inner_source.wakers.result = res;
             woke = inner_source.wakers.wake_waiters();
         }
+        // coreline patch 2: if the caller's `Source` is gone, this was the
+        // last handle: it goes back to the spares.
+        crate::sys::source::recycle(&src);
         return Some(woke);
     }
     None
