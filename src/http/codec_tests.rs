@@ -2,6 +2,8 @@
 //! every byte and pipelined; every limit; malformed input; and a
 //! deterministic fuzz run.
 
+use super::chunked::CHUNK_FRAMING_SLACK;
+use super::head::{eq_lower, has_head_end};
 use super::*;
 
 /// A decoded request, owned, for comparisons.
