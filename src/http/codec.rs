@@ -28,7 +28,6 @@ mod head;
 
 use super::{HttpError, Limits};
 use chunked::{Chunked, MAX_CHUNK_LINE, framing_limit};
-use head::trim;
 
 /// Capacity of the stack array httparse parses headers into; the effective
 /// limit is `Limits::max_headers` capped at this.
@@ -132,27 +131,82 @@ pub struct Request<'b> {
 }
 
 impl<'b> Request<'b> {
-    /// The value of the first header named `name` (ASCII case-insensitive,
-    /// `_` in `name` matching `-`), trimmed of blanks; `None` if absent.
-    /// Scans the head: meant for the few headers a route declares, not for
-    /// framing headers, which the decoder has already read.
+    /// The value of the first header named `name` (see
+    /// [`header_name_is`]), trimmed of blanks; `None` if absent. Scans the
+    /// head: meant for a header looked up alone; a route's header columns
+    /// are all found in one pass with [`Request::header_lines`].
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
-        let name = name.as_bytes();
-        let mut lines = self.head.split(|&b| b == b'\n');
-        lines.next(); // the request line
-        for line in lines {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let Some(colon) = line.iter().position(|&b| b == b':') else {
+        self.header_lines()
+            .find(|(sent, _)| header_name_is(sent, name))
+            .map(|(_, value)| &self.head[value.0..value.1])
+    }
+
+    /// The header lines of the head in order, in one pass and without
+    /// allocating: each line's name as sent and the range of its value,
+    /// trimmed of blanks, in [`Request::head`]. Lines without a colon are
+    /// skipped. Framing headers are included, though the decoder has
+    /// already read them.
+    pub fn header_lines(&self) -> HeaderLines<'b> {
+        let head = self.head;
+        // The first line is the request line.
+        let at = head
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(head.len(), |i| i + 1);
+        HeaderLines { head, at }
+    }
+}
+
+/// Whether a header named `sent` on the wire is the header `name` asks for:
+/// ASCII case-insensitive, with `_` in `name` matching `-` (so column
+/// `x_user` reads header `X-User`).
+pub fn header_name_is(sent: &[u8], name: &str) -> bool {
+    let name = name.as_bytes();
+    sent.len() == name.len()
+        && sent
+            .iter()
+            .zip(name)
+            .all(|(&a, &b)| a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_'))
+}
+
+/// The header lines of a request head: see [`Request::header_lines`].
+#[derive(Debug, Clone)]
+pub struct HeaderLines<'b> {
+    head: &'b [u8],
+    /// Where the next line starts.
+    at: usize,
+}
+
+impl<'b> Iterator for HeaderLines<'b> {
+    /// The name as sent, and the value's `(start, end)` in the head.
+    type Item = (&'b [u8], (usize, usize));
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let head = self.head;
+        while self.at < head.len() {
+            let start = self.at;
+            let end = head[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(head.len(), |i| start + i);
+            self.at = end + 1;
+            let line_end = if end > start && head[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
+            let Some(colon) = head[start..line_end].iter().position(|&b| b == b':') else {
                 continue;
             };
-            let (n, value) = (&line[..colon], &line[colon + 1..]);
-            if n.len() == name.len()
-                && n.iter()
-                    .zip(name)
-                    .all(|(&a, &b)| a.eq_ignore_ascii_case(&b) || (a == b'-' && b == b'_'))
-            {
-                return Some(trim(value));
+            let blank = |b: u8| b == b' ' || b == b'\t';
+            let (mut from, mut to) = (start + colon + 1, line_end);
+            while from < to && blank(head[from]) {
+                from += 1;
             }
+            while to > from && blank(head[to - 1]) {
+                to -= 1;
+            }
+            return Some((&head[start..start + colon], (from, to)));
         }
         None
     }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::forward::{KeyedOp, KeyedReply};
-use crate::http::{Method, Request};
+use crate::http::{Method, Request, header_name_is};
 use crate::metrics::StepMetrics;
 use crate::operator::{Ctx, Flow, KeyQuery, Operator, Step};
 use crate::reply::{ReplyEncoder, write_error_json};
@@ -65,12 +65,16 @@ pub struct Route {
     status_column: Option<usize>,
     /// Header columns, filled after the body is decoded.
     headers: Vec<HeaderColumn>,
+    /// Where each header column's value is in the request head, found in
+    /// one pass over its header lines; reused from request to request.
+    header_values: Vec<Option<(usize, usize)>>,
 }
 
 /// A request header read into a typed column (`headers = { x_user = "utf8" }`).
 #[derive(Debug, Clone)]
 struct HeaderColumn {
-    /// The column name (`x_user`), also what [`Request::header`] matches.
+    /// The column name (`x_user`), also the header name it matches (see
+    /// [`header_name_is`]).
     name: String,
     /// Its row slot.
     slot: usize,
@@ -106,11 +110,12 @@ impl HeaderColumn {
         }
     }
 
-    /// Reads the header into the row; the 400 message if it cannot.
+    /// Reads the header's value (`None`: absent) into the row; the 400
+    /// message if it cannot.
     #[inline]
-    fn fill(&self, request: &Request<'_>, row: &mut Row) -> Result<(), &str> {
+    fn fill(&self, value: Option<&[u8]>, row: &mut Row) -> Result<(), &str> {
         let slot = row.slot_mut(self.slot);
-        let Some(raw) = request.header(&self.name) else {
+        let Some(raw) = value else {
             if self.nullable {
                 slot.set_null();
                 return Ok(());
@@ -187,6 +192,7 @@ impl RoutePlan {
                 .enumerate()
                 .map(|(i, c)| HeaderColumn::new(c, self.request.len() + i))
                 .collect(),
+            header_values: vec![None; self.headers.len()],
         }
     }
 }
@@ -203,10 +209,24 @@ impl Route {
         if let Err(status) = self.input.decode(request, &mut self.row, body) {
             return Outcome::Done(status);
         }
-        for h in &self.headers {
-            if let Err(message) = h.fill(request, &mut self.row) {
-                write_error_json(body, message, Some(&h.name));
-                return Outcome::Done(400);
+        if !self.headers.is_empty() {
+            // One pass over the head for all header columns (the first line
+            // of each name counts), then the columns in declaration order, so
+            // the first column in error is the one reported.
+            self.header_values.fill(None);
+            for (sent, value) in request.header_lines() {
+                for (h, found) in self.headers.iter().zip(&mut self.header_values) {
+                    if found.is_none() && header_name_is(sent, &h.name) {
+                        *found = Some(value);
+                    }
+                }
+            }
+            for (h, found) in self.headers.iter().zip(&self.header_values) {
+                let value = found.map(|(from, to)| &request.head[from..to]);
+                if let Err(message) = h.fill(value, &mut self.row) {
+                    write_error_json(body, message, Some(&h.name));
+                    return Outcome::Done(400);
+                }
             }
         }
         self.run_from(0, ctx, body)

@@ -433,7 +433,7 @@ fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Trims optional whitespace (SP, HTAB).
-pub(super) fn trim(v: &[u8]) -> &[u8] {
+fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|&b| b != b' ' && b != b'\t');
     let Some(start) = start else { return &[] };
     let end = v
