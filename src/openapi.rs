@@ -21,34 +21,34 @@ use serde_json::{Map, Value, json};
 use crate::config::{RouteConfig, StepConfig};
 use crate::http::Method;
 use crate::pipeline::{HEALTH_PATH, Plan, RouteInput, RoutePlan};
-use crate::row::{Column, ColumnType};
+use crate::row::{Column, ColumnType, Scalar, Shape};
 
 /// The JSON Schema of one column type.
 fn type_schema(ty: ColumnType, nullable: bool) -> Value {
-    if let Some(element) = ty.element() {
-        // A vector: a JSON array; float elements may be null (NaN, missing).
-        let item = type_schema(element, element == ColumnType::Float64);
-        let mut s = Map::new();
-        s.insert(
-            "type".into(),
-            if nullable {
-                json!(["array", "null"])
-            } else {
-                json!("array")
-            },
-        );
-        s.insert("items".into(), item);
-        s.insert("x-coreline-type".into(), json!(ty.name()));
-        return Value::Object(s);
-    }
-    let (name, format) = match ty {
-        ColumnType::Utf8 => ("string", None),
-        ColumnType::Int64 => ("integer", Some("int64")),
-        ColumnType::Float64 => ("number", Some("double")),
-        ColumnType::Boolean => ("boolean", None),
-        ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
-            unreachable!("vectors are handled above")
+    let scalar = match ty.shape() {
+        Shape::Scalar(scalar) => scalar,
+        Shape::Vector { element } => {
+            // A JSON array; float elements may be null (NaN, missing).
+            let item = type_schema(element.into(), element == Scalar::Float64);
+            let mut s = Map::new();
+            s.insert(
+                "type".into(),
+                if nullable {
+                    json!(["array", "null"])
+                } else {
+                    json!("array")
+                },
+            );
+            s.insert("items".into(), item);
+            s.insert("x-coreline-type".into(), json!(ty.name()));
+            return Value::Object(s);
         }
+    };
+    let (name, format) = match scalar {
+        Scalar::Utf8 => ("string", None),
+        Scalar::Int64 => ("integer", Some("int64")),
+        Scalar::Float64 => ("number", Some("double")),
+        Scalar::Boolean => ("boolean", None),
     };
     let mut s = Map::new();
     s.insert(

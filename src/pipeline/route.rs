@@ -16,10 +16,10 @@ use crate::http::{Method, Request, header_name_is};
 use crate::metrics::StepMetrics;
 use crate::operator::{Ctx, Flow, KeyQuery, Operator, Step};
 use crate::reply::{ReplyEncoder, write_error_json};
-use crate::row::{Column, ColumnType, Row, Val};
+use crate::row::{Row, Scalar, Val};
 use crate::schema::RequestSchema;
 
-use super::{RouteInput, RoutePlan};
+use super::{HeaderPlan, RouteInput, RoutePlan};
 
 /// Where a route's row comes from.
 #[derive(Debug)]
@@ -78,7 +78,7 @@ struct HeaderColumn {
     name: String,
     /// Its row slot.
     slot: usize,
-    ty: ColumnType,
+    ty: Scalar,
     nullable: bool,
     /// Error messages, built once: `missing header X-User`, and
     /// `header X-User is not a valid int64`.
@@ -87,7 +87,8 @@ struct HeaderColumn {
 }
 
 impl HeaderColumn {
-    fn new(column: &Column, slot: usize) -> HeaderColumn {
+    fn new(plan: &HeaderPlan, slot: usize) -> HeaderColumn {
+        let column = &plan.column;
         // x_user -> X-User, for messages.
         let header: Vec<String> = column
             .name
@@ -103,7 +104,7 @@ impl HeaderColumn {
         HeaderColumn {
             name: column.name.clone(),
             slot,
-            ty: column.ty,
+            ty: plan.ty,
             nullable: column.nullable,
             missing: format!("missing header {header}"),
             invalid: format!("header {header} is not a valid {}", column.ty),
@@ -124,17 +125,14 @@ impl HeaderColumn {
         };
         let text = std::str::from_utf8(raw).map_err(|_| self.invalid.as_str())?;
         let value = match self.ty {
-            ColumnType::Utf8 => Val::Str(text),
-            ColumnType::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
-            ColumnType::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
-            ColumnType::Boolean => match text {
+            Scalar::Utf8 => Val::Str(text),
+            Scalar::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
+            Scalar::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
+            Scalar::Boolean => match text {
                 "true" => Val::Bool(true),
                 "false" => Val::Bool(false),
                 _ => return Err(&self.invalid),
             },
-            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
-                unreachable!("array header columns are refused by the config")
-            }
         };
         slot.set(value);
         Ok(())
