@@ -21,34 +21,34 @@ use serde_json::{Map, Value, json};
 use crate::config::{RouteConfig, StepConfig};
 use crate::http::Method;
 use crate::pipeline::{HEALTH_PATH, Plan, RouteInput, RoutePlan};
-use crate::row::{Column, ColumnType};
+use crate::row::{Column, ColumnType, Scalar, Shape};
 
 /// The JSON Schema of one column type.
 fn type_schema(ty: ColumnType, nullable: bool) -> Value {
-    if let Some(element) = ty.element() {
-        // A vector: a JSON array; float elements may be null (NaN, missing).
-        let item = type_schema(element, element == ColumnType::Float64);
-        let mut s = Map::new();
-        s.insert(
-            "type".into(),
-            if nullable {
-                json!(["array", "null"])
-            } else {
-                json!("array")
-            },
-        );
-        s.insert("items".into(), item);
-        s.insert("x-coreline-type".into(), json!(ty.name()));
-        return Value::Object(s);
-    }
-    let (name, format) = match ty {
-        ColumnType::Utf8 => ("string", None),
-        ColumnType::Int64 => ("integer", Some("int64")),
-        ColumnType::Float64 => ("number", Some("double")),
-        ColumnType::Boolean => ("boolean", None),
-        ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
-            unreachable!("vectors are handled above")
+    let scalar = match ty.shape() {
+        Shape::Scalar(scalar) => scalar,
+        Shape::Vector { element } => {
+            // A JSON array; float elements may be null (NaN, missing).
+            let item = type_schema(element.into(), element == Scalar::Float64);
+            let mut s = Map::new();
+            s.insert(
+                "type".into(),
+                if nullable {
+                    json!(["array", "null"])
+                } else {
+                    json!("array")
+                },
+            );
+            s.insert("items".into(), item);
+            s.insert("x-coreline-type".into(), json!(ty.name()));
+            return Value::Object(s);
         }
+    };
+    let (name, format) = match scalar {
+        Scalar::Utf8 => ("string", None),
+        Scalar::Int64 => ("integer", Some("int64")),
+        Scalar::Float64 => ("number", Some("double")),
+        Scalar::Boolean => ("boolean", None),
     };
     let mut s = Map::new();
     s.insert(
@@ -116,9 +116,9 @@ fn request_schema(request: &[Column]) -> Value {
                 .get_mut(part)
                 .and_then(Value::as_object_mut)
                 .expect("object");
-            if !c.nullable {
+            // Named once, even when other fields come between its own.
+            if !c.nullable && !required.contains(&json!(part)) {
                 required.push(json!(part));
-                required.dedup();
             }
             let (p, r) = object_parts(object);
             props = p;
@@ -445,5 +445,71 @@ request = { foo = "utf8", bar = "int64", w = { type = "float64", nullable = true
             lines[1],
             r#"try: curl -s -X POST 'http://127.0.0.1:9000/score' -H 'content-type: application/json' -d '{"foo":"text","bar":1,"w":1.5}'"#
         );
+    }
+
+    #[test]
+    fn vector_and_nested_fields() {
+        let doc = document(&plan(
+            r#"
+[service]
+name = "api"
+base_port = 9000
+shards = 1
+
+[[route]]
+path = "/v"
+request = { v = { type = "array<float64>", len = 3 }, f = { type = "array<float32>", nullable = true }, ids = "array<int64>", "user.age" = "int64", x = "utf8", "user.name" = "utf8", "user.addr.zip" = { type = "utf8", nullable = true }, "opt.note" = { type = "utf8", nullable = true } }
+
+  [route.reply]
+  columns = ["v", "ids", "user.age"]
+"#,
+        ));
+        let op = &doc["paths"]["/v"]["post"];
+        let req = &op["requestBody"]["content"]["application/json"]["schema"];
+        let props = &req["properties"];
+        // Vectors: JSON arrays; float elements may be null (a missing value).
+        assert_eq!(
+            props["v"],
+            json!({
+                "type": "array",
+                "items": {"type": ["number", "null"], "format": "double", "x-coreline-type": "float64"},
+                "x-coreline-type": "array<float64>",
+            })
+        );
+        assert_eq!(props["f"]["type"], json!(["array", "null"]));
+        assert_eq!(props["f"]["items"]["type"], json!(["number", "null"]));
+        assert_eq!(props["f"]["x-coreline-type"], "array<float32>");
+        assert_eq!(
+            props["ids"]["items"],
+            json!({"type": "integer", "format": "int64", "x-coreline-type": "int64"})
+        );
+        // Dotted names: nested objects, required when a non-nullable field
+        // is inside, each named once whatever the order of the fields.
+        assert_eq!(props["user"]["type"], "object");
+        assert_eq!(props["user"]["properties"]["age"]["format"], "int64");
+        assert_eq!(props["user"]["properties"]["name"]["type"], "string");
+        assert_eq!(props["user"]["required"], json!(["age", "name"]));
+        let addr = &props["user"]["properties"]["addr"];
+        assert_eq!(addr["properties"]["zip"]["type"], json!(["string", "null"]));
+        assert_eq!(addr["required"], json!([]));
+        assert_eq!(props["opt"]["required"], json!([]));
+        assert_eq!(req["required"], json!(["v", "ids", "user", "x"]));
+        // The example has the same shape.
+        assert_eq!(
+            req["examples"][0],
+            json!({
+                "v": [0.5, 1.5], "f": [0.5, 1.5], "ids": [1, 2],
+                "user": {"age": 1, "name": "text", "addr": {"zip": "text"}},
+                "x": "text", "opt": {"note": "text"},
+            })
+        );
+        // Reply: a vector column and a nested field by its dotted name.
+        let reply = &op["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            reply["properties"]["v"]["x-coreline-type"],
+            "array<float64>"
+        );
+        assert_eq!(reply["properties"]["ids"]["items"]["type"], "integer");
+        assert_eq!(reply["properties"]["user.age"]["type"], "integer");
     }
 }

@@ -127,6 +127,69 @@ impl ColumnType {
             ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array
         )
     }
+
+    /// The scalar this type is, `None` for a vector. Planning keeps the
+    /// result where only a scalar makes sense (a header column), so the code
+    /// that runs per request matches on [`Scalar`] and has no vector arm.
+    pub fn scalar(self) -> Option<Scalar> {
+        match self.shape() {
+            Shape::Scalar(s) => Some(s),
+            Shape::Vector { .. } => None,
+        }
+    }
+
+    /// What a value of this type is: a scalar, or a vector whose elements
+    /// JSON carries as `element` (`float64` for both float vectors).
+    pub fn shape(self) -> Shape {
+        match self {
+            ColumnType::Utf8 => Shape::Scalar(Scalar::Utf8),
+            ColumnType::Int64 => Shape::Scalar(Scalar::Int64),
+            ColumnType::Float64 => Shape::Scalar(Scalar::Float64),
+            ColumnType::Boolean => Shape::Scalar(Scalar::Boolean),
+            ColumnType::Float64Array | ColumnType::Float32Array => Shape::Vector {
+                element: Scalar::Float64,
+            },
+            ColumnType::Int64Array => Shape::Vector {
+                element: Scalar::Int64,
+            },
+        }
+    }
+}
+
+/// What a [`ColumnType`] holds; see [`ColumnType::shape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One value.
+    Scalar(Scalar),
+    /// A vector of numbers.
+    Vector {
+        /// The elements' type as JSON carries them.
+        element: Scalar,
+    },
+}
+
+/// The scalar column types: a [`ColumnType`] that is not a vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scalar {
+    /// `utf8`.
+    Utf8,
+    /// `int64`.
+    Int64,
+    /// `float64`.
+    Float64,
+    /// `bool`.
+    Boolean,
+}
+
+impl From<Scalar> for ColumnType {
+    fn from(s: Scalar) -> ColumnType {
+        match s {
+            Scalar::Utf8 => ColumnType::Utf8,
+            Scalar::Int64 => ColumnType::Int64,
+            Scalar::Float64 => ColumnType::Float64,
+            Scalar::Boolean => ColumnType::Boolean,
+        }
+    }
 }
 
 impl std::fmt::Display for ColumnType {

@@ -161,3 +161,90 @@ fn warm_hello_path_does_not_allocate() {
     drop(logs);
     logger.expect("a logger runs in mode all").stop();
 }
+
+/// Header columns are found in one pass over the head into a reused vector
+/// of ranges: no allocation either, present, absent (nullable) or repeated.
+#[test]
+fn warm_header_columns_do_not_allocate() {
+    let cfg = coreline::config::parse(coreline::config::Source::new(
+        "headers.toml",
+        r#"
+[service]
+name = "h"
+base_port = 0
+shards = 1
+
+[[route]]
+path = "/whoami"
+request = { n = "int64" }
+headers = { x_user = "utf8", x_count = { type = "int64", nullable = true }, x_vip = { type = "bool", nullable = true } }
+  [[route.step]]
+  with_column = { name = "total", expr = "n + coalesce(x_count, 0)" }
+  [route.reply]
+  columns = ["x_user", "total", "x_vip"]
+"#,
+    ))
+    .unwrap();
+    let mut router = Router::from_plan(&plan(cfg).unwrap());
+    let mut decoder = Decoder::new();
+    let limits = Limits::default();
+    let date = HttpDate::new(std::time::SystemTime::now());
+    let mut out = Vec::with_capacity(4096);
+    let mut body = Vec::with_capacity(256);
+    let mut input = Vec::new();
+    for i in 0..8 {
+        let json = format!(r#"{{"n":{i}}}"#);
+        let extra = if i % 2 == 0 {
+            "X-Count: 40\r\nX-Vip: true\r\nX-User: again\r\n"
+        } else {
+            ""
+        };
+        input.extend_from_slice(
+            format!(
+                "POST /whoami HTTP/1.1\r\nHost: x\r\nX-User: ann\r\n{extra}Content-Length: {}\r\n\r\n{json}",
+                json.len()
+            )
+            .as_bytes(),
+        );
+    }
+    for _ in 0..10 {
+        serve(
+            &mut router,
+            &mut decoder,
+            &limits,
+            &date,
+            &input,
+            &mut out,
+            &mut body,
+        );
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains(r#"{"x_user":"ann","total":40,"x_vip":true}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"x_user":"ann","total":1,"x_vip":null}"#),
+        "{text}"
+    );
+
+    let before = counting::thread_allocations();
+    let mut answered = 0;
+    for _ in 0..1000 {
+        answered += serve(
+            &mut router,
+            &mut decoder,
+            &limits,
+            &date,
+            &input,
+            &mut out,
+            &mut body,
+        );
+    }
+    let allocations = counting::thread_allocations() - before;
+    assert_eq!(answered, 8000);
+    assert_eq!(
+        allocations, 0,
+        "{allocations} allocations in {answered} warm requests"
+    );
+}

@@ -60,7 +60,6 @@ pub(super) fn parse(sql: &str) -> Result<Ast> {
     Ok(expr)
 }
 
-/// Turns a sqlparser error (whose text ends in ` at Line: L, Column: C`
 /// Rewrites Spark's `array(a, b)` into `ARRAY[a, b]`: sqlparser's generic
 /// dialect reads `ARRAY(...)` as an array subquery, and its bracket form
 /// is the same vector constructor. Only the two parentheses change, so
@@ -96,6 +95,7 @@ fn array_calls_as_brackets(tokens: &mut [TokenWithSpan]) {
     }
 }
 
+/// Turns a sqlparser error (whose text ends in ` at Line: L, Column: C`
 /// when it has a position) into an [`ExprError`] with a byte offset.
 pub(super) fn parser_error(src: &str, e: ParserError) -> ExprError {
     let text = match e {
@@ -159,7 +159,9 @@ pub(super) fn describe(e: &Ast) -> String {
 }
 
 /// Where a node starts in the source, found without recursion (sqlparser's
-/// `Spanned` recurses through the whole subtree).
+/// `Spanned` recurses through the whole subtree): a leaf's own position,
+/// else where its first subexpression (in source order, as
+/// [`for_each_child`] gives them) starts.
 pub(super) fn start(mut e: &Ast) -> Option<Location> {
     loop {
         e = match e {
@@ -174,49 +176,32 @@ pub(super) fn start(mut e: &Ast) -> Option<Location> {
                     _ => None,
                 };
             }
-            Ast::BinaryOp { left, .. }
-            | Ast::IsDistinctFrom(left, _)
-            | Ast::IsNotDistinctFrom(left, _)
-            | Ast::AnyOp { left, .. }
-            | Ast::AllOp { left, .. } => left,
-            Ast::Trim {
-                expr, trim_what, ..
-            } => trim_what.as_deref().unwrap_or(expr),
-            Ast::UnaryOp { expr, .. }
-            | Ast::Nested(expr)
-            | Ast::IsFalse(expr)
-            | Ast::IsNotFalse(expr)
-            | Ast::IsTrue(expr)
-            | Ast::IsNotTrue(expr)
-            | Ast::IsNull(expr)
-            | Ast::IsNotNull(expr)
-            | Ast::IsUnknown(expr)
-            | Ast::IsNotUnknown(expr)
-            | Ast::InList { expr, .. }
-            | Ast::InSubquery { expr, .. }
-            | Ast::InUnnest { expr, .. }
-            | Ast::Between { expr, .. }
-            | Ast::Like { expr, .. }
-            | Ast::ILike { expr, .. }
-            | Ast::SimilarTo { expr, .. }
-            | Ast::RLike { expr, .. }
-            | Ast::Cast { expr, .. }
-            | Ast::Convert { expr, .. }
-            | Ast::Extract { expr, .. }
-            | Ast::Ceil { expr, .. }
-            | Ast::Floor { expr, .. }
-            | Ast::Position { expr, .. }
-            | Ast::Substring { expr, .. }
-            | Ast::Overlay { expr, .. }
-            | Ast::Collate { expr, .. }
-            | Ast::Named { expr, .. } => expr,
-            Ast::AtTimeZone { timestamp, .. } => timestamp,
-            _ => return None,
+            // Rejected constructs: where their operand starts.
+            Ast::AnyOp { left: x, .. }
+            | Ast::AllOp { left: x, .. }
+            | Ast::InSubquery { expr: x, .. }
+            | Ast::InUnnest { expr: x, .. }
+            | Ast::Convert { expr: x, .. }
+            | Ast::Extract { expr: x, .. }
+            | Ast::Overlay { expr: x, .. }
+            | Ast::Collate { expr: x, .. }
+            | Ast::Named { expr: x, .. }
+            | Ast::AtTimeZone { timestamp: x, .. } => x,
+            _ => {
+                let mut first = None;
+                for_each_child(e, |c| {
+                    first.get_or_insert(c);
+                });
+                first?
+            }
         };
     }
 }
 
-/// Calls `f` on every subexpression of the node kinds coreline compiles.
+/// Calls `f` on every subexpression of the node kinds coreline compiles,
+/// in source order: the one walk of the AST, used for depth ([`too_deep`])
+/// and positions ([`start`]). It does not enter the constructs coreline
+/// rejects, so that they are named in errors however deep their insides.
 pub(super) fn for_each_child<'a>(e: &'a Ast, mut f: impl FnMut(&'a Ast)) {
     match e {
         Ast::BinaryOp { left, right, .. }
@@ -334,10 +319,11 @@ pub(super) fn for_each_child<'a>(e: &'a Ast, mut f: impl FnMut(&'a Ast)) {
             trim_characters,
             ..
         } => {
-            f(expr);
+            // `TRIM(BOTH what FROM expr)`: `what` comes first.
             if let Some(w) = trim_what {
                 f(w);
             }
+            f(expr);
             trim_characters.iter().flatten().for_each(f);
         }
         _ => {}

@@ -2,6 +2,8 @@
 //! every byte and pipelined; every limit; malformed input; and a
 //! deterministic fuzz run.
 
+use super::chunked::CHUNK_FRAMING_SLACK;
+use super::head::{eq_lower, has_head_end};
 use super::*;
 
 /// A decoded request, owned, for comparisons.
@@ -1554,4 +1556,35 @@ fn request_id_is_the_trimmed_first_x_request_id() {
         Ok(Decoded::Request { request, .. }) => assert_eq!(request.request_id, b"r-9"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn header_lines_in_one_pass() {
+    let buf = b"\r\nGET /r HTTP/1.1\r\nHost: h\r\nX-User:  ann \t\r\nx-count:7\nX-User: bob\r\nX-Empty: \r\n\r\n";
+    let mut d = Decoder::new();
+    let Ok(Decoded::Request { request, .. }) = d.decode(buf, &Limits::default()) else {
+        panic!("not a request");
+    };
+    let lines: Vec<(&[u8], &[u8])> = request
+        .header_lines()
+        .map(|(name, (from, to))| (name, &request.head[from..to]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (&b"Host"[..], &b"h"[..]),
+            (b"X-User", b"ann"),
+            (b"x-count", b"7"),
+            (b"X-User", b"bob"),
+            (b"X-Empty", b""),
+        ]
+    );
+    // The first line of a name counts; `_` in the asked name matches `-`.
+    assert_eq!(request.header("x_user"), Some(&b"ann"[..]));
+    assert_eq!(request.header("X-COUNT"), Some(&b"7"[..]));
+    assert_eq!(request.header("x_empty"), Some(&b""[..]));
+    assert_eq!(request.header("x_missing"), None);
+    assert!(header_name_is(b"X-User", "x_user"));
+    assert!(!header_name_is(b"X_User", "x-user"));
+    assert!(!header_name_is(b"X-Users", "x_user"));
 }

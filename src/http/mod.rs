@@ -60,7 +60,10 @@ pub mod error;
 pub mod limits;
 pub mod response;
 
-pub use codec::{Decoded, Decoder, MAX_HEADERS, Method, Request, Version, max_request_bytes};
+pub use codec::{
+    Decoded, Decoder, HeaderLines, MAX_HEADERS, Method, Request, Version, header_name_is,
+    max_request_bytes,
+};
 pub use date::HttpDate;
 pub use error::HttpError;
 pub use limits::Limits;

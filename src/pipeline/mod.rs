@@ -26,7 +26,7 @@ use crate::config::{ConfigError, RouteConfig, ServiceConfig, Spanned, route_key}
 use crate::http::Method;
 use crate::operator::{Operator, Read};
 use crate::plan::Planner;
-use crate::row::{Column, ColumnType, Columns};
+use crate::row::{Column, ColumnType, Columns, Scalar};
 use crate::state::{TableKind, TableSpec};
 
 /// The path every shard answers for load-balancer health checks.
@@ -71,7 +71,7 @@ pub struct RoutePlan {
     pub request_lengths: Vec<Option<usize>>,
     /// Header columns (`headers = {...}`): slots right after the request
     /// fields, in declaration order.
-    pub headers: Vec<Column>,
+    pub headers: Vec<HeaderPlan>,
     /// Every column the row holds (request fields, then step outputs).
     pub columns: Columns,
     /// The steps, compiled.
@@ -80,6 +80,17 @@ pub struct RoutePlan {
     pub reply: Vec<(String, usize)>,
     /// Slot of the int64 column that gives the HTTP status, if any.
     pub status_column: Option<usize>,
+}
+
+/// A header column (`headers = { x_user = "utf8" }`). Planning checks that
+/// its type is a scalar (the configuration refuses vectors first, with the
+/// same message), so reading it per request has no vector case.
+#[derive(Debug, Clone)]
+pub struct HeaderPlan {
+    /// Its name, type and nullability.
+    pub column: Column,
+    /// Its type, a scalar.
+    pub ty: Scalar,
 }
 
 fn http_method(m: crate::config::Method) -> Method {
@@ -182,8 +193,28 @@ fn plan_route(
         ));
     }
     let request: Vec<Column> = route.request.iter().map(|f| f.column.clone()).collect();
-    let headers: Vec<Column> = route.headers.iter().map(|f| f.column.clone()).collect();
-    let inputs: Vec<Column> = request.iter().chain(&headers).cloned().collect();
+    let headers = route
+        .headers
+        .iter()
+        .map(|f| match f.column.ty.scalar() {
+            Some(ty) => Ok(HeaderPlan {
+                column: f.column.clone(),
+                ty,
+            }),
+            None => Err(ConfigError::at(
+                source,
+                f.span.clone(),
+                &route_key(ri, &format!("headers.{}", f.column.name)),
+                format!("header column {:?} is {}", f.column.name, f.column.ty),
+            )
+            .with_expected("a scalar header type: utf8, int64, float64 or bool")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<Column> = request
+        .iter()
+        .chain(headers.iter().map(|h| &h.column))
+        .cloned()
+        .collect();
     let mut planner = Planner::new(source, ri, &inputs, tables);
     let mut steps = Vec::with_capacity(route.steps.len());
     for step in &route.steps {

@@ -12,14 +12,14 @@
 use std::time::{Duration, Instant};
 
 use crate::forward::{KeyedOp, KeyedReply};
-use crate::http::{Method, Request};
+use crate::http::{Method, Request, header_name_is};
 use crate::metrics::StepMetrics;
 use crate::operator::{Ctx, Flow, KeyQuery, Operator, Step};
 use crate::reply::{ReplyEncoder, write_error_json};
-use crate::row::{Column, ColumnType, Row, Val};
+use crate::row::{Row, Scalar, Val};
 use crate::schema::RequestSchema;
 
-use super::{RouteInput, RoutePlan};
+use super::{HeaderPlan, RouteInput, RoutePlan};
 
 /// Where a route's row comes from.
 #[derive(Debug)]
@@ -65,16 +65,20 @@ pub struct Route {
     status_column: Option<usize>,
     /// Header columns, filled after the body is decoded.
     headers: Vec<HeaderColumn>,
+    /// Where each header column's value is in the request head, found in
+    /// one pass over its header lines; reused from request to request.
+    header_values: Vec<Option<(usize, usize)>>,
 }
 
 /// A request header read into a typed column (`headers = { x_user = "utf8" }`).
 #[derive(Debug, Clone)]
 struct HeaderColumn {
-    /// The column name (`x_user`), also what [`Request::header`] matches.
+    /// The column name (`x_user`), also the header name it matches (see
+    /// [`header_name_is`]).
     name: String,
     /// Its row slot.
     slot: usize,
-    ty: ColumnType,
+    ty: Scalar,
     nullable: bool,
     /// Error messages, built once: `missing header X-User`, and
     /// `header X-User is not a valid int64`.
@@ -83,7 +87,8 @@ struct HeaderColumn {
 }
 
 impl HeaderColumn {
-    fn new(column: &Column, slot: usize) -> HeaderColumn {
+    fn new(plan: &HeaderPlan, slot: usize) -> HeaderColumn {
+        let column = &plan.column;
         // x_user -> X-User, for messages.
         let header: Vec<String> = column
             .name
@@ -99,18 +104,19 @@ impl HeaderColumn {
         HeaderColumn {
             name: column.name.clone(),
             slot,
-            ty: column.ty,
+            ty: plan.ty,
             nullable: column.nullable,
             missing: format!("missing header {header}"),
             invalid: format!("header {header} is not a valid {}", column.ty),
         }
     }
 
-    /// Reads the header into the row; the 400 message if it cannot.
+    /// Reads the header's value (`None`: absent) into the row; the 400
+    /// message if it cannot.
     #[inline]
-    fn fill(&self, request: &Request<'_>, row: &mut Row) -> Result<(), &str> {
+    fn fill(&self, value: Option<&[u8]>, row: &mut Row) -> Result<(), &str> {
         let slot = row.slot_mut(self.slot);
-        let Some(raw) = request.header(&self.name) else {
+        let Some(raw) = value else {
             if self.nullable {
                 slot.set_null();
                 return Ok(());
@@ -119,17 +125,14 @@ impl HeaderColumn {
         };
         let text = std::str::from_utf8(raw).map_err(|_| self.invalid.as_str())?;
         let value = match self.ty {
-            ColumnType::Utf8 => Val::Str(text),
-            ColumnType::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
-            ColumnType::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
-            ColumnType::Boolean => match text {
+            Scalar::Utf8 => Val::Str(text),
+            Scalar::Int64 => Val::Int(text.parse().map_err(|_| self.invalid.as_str())?),
+            Scalar::Float64 => Val::Float(text.parse().map_err(|_| self.invalid.as_str())?),
+            Scalar::Boolean => match text {
                 "true" => Val::Bool(true),
                 "false" => Val::Bool(false),
                 _ => return Err(&self.invalid),
             },
-            ColumnType::Float64Array | ColumnType::Float32Array | ColumnType::Int64Array => {
-                unreachable!("array header columns are refused by the config")
-            }
         };
         slot.set(value);
         Ok(())
@@ -187,6 +190,7 @@ impl RoutePlan {
                 .enumerate()
                 .map(|(i, c)| HeaderColumn::new(c, self.request.len() + i))
                 .collect(),
+            header_values: vec![None; self.headers.len()],
         }
     }
 }
@@ -203,10 +207,24 @@ impl Route {
         if let Err(status) = self.input.decode(request, &mut self.row, body) {
             return Outcome::Done(status);
         }
-        for h in &self.headers {
-            if let Err(message) = h.fill(request, &mut self.row) {
-                write_error_json(body, message, Some(&h.name));
-                return Outcome::Done(400);
+        if !self.headers.is_empty() {
+            // One pass over the head for all header columns (the first line
+            // of each name counts), then the columns in declaration order, so
+            // the first column in error is the one reported.
+            self.header_values.fill(None);
+            for (sent, value) in request.header_lines() {
+                for (h, found) in self.headers.iter().zip(&mut self.header_values) {
+                    if found.is_none() && header_name_is(sent, &h.name) {
+                        *found = Some(value);
+                    }
+                }
+            }
+            for (h, found) in self.headers.iter().zip(&self.header_values) {
+                let value = found.map(|(from, to)| &request.head[from..to]);
+                if let Err(message) = h.fill(value, &mut self.row) {
+                    write_error_json(body, message, Some(&h.name));
+                    return Outcome::Done(400);
+                }
             }
         }
         self.run_from(0, ctx, body)
