@@ -197,7 +197,6 @@ pub fn run_on_owner(state: &mut ShardState, op: &KeyedOp) -> KeyedReply {
 pub fn read_state(state: &ShardState, table: usize, key: Val<'_>) -> Option<Vec<Owned>> {
     let mut values = Vec::new();
     state
-        .table(table)?
-        .get(key, |v| values.push(Owned::from_val(v)))
+        .get(table, key, |v| values.push(Owned::from_val(v)))
         .then_some(values)
 }

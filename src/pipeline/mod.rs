@@ -27,7 +27,7 @@ use crate::http::Method;
 use crate::operator::{Operator, Read};
 use crate::plan::Planner;
 use crate::row::{Column, ColumnType, Columns};
-use crate::state::{TableKind, TableSpec};
+use crate::state::TableSpec;
 
 /// The path every shard answers for load-balancer health checks.
 pub const HEALTH_PATH: &str = "/health";
@@ -132,13 +132,11 @@ fn plan_read(
         .position(|(t, _)| t.name == read.value)
         .expect("configuration checked that read names a keyed state");
     let (spec, key_type) = &tables[table];
-    let values: Vec<(String, ColumnType)> = match &spec.kind {
-        TableKind::Aggregate(outputs) => outputs
-            .iter()
-            .map(|o| (o.name.clone(), o.output_type()))
-            .collect(),
-        TableKind::Changed { value_type } => vec![("value".to_string(), *value_type)],
-    };
+    let values: Vec<(String, ColumnType)> = spec
+        .read_values()
+        .into_iter()
+        .map(|(name, ty, _)| (name, ty))
+        .collect();
     let mut columns = Columns::new();
     let mut reply = Vec::with_capacity(1 + values.len());
     for (name, ty) in std::iter::once(("key".to_string(), *key_type)).chain(values) {
