@@ -25,6 +25,9 @@ pub struct ServiceConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// The routes, in file order (at least one).
     pub routes: Vec<RouteConfig>,
+    /// The declared `[[table]]`s, in file order; their state ids come
+    /// first, before the keyed steps' tables.
+    pub tables: Vec<super::TableConfig>,
     /// Whether `[limits] max_connections` was given in the file. When it
     /// was not, start-up may lower the default to fit `RLIMIT_NOFILE`; an
     /// explicit value that does not fit is refused.

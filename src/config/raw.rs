@@ -22,6 +22,8 @@ pub(crate) struct RawConfig {
     pub(crate) checkpoint: Option<TomlSpanned<RawCheckpoint>>,
     #[serde(default)]
     pub(crate) route: Vec<TomlSpanned<RawRoute>>,
+    #[serde(default)]
+    pub(crate) table: Vec<TomlSpanned<super::table::RawTable>>,
 }
 
 #[derive(Deserialize)]

@@ -384,7 +384,11 @@ impl<'a> Validator<'a> {
         })
     }
 
-    pub(crate) fn routes(&self, raw: Vec<TomlSpanned<RawRoute>>) -> Checked<Vec<RouteConfig>> {
+    pub(crate) fn routes(
+        &self,
+        raw: Vec<TomlSpanned<RawRoute>>,
+        tables: &[super::TableConfig],
+    ) -> Checked<Vec<RouteConfig>> {
         if raw.is_empty() {
             let end = self.source.text.len();
             return Err(self
@@ -393,7 +397,11 @@ impl<'a> Validator<'a> {
         }
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
         // Keyed state names, service-wide: name -> key of its definition.
-        let mut states: Vec<(String, String)> = Vec::new();
+        let mut states: Vec<(String, String)> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.value.clone(), format!("table[{i}].name")))
+            .collect();
         for (index, route) in raw.into_iter().enumerate() {
             let route = self.route(index, route, &mut states)?;
             if let Some(first) = routes
@@ -422,7 +430,7 @@ impl<'a> Validator<'a> {
                 );
                 return Err(if states.is_empty() {
                     err.with_expected(
-                        "the name of an aggregate or changed step (this service has none)",
+                        "the name of an aggregate or changed step or a [[table]] (this service has none)",
                     )
                 } else {
                     let names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();

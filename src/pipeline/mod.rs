@@ -97,7 +97,12 @@ fn http_method(m: crate::config::Method) -> Method {
 pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
     // Pipelines first, collecting keyed tables; read routes may name a
     // table declared by a later route.
-    let mut tables: Vec<(TableSpec, ColumnType)> = Vec::new();
+    // Declared [[table]]s first: their state ids are their file order.
+    let mut tables: Vec<(TableSpec, ColumnType)> = config
+        .tables
+        .iter()
+        .map(|t| (t.table_spec(), t.spec.key_type))
+        .collect();
     let mut routes: Vec<Option<RoutePlan>> = Vec::with_capacity(config.routes.len());
     for (ri, route) in config.routes.iter().enumerate() {
         routes.push(match route.read {

@@ -579,6 +579,17 @@ impl ShardState {
         }
     }
 
+    /// True when `op` writes a replicated table (the sequencer's work).
+    pub fn replicated_write(&self, op: &crate::forward::KeyedOp) -> bool {
+        use crate::forward::KeyedOp;
+        match op {
+            KeyedOp::Upsert { table, .. } | KeyedOp::Delete { table, .. } => {
+                self.replicated.get(*table).copied().unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
     /// The declared table with state id `id`.
     #[inline]
     pub fn declared_table(&self, id: usize) -> Option<&DeclaredTable> {
