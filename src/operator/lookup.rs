@@ -21,14 +21,36 @@ use crate::row::{Column, Columns, Row};
 use crate::state::{Scope, TableSpec, owner_shard};
 
 /// `missing` as written: `"null"` or `{ status, message }`.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum RawMissing {
     Word(String),
-    Answer {
-        status: TomlSpanned<i64>,
-        message: String,
-    },
+    Answer(RawAnswer),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnswer {
+    status: i64,
+    message: String,
+}
+
+impl<'de> Deserialize<'de> for RawMissing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawMissing, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawMissing;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"null\" or a table like { status = 404, message = \"...\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawMissing, E> {
+                Ok(RawMissing::Word(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawMissing, A::Error> {
+                RawAnswer::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawMissing::Answer)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The step's table in the file.
@@ -76,11 +98,11 @@ impl LookupConfig {
                             .error(span, "missing", format!("unknown value {w:?}"))
                             .with_expected("\"null\" or { status = 404, message = \"...\" }"));
                     }
-                    RawMissing::Answer { status, message } => {
-                        let code = *status.get_ref();
+                    RawMissing::Answer(RawAnswer { status, message }) => {
+                        let code = status;
                         if !(400..=599).contains(&code) {
                             return Err(c
-                                .error(status.span(), "missing.status", format!("status {code} is out of range"))
+                                .error(span, "missing.status", format!("status {code} is out of range"))
                                 .with_expected("an HTTP error status in 400..=599"));
                         }
                         Missing::Answer(code as u16, message)
