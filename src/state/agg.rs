@@ -485,7 +485,7 @@ impl Op {
 
     /// The accumulator from its state columns (`None`: the column is not in
     /// the file, the output is new and starts as a new key's would).
-    pub(crate) fn from_state(self, cols: &[Option<Val<'_>>], now_ms: i64) -> Acc {
+    pub(crate) fn acc_from_state(self, cols: &[Option<Val<'_>>], now_ms: i64) -> Acc {
         let value = cols.last().copied().flatten();
         match (value, self) {
             (None, _) => self.init(now_ms),
@@ -747,7 +747,7 @@ impl KeyedTable for AggregateTable {
         let mut at = 0;
         for op in self.ops.iter() {
             let w = op.state_width();
-            accs.push(op.from_state(&cols[at..at + w], now_ms));
+            accs.push(op.acc_from_state(&cols[at..at + w], now_ms));
             at += w;
         }
         AggregateTable::restore(self, key, &accs)

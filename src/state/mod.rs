@@ -355,13 +355,13 @@ pub fn validate_tables(specs: &[TableSpec]) -> Result<(), StateError> {
                 name: spec.name.clone(),
             });
         }
-        if let TableKind::Declared(d) = &spec.kind {
-            if d.columns.is_empty() {
-                return Err(StateError::Outputs {
-                    table: spec.name.clone(),
-                    message: "no columns; declare at least one".into(),
-                });
-            }
+        if let TableKind::Declared(d) = &spec.kind
+            && d.columns.is_empty()
+        {
+            return Err(StateError::Outputs {
+                table: spec.name.clone(),
+                message: "no columns; declare at least one".into(),
+            });
         }
         if let TableKind::Aggregate(outputs) = &spec.kind {
             if outputs.is_empty() {

@@ -276,7 +276,7 @@ fn restore_round_trips_every_op() {
                         .flatten()
                         .map(Some)
                         .collect();
-                    op.from_state(&cols, 0)
+                    op.acc_from_state(&cols, 0)
                 })
                 .collect();
             assert_eq!(restored, accs, "{ty} {key:?}");
