@@ -308,3 +308,140 @@ fn tables_survive_kill_9_after_a_committed_epoch_and_a_rescale() {
         p.stop();
     }
 }
+
+/// `POST /checkpoint` with the given extra header lines; the status.
+fn post_checkpoint(p: &Proc, headers: &str) -> (u16, String) {
+    let mut c = Client::connect(p.admin.expect("admin port"));
+    c.send(
+        format!("POST /checkpoint HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
+    let r = c.response();
+    (r.status, r.text().to_string())
+}
+
+#[test]
+fn admin_token_guards_mutating_admin_requests() {
+    let tmp = TempDir::new("tables-admin");
+    tmp.write("admin.token", "s3cret-token-0123456789\n");
+    let text = std::fs::read_to_string(config(&tmp, 1)).unwrap();
+    let with_token = tmp.write(
+        "token.toml",
+        &text.replace(
+            "admin_port = 0\n",
+            "admin_port = 0\nadmin_token_file = \"admin.token\"\n",
+        ),
+    );
+    let p = Proc::spawn(&with_token);
+    assert!(
+        p.log_text().contains("need the bearer token"),
+        "{}",
+        p.log_text()
+    );
+    assert_eq!(post_checkpoint(&p, "X-Coreline-Admin: 1\r\n").0, 401);
+    assert_eq!(
+        post_checkpoint(&p, "Authorization: Bearer wrong-token-0123456789\r\n").0,
+        401
+    );
+    let (status, body) = post_checkpoint(&p, "Authorization: Bearer s3cret-token-0123456789\r\n");
+    assert_eq!(status, 200, "{body}");
+    p.stop();
+
+    // No token, admin on a non-loopback address: refused, and the log says so.
+    let open = tmp.write(
+        "open.toml",
+        &text.replace(
+            "admin_port = 0\n",
+            "admin_port = 0\nadmin_host = \"0.0.0.0\"\n",
+        ),
+    );
+    let p = Proc::spawn(&open);
+    assert!(p.log_text().contains("refused"), "{}", p.log_text());
+    let (status, body) = post_checkpoint(&p, "X-Coreline-Admin: 1\r\n");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin_token_file"), "{body}");
+    p.stop();
+
+    // No token, loopback: the header is enough (as before).
+    let p = Proc::spawn(&config(&tmp, 1));
+    assert!(
+        p.log_text().contains("open without a token"),
+        "{}",
+        p.log_text()
+    );
+    assert_eq!(post_checkpoint(&p, "").0, 403);
+    assert_eq!(post_checkpoint(&p, "X-Coreline-Admin: 1\r\n").0, 200);
+    p.stop();
+
+    // A token file that is missing or too short is a config error with a place.
+    let bad = tmp.write(
+        "bad.toml",
+        &text.replace(
+            "admin_port = 0\n",
+            "admin_port = 0\nadmin_token_file = \"nope.token\"\n",
+        ),
+    );
+    let err = Proc::try_spawn(&bad).err().expect("refused");
+    assert!(
+        err.contains("bad.toml:7:") && err.contains("nope.token"),
+        "{err}"
+    );
+}
+
+#[test]
+fn table_declarations_are_checked_with_file_line_and_column() {
+    use coreline::config::{Source, parse};
+    let base = |table: &str, step: &str| {
+        format!(
+            "[service]\nname = \"t\"\nbase_port = 0\nshards = 1\n\n{table}\n[[route]]\npath = \"/x\"\nrequest = {{ k = \"int64\", v = \"float64\" }}\n  [[route.step]]\n  {step}\n"
+        )
+    };
+    let ok_table =
+        "[[table]]\nname = \"s\"\nkey = { k = \"int64\" }\ncolumns = { v = \"float64\" }\n";
+    for (table, step, place, what) in [
+        (
+            "[[table]]\nname = \"s\"\nkey = { k = \"float64\" }\ncolumns = { v = \"float64\" }\n",
+            "with_column = { name = \"a\", expr = \"1\" }",
+            "t.toml:8:13",
+            "table[0].key.k",
+        ),
+        (
+            "[[table]]\nname = \"s\"\nkey = { k = \"int64\" }\ncolumns = { v = \"float64\" }\nscope = \"global\"\n",
+            "with_column = { name = \"a\", expr = \"1\" }",
+            "t.toml:10:9",
+            "table[0].scope",
+        ),
+        (
+            ok_table,
+            "upsert = { table = \"nope\", key = \"k\", set = { v = \"v\" } }",
+            "t.toml:15:22",
+            "route[0].step[0].upsert.table",
+        ),
+        (
+            ok_table,
+            "upsert = { table = \"s\", key = \"k\", set = { w = \"v\" } }",
+            "t.toml:15:46",
+            "route[0].step[0].upsert.set.w",
+        ),
+        (
+            ok_table,
+            "lookup = { table = \"s\", key = \"v\" }",
+            "t.toml:15:33",
+            "route[0].step[0].lookup.key",
+        ),
+    ] {
+        let text = base(table, step);
+        let e = parse(Source {
+            path: "t.toml".into(),
+            text: text.clone(),
+        })
+        .and_then(coreline::pipeline::plan)
+        .map(|_| ())
+        .expect_err(&text)
+        .to_string();
+        assert!(
+            e.contains(place) && e.contains(what),
+            "{place} {what}:\n{e}"
+        );
+    }
+}

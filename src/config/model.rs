@@ -74,6 +74,12 @@ pub struct Service {
     /// close`), so that load balancers move traffic away before the shards
     /// stop accepting and drain. Default 0 (drain at once).
     pub lame_duck: Duration,
+    /// `admin_token_file = "admin.token"` (relative to the config file):
+    /// the bearer token mutating admin requests (`POST /checkpoint`) must
+    /// carry as `Authorization: Bearer <token>`. Without it they are open
+    /// (with the `X-Coreline-Admin` header) only when `admin_host` is a
+    /// loopback address.
+    pub admin_token: Option<crate::admin::AdminToken>,
     /// How `coreline run` writes its logs. Default [`LogFormat::Text`].
     pub log_format: LogFormat,
     /// Which answers the access log records. Default

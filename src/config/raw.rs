@@ -40,6 +40,7 @@ pub(crate) struct RawService {
     pub(crate) lame_duck: Option<TomlSpanned<RawDuration>>,
     pub(crate) log_format: Option<TomlSpanned<String>>,
     pub(crate) access_log: Option<TomlSpanned<String>>,
+    pub(crate) admin_token_file: Option<TomlSpanned<String>>,
 }
 
 #[derive(Deserialize)]

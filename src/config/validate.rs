@@ -223,7 +223,40 @@ impl<'a> Validator<'a> {
                 .unwrap_or(Duration::ZERO),
             log_format,
             access_log,
+            admin_token: match raw.admin_token_file {
+                None => None,
+                Some(f) => Some(self.admin_token(f)?),
+            },
         })
+    }
+
+    /// Reads `admin_token_file` (relative to the config file): its first
+    /// line, trimmed, at least 16 characters.
+    fn admin_token(&self, f: TomlSpanned<String>) -> Checked<crate::admin::AdminToken> {
+        let key = "service.admin_token_file";
+        let base = self.source.path.parent().unwrap_or(Path::new(""));
+        let path = base.join(f.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                f.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )
+            .with_expected("a readable file holding the admin bearer token")
+        })?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self
+                .err(
+                    f.span(),
+                    key,
+                    format!("{} does not hold a usable token", path.display()),
+                )
+                .with_expected(
+                    "a first line of at least 16 printable ASCII characters, no spaces",
+                ));
+        }
+        Ok(crate::admin::AdminToken::new(token.to_string()))
     }
 
     fn cores(
