@@ -5,15 +5,30 @@
 //!
 //! - [`owner_shard`] / [`key_hash`]: the stable key hash (see [`key`] docs;
 //!   it is a compatibility contract).
-//! - [`AggregateTable`] (one per `aggregate` step per shard) and
-//!   [`ChangedTable`] (one per `changed` step per shard), built from
+//! - [`AggregateTable`] (one per `aggregate` step per shard),
+//!   [`ChangedTable`] (one per `changed` step per shard) and
+//!   [`DeclaredTable`] (one per `[[table]]` per shard), built from
 //!   [`TableSpec`]s and held together in a [`ShardState`], indexed by the
-//!   state id the plan assigns in configuration order.
+//!   state id the plan assigns (declared tables first, then keyed steps in
+//!   configuration order).
 //! - [`Capture`]: one shard's changes during one epoch, handed to the
 //!   checkpoint writer.
 //!
 //! Keys are `utf8`, `int64` or `bool` values; null and float keys are
-//! rejected ([`KeyError`]). Keys are never removed.
+//! rejected ([`KeyError`]). Keys are never removed from the slot index (a
+//! declared table's deleted row keeps its slot, marked absent).
+//!
+//! # The checkpoint seam
+//!
+//! The checkpoint code never matches on table kinds. A kind supplies, next
+//! to its table: its state columns ([`TableSpec::state_columns`], the Arrow
+//! columns of its per-key state), the record of a changed key in the one
+//! generic `DeltaLog` (those columns' values), its restore from them and
+//! its read values (the `KeyedTable` trait), and its compatibility check
+//! against a checkpoint ([`TableSpec::reconcile`]). Adding a keyed kind is
+//! its file in `state/`, its `TableKind`/`ShardState::build` arms and its
+//! step file in `operator/`; `checkpoint/` is untouched (declared tables
+//! were added that way).
 //!
 //! # Capturing state without stalling (the design)
 //!
