@@ -12,10 +12,19 @@
 //! cannot lock out a health check. `POST /checkpoint` waits for its epoch
 //! without blocking the loop.
 //!
-//! Mutating endpoints (`POST /checkpoint`) require the header
-//! `X-Coreline-Admin` (any non-empty value, e.g. `1`): a browser cannot add a custom header to a
-//! cross-origin request without a CORS preflight, which this endpoint never
-//! grants, so a web page cannot trigger them.
+//! Mutating endpoints (`POST /checkpoint`) are protected two ways:
+//!
+//! - with `[service] admin_token_file`, they need `Authorization: Bearer
+//!   <token>` (compared in constant time); the `X-Coreline-Admin` header is
+//!   then not enough;
+//! - without a token, they need the header `X-Coreline-Admin` (any
+//!   non-empty value, e.g. `1`: a browser cannot add a custom header to a
+//!   cross-origin request without a CORS preflight, which this endpoint
+//!   never grants, so a web page cannot trigger them), and they are open
+//!   only when the admin port binds a loopback address; on any other
+//!   address they are refused (403) until a token is configured.
+//!
+//! The start-up log says which of the three applies.
 //!
 //! It never touches shard data directly; each request that needs metrics
 //! asks every shard for a [`ShardSnapshot`](crate::metrics::ShardSnapshot)
@@ -58,6 +67,94 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// The header a mutating admin request must carry (any non-empty value,
 /// e.g. `1`).
 pub const ADMIN_HEADER: &str = "X-Coreline-Admin";
+
+/// The admin bearer token (`[service] admin_token_file`). Its `Debug`
+/// never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// A token (already read and checked by the configuration).
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(token)
+    }
+
+    /// Constant-time comparison with a presented token.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let want = self.0.as_bytes();
+        let mut diff = want.len() ^ presented.len();
+        for (i, &b) in want.iter().enumerate() {
+            diff |= usize::from(b ^ presented.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Who may call mutating admin endpoints.
+#[derive(Debug, Clone)]
+enum Guard {
+    /// `Authorization: Bearer <token>`.
+    Token(AdminToken),
+    /// `X-Coreline-Admin` on a loopback admin address.
+    Loopback,
+    /// Nobody: the admin address is not loopback and no token is set.
+    Closed(std::net::IpAddr),
+}
+
+impl Guard {
+    /// `Ok` when the request head may mutate; else the status and why.
+    fn check(&self, head: &[u8]) -> Result<(), (u16, String)> {
+        match self {
+            Guard::Token(token) => {
+                if bearer(head).is_some_and(|t| token.matches(t)) {
+                    Ok(())
+                } else {
+                    Err((
+                        401,
+                        "mutating admin requests need `Authorization: Bearer <token>` with the token of [service] admin_token_file".into(),
+                    ))
+                }
+            }
+            Guard::Loopback if admin_header(head) => Ok(()),
+            Guard::Loopback => Err((
+                403,
+                format!(
+                    "POST /checkpoint needs the header `{ADMIN_HEADER}: 1` (mutating admin requests must not be possible from a web page)"
+                ),
+            )),
+            Guard::Closed(ip) => Err((
+                403,
+                format!(
+                    "mutating admin requests are refused: the admin port binds {ip}, not a loopback address, and no [service] admin_token_file is set"
+                ),
+            )),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+fn bearer(head: &[u8]) -> Option<&[u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(head).ok()?;
+    let value = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("authorization"))?
+        .value;
+    let rest = value.trim_ascii();
+    if rest.len() > 7 && rest[..7].eq_ignore_ascii_case(b"bearer ") {
+        Some(rest[7..].trim_ascii())
+    } else {
+        None
+    }
+}
 
 /// Where one admin connection is.
 enum Phase {
@@ -146,6 +243,8 @@ pub struct Admin {
     started: Instant,
     /// Wall-clock time of `started`, for `process_start_time_seconds`.
     started_at: SystemTime,
+    /// The bound address, once spawned.
+    addr: Option<SocketAddr>,
 }
 
 /// A running admin endpoint.
@@ -169,6 +268,7 @@ impl Admin {
             coordinator,
             started: Instant::now(),
             started_at: SystemTime::now(),
+            addr: None,
         }
     }
 
@@ -199,11 +299,35 @@ impl Admin {
         }
     }
 
+    /// Who may mutate, given the configuration and the bound address.
+    fn guard(&self) -> Guard {
+        match (&self.plan.config.service.admin_token, self.addr) {
+            (Some(t), _) => Guard::Token(t.clone()),
+            (None, Some(a)) if !a.ip().is_loopback() => Guard::Closed(a.ip()),
+            (None, _) => Guard::Loopback,
+        }
+    }
+
     /// Serves on `listener` from a new thread.
-    pub fn spawn(self, listener: TcpListener) -> AdminHandle {
+    pub fn spawn(mut self, listener: TcpListener) -> AdminHandle {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
+        self.addr = Some(addr);
+        match self.guard() {
+            Guard::Token(_) => tracing::info!(
+                %addr,
+                "admin: mutating endpoints need the bearer token of admin_token_file"
+            ),
+            Guard::Loopback => tracing::info!(
+                %addr,
+                "admin: mutating endpoints are open without a token (loopback address; header {ADMIN_HEADER} required)"
+            ),
+            Guard::Closed(ip) => tracing::warn!(
+                %addr,
+                "admin: mutating endpoints are refused: {ip} is not loopback and no admin_token_file is set"
+            ),
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let draining = Arc::new(AtomicBool::new(false));
         let (s, d) = (stop.clone(), draining.clone());
@@ -413,7 +537,8 @@ impl Admin {
             Ok(Decoded::Request { request, consumed }) => {
                 let (method, head) = (request.method, request.method == Method::Head);
                 if method == Method::Post && request.path == "/checkpoint" {
-                    let authorised = admin_header(&c.buf[..consumed]);
+                    let verdict = self.guard().check(&c.buf[..consumed]);
+                    let authorised = verdict.is_ok();
                     let rx = match (&self.coordinator, authorised) {
                         (Some(coordinator), true) => Some(coordinator.request_checkpoint()),
                         _ => None,
@@ -422,16 +547,8 @@ impl Admin {
                         c.phase = Phase::Checkpoint(rx);
                         return Some(Step::Keep);
                     }
-                    if !authorised {
-                        c.respond(
-                            403,
-                            ContentType::Json,
-                            &error_body(&format!(
-                                "POST /checkpoint needs the header `{ADMIN_HEADER}: 1` (mutating admin requests must not be possible from a web page)"
-                            )),
-                            false,
-                            None,
-                        );
+                    if let Err((status, why)) = verdict {
+                        c.respond(status, ContentType::Json, &error_body(&why), false, None);
                         return Some(Step::Keep);
                     }
                 }

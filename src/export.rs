@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::pipeline::Plan;
 use crate::row::{ColumnType, Val};
-use crate::state::{AggFn, ShardState, TableKind, TableSpec};
+use crate::state::{ShardState, TableSpec};
 
 /// Output formats of `coreline state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,32 +155,17 @@ fn table_rows(state: &ShardState, id: usize, spec: &TableSpec) -> TableRows {
         rows: Vec::new(),
     };
     let mut key_type = None;
-    match &spec.kind {
-        TableKind::Aggregate(outputs) => {
-            for o in outputs {
-                t.names.push(o.name.clone());
-                t.types.push(o.output_type());
-                t.times.push(o.func == AggFn::FirstSeen);
-            }
-            let table = state.aggregate(id).expect("table ids follow the plan");
-            for (key, values) in table.iter() {
-                key_type = key_type.or(val_type(key));
-                let mut row = vec![val_json(key)];
-                row.extend(values.iter().map(val_json));
-                t.rows.push(row);
-            }
-        }
-        TableKind::Changed { value_type } => {
-            t.names.push("value".into());
-            t.types.push(*value_type);
-            t.times.push(false);
-            let table = state.changed(id).expect("table ids follow the plan");
-            for (key, value) in table.iter() {
-                key_type = key_type.or(val_type(key));
-                t.rows.push(vec![val_json(key), val_json(value)]);
-            }
-        }
+    for (name, ty, time) in spec.read_values() {
+        t.names.push(name);
+        t.types.push(ty);
+        t.times.push(time);
     }
+    state.for_each(id, |key, values| {
+        key_type = key_type.or(val_type(key));
+        let mut row = vec![val_json(key)];
+        row.extend(values.map(val_json));
+        t.rows.push(row);
+    });
     t.types[0] = key_type.unwrap_or(ColumnType::Utf8);
     // A stable order: by key, so two exports of one epoch are identical.
     t.rows.sort_by(|a, b| cmp_json(&a[0], &b[0]));

@@ -25,6 +25,7 @@
 //! late reply never lands in a slot reused by a newer forward.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::task::{Poll, Waker};
 
 use glommio::channels::local_channel::LocalReceiver;
@@ -103,6 +104,22 @@ pub enum KeyedOp {
         /// Request time (unix ms), for `first_seen()`.
         now_ms: i64,
     },
+    /// Set columns of a declared table's row (`None`: keep the column).
+    Upsert {
+        /// State table id.
+        table: usize,
+        /// The key.
+        key: Owned,
+        /// Per table column: the new value, or `None` to keep it.
+        set: Vec<Option<Owned>>,
+    },
+    /// Delete a declared table's row.
+    Delete {
+        /// State table id.
+        table: usize,
+        /// The key.
+        key: Owned,
+    },
     /// Read a key's state without changing it.
     Read {
         /// State table id.
@@ -137,6 +154,11 @@ pub enum ShardMessage {
         /// What to run.
         op: KeyedOp,
     },
+    /// Sequencer (shard 0) to every other shard: apply this replicated
+    /// write now, between two requests, and answer [`ShardMessage::Applied`].
+    Apply(KeyedOp),
+    /// A shard applied the replicated write the sequencer sent last.
+    Applied,
     /// The answer to a request.
     Reply {
         /// Connection slot on the receiving shard.
@@ -215,6 +237,22 @@ pub(crate) struct Mesh {
     senders: Vec<Option<ConnectedSender<ShardMessage>>>,
     /// Forwards sent so far: the source of forward generations.
     forwards: Cell<u64>,
+    /// Shard 0 only: replicated writes waiting for the sequencer.
+    writes: RefCell<VecDeque<Write>>,
+    sequencer: RefCell<Option<Waker>>,
+    /// `Applied` answers the sequencer has received for its current write.
+    applied: Cell<usize>,
+}
+
+/// The shard that orders replicated writes.
+pub(crate) const SEQUENCER: usize = 0;
+
+/// A replicated write waiting for the sequencer: who to answer, and what.
+struct Write {
+    from: usize,
+    slot: usize,
+    generation: u64,
+    op: KeyedOp,
 }
 
 impl Mesh {
@@ -247,6 +285,9 @@ impl Mesh {
             index,
             senders,
             forwards: Cell::new(0),
+            writes: RefCell::new(VecDeque::new()),
+            sequencer: RefCell::new(None),
+            applied: Cell::new(0),
         };
         (mesh, incoming_rx)
     }
@@ -265,6 +306,17 @@ impl Mesh {
         self.forwards.set(generation);
         waiting.generation.set(generation);
         waiting.reply.borrow_mut().take();
+        if owner == self.index {
+            // A replicated write on the sequencer itself: queue it like a
+            // peer's; the sequencer answers through `deliver`.
+            self.enqueue(Write {
+                from: self.index,
+                slot,
+                generation,
+                op,
+            });
+            return wait(waiting).await;
+        }
         let Some(Some(tx)) = self.senders.get(owner) else {
             return KeyedReply::Failed(503, format!("shard {owner} is not reachable"));
         };
@@ -277,14 +329,85 @@ impl Mesh {
         if tx.send(message).await.is_err() {
             return KeyedReply::Failed(503, format!("shard {owner} has stopped"));
         }
-        std::future::poll_fn(|cx| match waiting.reply.borrow_mut().take() {
-            Some(reply) => Poll::Ready(reply),
+        wait(waiting).await
+    }
+
+    fn enqueue(&self, write: Write) {
+        self.writes.borrow_mut().push_back(write);
+        if let Some(w) = self.sequencer.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+async fn wait(waiting: &ForwardSlot) -> KeyedReply {
+    std::future::poll_fn(|cx| match waiting.reply.borrow_mut().take() {
+        Some(reply) => Poll::Ready(reply),
+        None => {
+            *waiting.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The replicated-write sequencer, run on shard [`SEQUENCER`] only.
+///
+/// Every upsert or delete on a replicated table, from any shard, is
+/// forwarded here and queued in arrival order. The sequencer takes one
+/// write at a time: applies it to its own state (a refused write, such as
+/// a wrong type, stops here and changes nothing anywhere), sends it as
+/// [`ShardMessage::Apply`] to every other shard, waits until each has
+/// answered [`ShardMessage::Applied`] (each applies it in its inbox,
+/// between two of its own requests), and only then answers the request.
+/// One write in flight at a time and FIFO channels give every shard the
+/// same order of writes, and a reply means every shard's lookups already
+/// see the new row. The cost is one round trip to every shard per write
+/// (control traffic), none on lookups.
+pub(crate) async fn sequencer(
+    mesh: &Mesh,
+    state: &RefCell<ShardState>,
+    deliver: impl Fn(usize, u64, KeyedReply),
+) {
+    loop {
+        let write = std::future::poll_fn(|cx| match mesh.writes.borrow_mut().pop_front() {
+            Some(w) => Poll::Ready(w),
             None => {
-                *waiting.waker.borrow_mut() = Some(cx.waker().clone());
+                *mesh.sequencer.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             }
         })
-        .await
+        .await;
+        let reply = run_on_owner(&mut state.borrow_mut(), &write.op);
+        if !matches!(reply, KeyedReply::Failed(..)) {
+            mesh.applied.set(0);
+            let mut expected = 0;
+            for tx in mesh.senders.iter().flatten() {
+                if tx.send(ShardMessage::Apply(write.op.clone())).await.is_ok() {
+                    expected += 1;
+                }
+            }
+            std::future::poll_fn(|cx| {
+                if mesh.applied.get() >= expected {
+                    Poll::Ready(())
+                } else {
+                    *mesh.sequencer.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+        if write.from == mesh.index {
+            deliver(write.slot, write.generation, reply);
+        } else if let Some(Some(tx)) = mesh.senders.get(write.from) {
+            let _ = tx
+                .send(ShardMessage::Reply {
+                    slot: write.slot,
+                    generation: write.generation,
+                    reply,
+                })
+                .await;
+        }
     }
 }
 
@@ -306,6 +429,15 @@ pub(crate) async fn inbox(
                 generation,
                 op,
             } => {
+                if mesh.index == SEQUENCER && state.borrow().replicated_write(&op) {
+                    mesh.enqueue(Write {
+                        from,
+                        slot,
+                        generation,
+                        op,
+                    });
+                    continue;
+                }
                 let reply = run_on_owner(&mut state.borrow_mut(), &op);
                 let Some(Some(tx)) = mesh.senders.get(from) else {
                     continue;
@@ -318,6 +450,18 @@ pub(crate) async fn inbox(
                 // Channels hold as many messages as a shard has connections,
                 // so this only waits if the origin shard is not reading.
                 let _ = tx.send(message).await;
+            }
+            ShardMessage::Apply(op) => {
+                run_on_owner(&mut state.borrow_mut(), &op);
+                if let Some(Some(tx)) = mesh.senders.get(SEQUENCER) {
+                    let _ = tx.send(ShardMessage::Applied).await;
+                }
+            }
+            ShardMessage::Applied => {
+                mesh.applied.set(mesh.applied.get() + 1);
+                if let Some(w) = mesh.sequencer.borrow_mut().take() {
+                    w.wake();
+                }
             }
             ShardMessage::Reply {
                 slot,

@@ -72,6 +72,8 @@
 //! | where is an epoch taken? | `src/shard.rs` (`housekeeping` polls `ShardCheckpoint`), `src/state/mod.rs` (`ShardState::capture`) |
 //! | where is an epoch committed? | `src/checkpoint/coordinator.rs` |
 //! | where is a config error rendered? | `src/config/error.rs` |
+//! | where is a declared `[[table]]` read and written? | `src/operator/{upsert,delete,lookup}.rs` over `src/state/declared.rs`; replicated writes through `forward::sequencer` |
+//! | how does a table kind reach the checkpoint? | `src/state/mod.rs` (`KeyedTable`, `TableSpec::state_columns`), `src/state/log.rs` (`DeltaLog`) |
 //! | where is a model scored? | `src/operator/score.rs` over `src/model/` |
 #![deny(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks)]

@@ -12,7 +12,7 @@ use std::ops::Range;
 use crate::config::{ConfigError, Source, Spanned, step_key};
 use crate::expr::{self, Expr};
 use crate::row::{Column, ColumnType, Columns};
-use crate::state::TableSpec;
+use crate::state::{DeclaredSpec, TableKind, TableSpec};
 
 /// The state of one route's planning, lent to each of its steps in turn.
 pub struct Planner<'a> {
@@ -163,6 +163,36 @@ impl<'a> Planner<'a> {
     pub fn declare_table(&mut self, spec: TableSpec, key_type: ColumnType) -> usize {
         self.tables.push((spec, key_type));
         self.tables.len() - 1
+    }
+
+    /// The declared `[[table]]` named by the step's `field`: its state id
+    /// and spec, or an error listing the declared tables.
+    pub fn declared_table(
+        &self,
+        name: &Spanned<String>,
+        field: &str,
+    ) -> Result<(usize, DeclaredSpec), ConfigError> {
+        for (id, (spec, _)) in self.tables.iter().enumerate() {
+            if let (true, TableKind::Declared(d)) = (spec.name == name.value, &spec.kind) {
+                return Ok((id, d.clone()));
+            }
+        }
+        let names: Vec<&str> = self
+            .tables
+            .iter()
+            .filter(|(t, _)| matches!(t.kind, TableKind::Declared(_)))
+            .map(|(t, _)| t.name.as_str())
+            .collect();
+        let err = self.error(
+            name.span.clone(),
+            field,
+            format!("unknown table {:?}", name.value),
+        );
+        Err(if names.is_empty() {
+            err.with_expected("the name of a [[table]] (this service declares none)")
+        } else {
+            err.with_expected(format!("one of: {}", names.join(", ")))
+        })
     }
 
     /// The route's columns, once its steps are planned.

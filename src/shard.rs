@@ -249,6 +249,15 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         }
     }
 
+    if shard.index == forward::SEQUENCER {
+        let shard = shard.clone();
+        let task = async move {
+            let deliver = |slot, generation, reply| shard.deliver(slot, generation, reply);
+            forward::sequencer(&shard.mesh, &shard.state, deliver).await;
+        };
+        inboxes.push(glommio::spawn_local_into(task, conn_queue).expect("task queue exists"));
+    }
+
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let (exit_tx, exit_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let keeper = glommio::spawn_local_into(

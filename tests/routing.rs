@@ -479,79 +479,94 @@ fn read_route_decodes_utf8_keys() {
 }
 
 // ---------------------------------------------------------------------------
-// 9. `changed`: the thermostat example end to end
+// 9. The thermostat of seed 003 end to end: settings changed live
 // ---------------------------------------------------------------------------
 
-fn reading(c: &mut Client, sensor: &str, temp: f64) -> (bool, bool, i64) {
-    let body = format!(r#"{{"sensor":"{sensor}","temp":{temp:?}}}"#);
+fn reading(c: &mut Client, sensor: i64, temp: f64) -> (i64, bool) {
+    let body = format!(r#"{{"sensor_id":{sensor},"temperature":{temp:?}}}"#);
     let r = c.post("/readings", &body);
     assert_eq!(r.status, 200, "{body}: {}", r.text());
     let j = r.json();
-    assert_eq!(j["sensor"], sensor, "{}", r.text());
-    (
-        j["heat"].as_bool().unwrap(),
-        j["send"].as_bool().unwrap(),
-        j["readings"].as_i64().unwrap(),
-    )
+    assert_eq!(j["sensor_id"], sensor, "{}", r.text());
+    (j["action"].as_i64().unwrap(), j["send"].as_bool().unwrap())
+}
+
+fn set_point(c: &mut Client, sensor: i64, desired: f64, delta: f64) {
+    let body = format!(
+        r#"{{"sensor_id":{sensor},"desired":{desired:?},"up_delta":{delta:?},"down_delta":{delta:?}}}"#
+    );
+    let r = c.post("/settings", &body);
+    assert_eq!(r.status, 200, "{body}: {}", r.text());
+    assert_eq!(r.json()["desired"], desired, "{}", r.text());
 }
 
 #[test]
-fn changed_sends_a_control_only_when_the_decision_flips() {
+fn thermostat_uses_a_set_point_changed_mid_stream_on_the_very_next_reading() {
     let tmp = TempDir::new("routing-thermostat");
     let cfg = example("thermostat.toml", &tmp, 2);
     let p = Proc::spawn(&cfg);
+    // Persistent connections, one per port, kept for the whole stream.
     let mut cs: Vec<Client> = p.shards.iter().map(|a| Client::connect(*a)).collect();
-    let sensors = [
-        keys_owned_by("kitchen", 0, 2, 1).remove(0),
-        keys_owned_by("attic", 1, 2, 1).remove(0),
-    ];
-    // (temp, heat, send)
-    let script = [
-        (18.0, true, true), // first reading: always send
-        (18.5, true, false),
-        (19.9, true, false),
-        (20.0, false, true), // 20.0 is not < 20.0
-        (25.0, false, false),
-        (19.0, true, true),
-    ];
-    for sensor in &sensors {
-        for (i, &(temp, heat, send)) in script.iter().enumerate() {
-            let got = reading(&mut cs[i % 2], sensor, temp);
-            assert_eq!(
-                got,
-                (heat, send, i as i64 + 1),
-                "{sensor} reading #{i} {temp}"
-            );
-        }
-        for c in cs.iter_mut() {
-            let r = c.get(&format!("/heater?key={sensor}"));
-            assert_eq!(r.status, 200, "{}", r.text());
-            assert_eq!(r.text(), format!(r#"{{"key":"{sensor}","value":true}}"#));
-            let r = c.get(&format!("/sensors?key={sensor}"));
-            assert_eq!(r.status, 200, "{}", r.text());
-            assert_eq!(r.json()["readings"], 6, "{}", r.text());
-            assert_eq!(r.json()["temp_max"], 25.0, "{}", r.text());
-        }
+    // No settings yet: in band, nothing sent.
+    assert_eq!(reading(&mut cs[0], 7, 10.0), (-1, false));
+    set_point(&mut cs[1], 7, 20.0, 1.0);
+    // (temperature, action, send) against desired 20 +- 1.
+    for (i, &(t, action, send)) in [
+        (18.5, 0, true), // heater on: send
+        (18.7, 0, false),
+        (20.0, -1, false), // in band
+        (18.0, 0, false),  // on again, but already sent
+        (21.5, 1, true),   // off: send
+        (20.5, -1, false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(
+            reading(&mut cs[i % 2], 7, t),
+            (action, send),
+            "reading #{i} {t}"
+        );
     }
-    assert_eq!(cs[0].get("/heater?key=cellar").status, 404);
+    // Mid-stream, the set point moves (on one port); the very next reading,
+    // on the other port and on the first, uses it.
+    for round in 0..20 {
+        let (a, b) = (round % 2, 1 - round % 2);
+        let desired = if round % 2 == 0 { 25.0 } else { 15.0 };
+        set_point(&mut cs[a], 7, desired, 0.5);
+        let expect = if desired > 20.0 { 0 } else { 1 };
+        let got = reading(&mut cs[b], 7, 20.0);
+        assert_eq!(got, (expect, true), "round {round}: desired {desired}");
+        let got = reading(&mut cs[a], 7, 20.0);
+        assert_eq!(got, (expect, false), "round {round}: desired {desired}");
+    }
+    for c in cs.iter_mut() {
+        let r = c.get("/settings?key=7");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        assert_eq!(
+            (&j["key"], &j["desired"], &j["up_delta"], &j["down_delta"]),
+            (&7.into(), &15.0.into(), &0.5.into(), &0.5.into()),
+            "{}",
+            r.text()
+        );
+    }
+    // Deltas default to 0.5 when left out.
+    let r = cs[0].post("/settings", r#"{"sensor_id":8,"desired":21.0}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["up_delta"], 0.5);
+    assert_eq!(reading(&mut cs[1], 8, 20.4), (0, true));
     drop(cs);
-    // A graceful stop checkpoints the decisions: after a restart an
-    // unchanged decision is still not re-sent.
+    // A graceful stop checkpoints settings and the last action sent.
     p.stop();
     let p = Proc::spawn(&cfg);
     let mut cs: Vec<Client> = p.shards.iter().map(|a| Client::connect(*a)).collect();
-    for sensor in &sensors {
-        assert_eq!(
-            reading(&mut cs[1], sensor, 19.5),
-            (true, false, 7),
-            "{sensor}"
-        );
-        assert_eq!(
-            reading(&mut cs[0], sensor, 21.0),
-            (false, true, 8),
-            "{sensor}"
-        );
-    }
-    assert_eq!(reading(&mut cs[0], "cellar", 21.0), (false, true, 1));
+    assert_eq!(
+        reading(&mut cs[1], 7, 20.0),
+        (1, false),
+        "restored, not re-sent"
+    );
+    assert_eq!(reading(&mut cs[0], 7, 14.0), (0, true));
+    assert_eq!(reading(&mut cs[0], 8, 22.0), (1, true));
     p.stop();
 }

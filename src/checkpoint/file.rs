@@ -16,6 +16,15 @@
 //! | `<table>.<output>.sum` | float64         | `avg` only: running sum                        |
 //! | `<table>.<output>.n`   | int64           | `avg` only: number of values                   |
 //! | `<table>.value`        | the value type  | a `changed` table's last value                 |
+//! | `<table>.<column>`     | the column type | a declared `[[table]]`'s column                |
+//! | `<table>#present`      | bool            | a declared table: false records a deleted key  |
+//!
+//! The columns of a table are its kind's
+//! [`state_columns`](crate::state::TableSpec::state_columns), so this file
+//! never looks inside a kind: the writer's mirror holds each key's state
+//! columns as values, recovery hands them back to the kind's `restore`. A
+//! replicated declared table is written once, in shard 0's file, and
+//! restored into every shard.
 //!
 //! Columns of other tables are null in a table's rows. The schema metadata
 //! carries `coreline.format`, `coreline.epoch`, `coreline.shard`,
@@ -29,6 +38,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Write};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,29 +54,15 @@ use arrow_ipc::writer::FileWriter;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::manifest::{MANIFEST_FORMAT, SnapshotKind, TableDesc};
-use crate::row::{ColumnType, Val};
-use crate::state::{Acc, AggFn, Op, ShardState, TableKind, TableSpec, key_type_name, owner_shard};
+use crate::row::{ColumnType, Slot, Val};
+use crate::state::{ShardState, TableSpec, key_type_name, owner_shard};
 
 /// Rows per record batch.
 const BATCH_ROWS: usize = 64 * 1024;
 
-/// What a state column holds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum What {
-    /// Aggregate output `i`'s value.
-    Value(usize),
-    /// Aggregate output `i`'s running sum (`avg`).
-    AvgSum(usize),
-    /// Aggregate output `i`'s count (`avg`).
-    AvgN(usize),
-    /// A changed table's last value.
-    Changed,
-}
-
 #[derive(Debug, Clone)]
 struct ColDef {
     table: usize,
-    what: What,
     ty: ColumnType,
     /// An int64 of unix milliseconds stored as an Arrow timestamp (ms, UTC):
     /// `first_seen()` outputs.
@@ -90,29 +86,14 @@ impl ColDef {
     }
 }
 
-/// Positions in `Layout::cols` of one aggregate output's columns.
-#[derive(Debug, Clone, Copy)]
-struct OutCols {
-    value: usize,
-    /// `avg` only: running sum and count.
-    avg: Option<(usize, usize)>,
-}
-
-/// The columns of shard files for one table list.
+/// The columns of shard files for one table list: every table's state
+/// columns ([`TableSpec::state_columns`]), table after table.
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     tables: Vec<TableSpec>,
-    ops: Vec<Vec<Op>>,
     cols: Vec<ColDef>,
-    /// Per table: its aggregate outputs' columns (empty for `changed`).
-    outputs: Vec<Vec<OutCols>>,
-    /// Per table: the `changed` value column.
-    changed: Vec<Option<usize>>,
-}
-
-/// The value column of an aggregate output.
-fn value_col(table: &str, output: &str) -> String {
-    format!("{table}.{output}")
+    /// Per table: its columns' range in `cols`.
+    ranges: Vec<Range<usize>>,
 }
 
 impl Layout {
@@ -120,61 +101,16 @@ impl Layout {
     /// produce the same column name.
     pub(crate) fn new(tables: &[TableSpec]) -> Result<Layout, String> {
         let mut cols = Vec::new();
-        let mut ops = Vec::new();
-        let mut out_cols = Vec::new();
-        let mut changed = Vec::new();
+        let mut ranges = Vec::with_capacity(tables.len());
         for (t, spec) in tables.iter().enumerate() {
-            let mut table_outs = Vec::new();
-            let mut changed_col = None;
-            match &spec.kind {
-                TableKind::Aggregate(outputs) => {
-                    ops.push(outputs.iter().map(Op::of).collect());
-                    for (i, o) in outputs.iter().enumerate() {
-                        let name = value_col(&spec.name, &o.name);
-                        let avg = (o.func == AggFn::Avg).then_some((cols.len(), cols.len() + 1));
-                        table_outs.push(OutCols {
-                            value: cols.len() + if avg.is_some() { 2 } else { 0 },
-                            avg,
-                        });
-                        if o.func == AggFn::Avg {
-                            cols.push(ColDef {
-                                table: t,
-                                what: What::AvgSum(i),
-                                ty: ColumnType::Float64,
-                                time: false,
-                                name: format!("{name}.sum"),
-                            });
-                            cols.push(ColDef {
-                                table: t,
-                                what: What::AvgN(i),
-                                ty: ColumnType::Int64,
-                                time: false,
-                                name: format!("{name}.n"),
-                            });
-                        }
-                        cols.push(ColDef {
-                            table: t,
-                            what: What::Value(i),
-                            ty: o.output_type(),
-                            time: o.func == AggFn::FirstSeen,
-                            name,
-                        });
-                    }
-                }
-                TableKind::Changed { value_type } => {
-                    ops.push(Vec::new());
-                    changed_col = Some(cols.len());
-                    cols.push(ColDef {
-                        table: t,
-                        what: What::Changed,
-                        ty: *value_type,
-                        time: false,
-                        name: format!("{}.value", spec.name),
-                    });
-                }
-            }
-            out_cols.push(table_outs);
-            changed.push(changed_col);
+            let start = cols.len();
+            cols.extend(spec.state_columns().into_iter().map(|c| ColDef {
+                table: t,
+                ty: c.ty,
+                time: c.time,
+                name: c.name,
+            }));
+            ranges.push(start..cols.len());
         }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for name in ["table", "key", "key_type"] {
@@ -200,11 +136,21 @@ impl Layout {
         }
         Ok(Layout {
             tables: tables.to_vec(),
-            ops,
             cols,
-            outputs: out_cols,
-            changed,
+            ranges,
         })
+    }
+
+    /// For each state column of `current`, the index of the column of the
+    /// same name of written table `written` in this layout (`None`: not in
+    /// the file).
+    pub(crate) fn sources(&self, written: usize, current: &TableSpec) -> Vec<Option<usize>> {
+        let range = self.ranges[written].clone();
+        current
+            .state_columns()
+            .iter()
+            .map(|c| range.clone().find(|&i| self.cols[i].name == c.name))
+            .collect()
     }
 
     /// The schema of one file, with its metadata.
@@ -282,8 +228,8 @@ pub(crate) struct ShardFileWriter<'l> {
     rows: u64,
 }
 
-/// One aggregate row: key and the key's accumulators.
-pub(crate) type AggRow<'a> = (Val<'a>, &'a [Acc]);
+/// One row of a table: the key and its state columns' values.
+pub(crate) type StateRow<'a> = (Val<'a>, &'a [Slot]);
 
 impl<'l> ShardFileWriter<'l> {
     /// Creates the file at `path`, which must not exist (see
@@ -356,62 +302,39 @@ impl<'l> ShardFileWriter<'l> {
         Ok(())
     }
 
-    /// Writes aggregate rows of table `table`.
-    pub(crate) fn aggregate_rows<'a>(
+    /// Writes rows of table `table`: each key with its state columns.
+    pub(crate) fn rows<'a>(
         &mut self,
         table: usize,
-        rows: impl Iterator<Item = AggRow<'a>>,
+        rows: impl Iterator<Item = StateRow<'a>>,
     ) -> Result<(), String> {
         let name = self.layout.tables[table].name.clone();
-        let ops = self.layout.ops[table].clone();
-        let mut buf: Vec<AggRow<'a>> = Vec::with_capacity(BATCH_ROWS.min(1024));
+        let start = self.layout.ranges[table].start;
+        let mut buf: Vec<StateRow<'a>> = Vec::with_capacity(BATCH_ROWS.min(1024));
         let mut rows = rows.peekable();
         while rows.peek().is_some() {
             buf.clear();
             buf.extend(rows.by_ref().take(BATCH_ROWS));
             let len = buf.len();
             let fixed = Self::key_columns(&name, buf.iter().map(|r| r.0), len);
+            let mut j = 0;
             let own = |c: &ColDef| -> ArrayRef {
-                match c.what {
-                    What::Value(i) if c.time => Arc::new(
-                        TimestampMillisecondArray::from_iter(buf.iter().map(|r| {
-                            match ops[i].output(r.1[i]) {
-                                Val::Int(ms) => Some(ms),
-                                _ => None,
-                            }
+                let at = j;
+                j += 1;
+                let vals = buf.iter().map(|r| r.1.get(at).map_or(Val::Null, Slot::get));
+                if c.time {
+                    Arc::new(
+                        TimestampMillisecondArray::from_iter(vals.map(|v| match v {
+                            Val::Int(ms) => Some(ms),
+                            _ => None,
                         }))
                         .with_timezone("UTC"),
-                    ),
-                    What::Value(i) => typed(c.ty, buf.iter().map(|r| ops[i].output(r.1[i]))),
-                    What::AvgSum(i) => Arc::new(Float64Array::from_iter_values(
-                        buf.iter().map(|r| Op::avg_parts(r.1[i]).0),
-                    )),
-                    What::AvgN(i) => Arc::new(Int64Array::from_iter_values(
-                        buf.iter().map(|r| Op::avg_parts(r.1[i]).1),
-                    )),
-                    What::Changed => new_null_array(&c.arrow_type(), len),
+                    )
+                } else {
+                    typed(c.ty, vals)
                 }
             };
-            self.finish_batch(table, fixed, own, len)?;
-        }
-        Ok(())
-    }
-
-    /// Writes changed-table rows (key, last value) of table `table`.
-    pub(crate) fn changed_rows<'a>(
-        &mut self,
-        table: usize,
-        rows: impl Iterator<Item = (Val<'a>, Val<'a>)>,
-    ) -> Result<(), String> {
-        let name = self.layout.tables[table].name.clone();
-        let mut buf: Vec<(Val<'a>, Val<'a>)> = Vec::with_capacity(BATCH_ROWS.min(1024));
-        let mut rows = rows.peekable();
-        while rows.peek().is_some() {
-            buf.clear();
-            buf.extend(rows.by_ref().take(BATCH_ROWS));
-            let len = buf.len();
-            let fixed = Self::key_columns(&name, buf.iter().map(|r| r.0), len);
-            let own = |c: &ColDef| typed(c.ty, buf.iter().map(|r| r.1));
+            debug_assert_eq!(start, self.layout.ranges[table].start);
             self.finish_batch(table, fixed, own, len)?;
         }
         Ok(())
@@ -524,25 +447,20 @@ impl<'a> ColRef<'a> {
     }
 }
 
-/// Where each current output's state comes from in a file written with an
-/// older (or the same) table list.
-#[derive(Debug, Clone)]
-pub(crate) enum Source {
-    /// Written output index.
-    Output(usize),
-    /// Not in the file: starts empty.
-    Missing,
-}
-
 /// How a written table maps onto the current configuration.
 #[derive(Debug, Clone)]
 pub(crate) enum TableMap {
     /// Not declared any more: rows are skipped.
     Dropped,
-    /// Current table id, and per current output its source.
-    Aggregate(usize, Vec<Source>),
-    /// Current table id.
-    Changed(usize),
+    /// Restored into current table `id`.
+    Mapped {
+        /// Current state id.
+        id: usize,
+        /// Per current state column: the written layout's column, if any.
+        cols: Vec<Option<usize>>,
+        /// Every shard holds every key (a replicated table).
+        replicated: bool,
+    },
 }
 
 /// Reads one verified shard file and upserts every row into the shard state
@@ -597,7 +515,6 @@ fn read_file(
         .map(|(i, t)| (t.name.as_str(), i))
         .collect();
     let shards = states.len();
-    let mut accs: Vec<Acc> = Vec::new();
     let mut rows = 0u64;
     for batch in reader.by_ref() {
         let batch = batch.map_err(|e| e.to_string())?;
@@ -615,6 +532,7 @@ fn read_file(
         for (c, &i) in written.cols.iter().zip(&col_index) {
             refs.push(ColRef::of(batch.column(i), c.ty, &c.name)?);
         }
+        let mut vals: Vec<Option<Val<'_>>> = Vec::new();
         for row in 0..batch.num_rows() {
             let tname = tables.value(row);
             let w = *by_name.get(tname).ok_or_else(|| {
@@ -634,41 +552,26 @@ fn read_file(
                 },
                 t => return Err(format!("unknown key_type `{t}`")),
             };
-            let owner = owner_shard(key, shards);
-            match &map[w] {
-                TableMap::Dropped => continue,
-                TableMap::Aggregate(id, sources) => {
-                    let current = states[owner]
-                        .aggregate(*id)
-                        .ok_or("internal: table kind changed")?;
-                    accs.clear();
-                    for (j, op) in current.ops().iter().enumerate() {
-                        let acc = match sources[j] {
-                            Source::Output(k) => {
-                                let oc = written.outputs[w][k];
-                                let value = refs[oc.value].val(row);
-                                let (sum, n) = match oc.avg {
-                                    Some((s, n)) => (refs[s].val(row), refs[n].val(row)),
-                                    None => (Val::Null, Val::Null),
-                                };
-                                let sum = if let Val::Float(f) = sum { f } else { 0.0 };
-                                let n = if let Val::Int(n) = n { n } else { 0 };
-                                op.restore(value, sum, n)
-                            }
-                            Source::Missing => op.init(now_ms),
-                        };
-                        accs.push(acc);
-                    }
-                    states[owner]
-                        .restore_aggregate(*id, key, &accs)
-                        .map_err(|e| format!("table `{tname}` key `{text}`: {e}"))?;
-                }
-                TableMap::Changed(id) => {
-                    let value = written.changed[w].map_or(Val::Null, |p| refs[p].val(row));
-                    states[owner]
-                        .restore_changed(*id, key, value)
-                        .map_err(|e| format!("table `{tname}` key `{text}`: {e}"))?;
-                }
+            let TableMap::Mapped {
+                id,
+                cols,
+                replicated,
+            } = &map[w]
+            else {
+                continue;
+            };
+            vals.clear();
+            vals.extend(cols.iter().map(|c| c.map(|i| refs[i].val(row))));
+            let owners = if *replicated {
+                0..shards
+            } else {
+                let o = owner_shard(key, shards);
+                o..o + 1
+            };
+            for owner in owners {
+                states[owner]
+                    .restore(*id, key, &vals, now_ms)
+                    .map_err(|e| format!("table `{tname}` key `{text}`: {e}"))?;
             }
             rows += 1;
         }

@@ -35,8 +35,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CheckpointError;
-use crate::row::ColumnType;
-use crate::state::{AggOutput, TableKind, TableSpec};
+pub use crate::state::{ColumnDesc, OutputDesc, TableDesc};
 
 /// The manifest format version written by this build.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -183,94 +182,6 @@ pub struct FileEntry {
     /// For a delta: the epoch it applies on top of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<u64>,
-}
-
-/// One aggregate output as recorded in a manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutputDesc {
-    /// Output name.
-    pub name: String,
-    /// The spec, e.g. `sum(amount)`.
-    pub spec: String,
-    /// Input column type, for functions that take one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub input_type: Option<String>,
-    /// Output value type.
-    pub output_type: String,
-}
-
-/// One keyed state table as recorded in a manifest (and in each file's
-/// schema metadata under `coreline.tables`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TableDesc {
-    /// Step name.
-    pub name: String,
-    /// `"aggregate"` or `"changed"`.
-    pub kind: String,
-    /// Aggregate outputs in declared order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<OutputDesc>,
-    /// For `changed`: the watched value's type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_type: Option<String>,
-}
-
-impl TableDesc {
-    /// The description of a table spec.
-    pub fn of(spec: &TableSpec) -> TableDesc {
-        match &spec.kind {
-            TableKind::Aggregate(outputs) => TableDesc {
-                name: spec.name.clone(),
-                kind: "aggregate".into(),
-                outputs: outputs
-                    .iter()
-                    .map(|o| OutputDesc {
-                        name: o.name.clone(),
-                        spec: o.spec(),
-                        input_type: o.input_type.map(|t| t.name().to_string()),
-                        output_type: o.output_type().name().to_string(),
-                    })
-                    .collect(),
-                value_type: None,
-            },
-            TableKind::Changed { value_type } => TableDesc {
-                name: spec.name.clone(),
-                kind: "changed".into(),
-                outputs: Vec::new(),
-                value_type: Some(value_type.name().to_string()),
-            },
-        }
-    }
-
-    /// The table spec this description records, or why it is unreadable.
-    pub fn to_spec(&self) -> Result<TableSpec, String> {
-        let ty = |t: &str| {
-            ColumnType::parse(t).ok_or_else(|| format!("table `{}`: unknown type `{t}`", self.name))
-        };
-        match self.kind.as_str() {
-            "aggregate" => {
-                let mut outputs = Vec::with_capacity(self.outputs.len());
-                for o in &self.outputs {
-                    let input = match &o.input_type {
-                        Some(t) => Some(ty(t)?),
-                        None => None,
-                    };
-                    let out = AggOutput::parse(o.name.clone(), &o.spec, |_| input)
-                        .map_err(|e| format!("table `{}`: {e}", self.name))?;
-                    outputs.push(out);
-                }
-                Ok(TableSpec::aggregate(self.name.clone(), outputs))
-            }
-            "changed" => {
-                let t = self
-                    .value_type
-                    .as_deref()
-                    .ok_or_else(|| format!("changed table `{}` has no value_type", self.name))?;
-                Ok(TableSpec::changed(self.name.clone(), ty(t)?))
-            }
-            k => Err(format!("table `{}` has unknown kind `{k}`", self.name)),
-        }
-    }
 }
 
 /// The commit record of one epoch.

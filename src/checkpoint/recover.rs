@@ -19,12 +19,12 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::CheckpointError;
-use super::file::{Layout, Source, TableMap, load_file};
+use super::file::{Layout, TableMap, load_file};
 use super::manifest::{
     Manifest, ManifestError, epoch_dir, list_epochs, read_manifest, read_verified, set_aside,
     write_latest,
 };
-use crate::state::{ShardState, TableKind, TableSpec, validate_tables};
+use crate::state::{ShardState, TableSpec, validate_tables};
 
 /// The state a process starts from.
 #[derive(Debug)]
@@ -233,7 +233,7 @@ fn restore_from(
                     .map_err(|e| CheckpointError::Config(format!("epoch {}: {e}", m.epoch)))?;
                 let layout = Layout::new(&written)
                     .map_err(|e| CheckpointError::Config(format!("epoch {}: {e}", m.epoch)))?;
-                let (map, warnings) = table_map(&written, tables)?;
+                let (map, warnings) = table_map(&written, &layout, tables)?;
                 for w in warnings {
                     if warned.insert(w.clone()) {
                         tracing::warn!("{w}");
@@ -430,14 +430,17 @@ impl<'d> Scan<'d> {
     }
 }
 
-/// Maps the tables a checkpoint was written with onto the configured ones.
+/// Maps the tables a checkpoint was written with (laid out as `layout`)
+/// onto the configured ones; each kind decides what restores into it
+/// ([`TableSpec::reconcile`]).
 fn table_map(
     written: &[TableSpec],
+    layout: &Layout,
     current: &[TableSpec],
 ) -> Result<(Vec<TableMap>, Vec<String>), CheckpointError> {
     let mut warnings = Vec::new();
     let mut map = Vec::with_capacity(written.len());
-    for w in written {
+    for (wi, w) in written.iter().enumerate() {
         let Some((id, c)) = current.iter().enumerate().find(|(_, c)| c.name == w.name) else {
             warnings.push(format!(
                 "checkpoint table `{}` is not declared by the configuration any more; its state is ignored",
@@ -446,66 +449,16 @@ fn table_map(
             map.push(TableMap::Dropped);
             continue;
         };
-        let mismatch = |message: String| CheckpointError::Mismatch {
-            table: w.name.clone(),
-            message,
-        };
-        match (&w.kind, &c.kind) {
-            (TableKind::Aggregate(wouts), TableKind::Aggregate(couts)) => {
-                let mut sources = Vec::with_capacity(couts.len());
-                for co in couts {
-                    match wouts.iter().position(|wo| wo.name == co.name) {
-                        Some(k) => {
-                            let wo = &wouts[k];
-                            if wo.func.name() != co.func.name()
-                                || wo.output_type() != co.output_type()
-                            {
-                                return Err(mismatch(format!(
-                                    "output `{}` is `{}` ({}) in the checkpoint but `{}` ({}) in the configuration",
-                                    co.name,
-                                    wo.spec(),
-                                    wo.output_type(),
-                                    co.spec(),
-                                    co.output_type()
-                                )));
-                            }
-                            sources.push(Source::Output(k));
-                        }
-                        None => {
-                            warnings.push(format!(
-                                "aggregate `{}` output `{}` is new; it starts empty for restored keys",
-                                w.name, co.name
-                            ));
-                            sources.push(Source::Missing);
-                        }
-                    }
-                }
-                for wo in wouts {
-                    if !couts.iter().any(|co| co.name == wo.name) {
-                        warnings.push(format!(
-                            "aggregate `{}` output `{}` is not declared any more; its state is ignored",
-                            w.name, wo.name
-                        ));
-                    }
-                }
-                map.push(TableMap::Aggregate(id, sources));
-            }
-            (TableKind::Changed { value_type: wt }, TableKind::Changed { value_type: ct }) => {
-                if wt != ct {
-                    return Err(mismatch(format!(
-                        "the watched value is {wt} in the checkpoint but {ct} in the configuration"
-                    )));
-                }
-                map.push(TableMap::Changed(id));
-            }
-            _ => {
-                return Err(mismatch(format!(
-                    "it is a `{}` step in the checkpoint but a `{}` step in the configuration",
-                    w.kind_name(),
-                    c.kind_name()
-                )));
-            }
-        }
+        c.reconcile(w, &mut warnings)
+            .map_err(|message| CheckpointError::Mismatch {
+                table: w.name.clone(),
+                message,
+            })?;
+        map.push(TableMap::Mapped {
+            id,
+            cols: layout.sources(wi, c),
+            replicated: c.replicated(),
+        });
     }
     Ok((map, warnings))
 }

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::file::{Layout, ShardFileWriter};
 use super::manifest::{FileEntry, SnapshotKind, create_epoch_dir, epoch_dir, shard_file_name};
 use crate::row::Slot;
-use crate::state::{Acc, Capture, Key, TableKind, TableLog, TableSpec};
+use crate::state::{Capture, Key, TableSpec};
 
 /// What the coordinator decided for an epoch, sent before its barriers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,18 +50,13 @@ pub(crate) struct FileDone {
     pub(crate) synced: bool,
 }
 
-/// The writer's copy of one table of one shard, indexed by slot.
+/// The writer's copy of one table of one shard, indexed by slot: each key
+/// and its state columns' values (`width` per key).
 #[derive(Debug)]
-enum MirrorTable {
-    Aggregate {
-        width: usize,
-        keys: Vec<Key>,
-        accs: Vec<Acc>,
-    },
-    Changed {
-        keys: Vec<Key>,
-        vals: Vec<Slot>,
-    },
+struct MirrorTable {
+    width: usize,
+    keys: Vec<Key>,
+    vals: Vec<Slot>,
 }
 
 /// The writer's copy of one shard's state.
@@ -75,16 +70,10 @@ impl Mirror {
         Mirror {
             tables: specs
                 .iter()
-                .map(|s| match &s.kind {
-                    TableKind::Aggregate(outputs) => MirrorTable::Aggregate {
-                        width: outputs.len(),
-                        keys: Vec::new(),
-                        accs: Vec::new(),
-                    },
-                    TableKind::Changed { .. } => MirrorTable::Changed {
-                        keys: Vec::new(),
-                        vals: Vec::new(),
-                    },
+                .map(|s| MirrorTable {
+                    width: s.state_columns().len(),
+                    keys: Vec::new(),
+                    vals: Vec::new(),
                 })
                 .collect(),
         }
@@ -101,52 +90,39 @@ impl Mirror {
             ));
         }
         for (t, (table, log)) in self.tables.iter_mut().zip(&cap.logs).enumerate() {
-            match (table, log) {
-                (MirrorTable::Aggregate { width, keys, accs }, TableLog::Aggregate(log)) => {
-                    let w = *width;
-                    if log.slot_base != keys.len() {
-                        return Err(format!(
-                            "table #{t}: capture starts at slot {} but the mirror has {} keys",
-                            log.slot_base,
-                            keys.len()
-                        ));
-                    }
-                    for key in log.new_keys.iter() {
-                        keys.push(key);
-                        accs.extend(std::iter::repeat_n(Acc::default(), w));
-                    }
-                    for (i, &slot) in log.slots.iter().enumerate() {
-                        let s = slot as usize;
-                        if s >= keys.len() {
-                            return Err(format!("table #{t}: capture names unknown slot {s}"));
-                        }
-                        accs[s * w..s * w + w].copy_from_slice(&log.accs[i * w..i * w + w]);
-                    }
+            let MirrorTable { width, keys, vals } = table;
+            let w = *width;
+            if log.slots.is_empty() && log.new_keys.len() == 0 {
+                continue;
+            }
+            if log.width() != w {
+                return Err(format!(
+                    "table #{t}: capture records {} columns, the mirror {w}",
+                    log.width()
+                ));
+            }
+            if log.slot_base != keys.len() {
+                return Err(format!(
+                    "table #{t}: capture starts at slot {} but the mirror has {} keys",
+                    log.slot_base,
+                    keys.len()
+                ));
+            }
+            for key in log.new_keys.iter() {
+                keys.push(key);
+                vals.extend(std::iter::repeat_with(Slot::default).take(w));
+            }
+            for (i, &slot) in log.slots.iter().enumerate() {
+                let s = slot as usize;
+                if s >= keys.len() {
+                    return Err(format!("table #{t}: capture names unknown slot {s}"));
                 }
-                (MirrorTable::Changed { keys, vals }, TableLog::Changed(log)) => {
-                    if log.slot_base != keys.len() {
-                        return Err(format!(
-                            "table #{t}: capture starts at slot {} but the mirror has {} keys",
-                            log.slot_base,
-                            keys.len()
-                        ));
-                    }
-                    for key in log.new_keys.iter() {
-                        keys.push(key);
-                        vals.push(Slot::default());
-                    }
-                    for (i, &slot) in log.slots.iter().enumerate() {
-                        let s = slot as usize;
-                        if s >= keys.len() {
-                            return Err(format!("table #{t}: capture names unknown slot {s}"));
-                        }
-                        let v = log
-                            .val(i)
-                            .map_err(|e| format!("table #{t}: corrupt text in capture: {e}"))?;
-                        vals[s].set(v);
-                    }
+                for c in 0..w {
+                    let v = log
+                        .val(i, c)
+                        .map_err(|e| format!("table #{t}: corrupt text in capture: {e}"))?;
+                    vals[s * w + c].set(v);
                 }
-                _ => return Err(format!("table #{t}: capture and mirror kinds differ")),
             }
         }
         Ok(())
@@ -162,30 +138,12 @@ impl Mirror {
         cap: &Capture,
     ) -> Result<(), String> {
         for (t, (table, log)) in self.tables.iter().zip(&cap.logs).enumerate() {
-            match table {
-                MirrorTable::Aggregate { width, keys, accs } => {
-                    let w = *width;
-                    let row = |s: usize| (keys[s].as_val(), &accs[s * w..s * w + w]);
-                    match (kind, log) {
-                        (SnapshotKind::Full, _) => {
-                            out.aggregate_rows(t, (0..keys.len()).map(row))?
-                        }
-                        (SnapshotKind::Delta, TableLog::Aggregate(l)) => {
-                            out.aggregate_rows(t, l.slots.iter().map(|&s| row(s as usize)))?
-                        }
-                        _ => return Err(format!("table #{t}: capture and mirror kinds differ")),
-                    }
-                }
-                MirrorTable::Changed { keys, vals } => {
-                    let row = |s: usize| (keys[s].as_val(), vals[s].get());
-                    match (kind, log) {
-                        (SnapshotKind::Full, _) => out.changed_rows(t, (0..keys.len()).map(row))?,
-                        (SnapshotKind::Delta, TableLog::Changed(l)) => {
-                            out.changed_rows(t, l.slots.iter().map(|&s| row(s as usize)))?
-                        }
-                        _ => return Err(format!("table #{t}: capture and mirror kinds differ")),
-                    }
-                }
+            let MirrorTable { width, keys, vals } = table;
+            let w = *width;
+            let row = |s: usize| (keys[s].as_val(), &vals[s * w..s * w + w]);
+            match kind {
+                SnapshotKind::Full => out.rows(t, (0..keys.len()).map(row))?,
+                SnapshotKind::Delta => out.rows(t, log.slots.iter().map(|&s| row(s as usize)))?,
             }
         }
         Ok(())

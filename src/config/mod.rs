@@ -91,6 +91,7 @@
 mod error;
 mod model;
 pub(crate) mod raw;
+mod table;
 mod validate;
 
 pub use error::{ConfigError, Source, Span, Spanned, route_key, step_key};
@@ -98,6 +99,7 @@ pub use model::{
     CheckpointConfig, FieldConfig, KeyFrom, LogFormat, Method, ReplyConfig, RouteConfig, Service,
     ServiceConfig,
 };
+pub use table::TableConfig;
 pub use validate::StepChecker;
 
 pub use crate::operator::{AggregateOutput, StepConfig};
@@ -142,13 +144,15 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         None => Limits::default(),
     };
     let checkpoint = raw.checkpoint.map(|c| v.checkpoint(c)).transpose()?;
-    let routes = v.routes(raw.route)?;
+    let tables = table::check_tables(&source, raw.table)?;
+    let routes = v.routes(raw.route, &tables)?;
     Ok(ServiceConfig {
         source,
         service,
         limits,
         checkpoint,
         routes,
+        tables,
         max_connections_set,
     })
 }

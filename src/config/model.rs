@@ -25,6 +25,9 @@ pub struct ServiceConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// The routes, in file order (at least one).
     pub routes: Vec<RouteConfig>,
+    /// The declared `[[table]]`s, in file order; their state ids come
+    /// first, before the keyed steps' tables.
+    pub tables: Vec<super::TableConfig>,
     /// Whether `[limits] max_connections` was given in the file. When it
     /// was not, start-up may lower the default to fit `RLIMIT_NOFILE`; an
     /// explicit value that does not fit is refused.
@@ -71,6 +74,12 @@ pub struct Service {
     /// close`), so that load balancers move traffic away before the shards
     /// stop accepting and drain. Default 0 (drain at once).
     pub lame_duck: Duration,
+    /// `admin_token_file = "admin.token"` (relative to the config file):
+    /// the bearer token mutating admin requests (`POST /checkpoint`) must
+    /// carry as `Authorization: Bearer <token>`. Without it they are open
+    /// (with the `X-Coreline-Admin` header) only when `admin_host` is a
+    /// loopback address.
+    pub admin_token: Option<crate::admin::AdminToken>,
     /// How `coreline run` writes its logs. Default [`LogFormat::Text`].
     pub log_format: LogFormat,
     /// Which answers the access log records. Default

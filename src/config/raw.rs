@@ -22,6 +22,8 @@ pub(crate) struct RawConfig {
     pub(crate) checkpoint: Option<TomlSpanned<RawCheckpoint>>,
     #[serde(default)]
     pub(crate) route: Vec<TomlSpanned<RawRoute>>,
+    #[serde(default)]
+    pub(crate) table: Vec<TomlSpanned<super::table::RawTable>>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +40,7 @@ pub(crate) struct RawService {
     pub(crate) lame_duck: Option<TomlSpanned<RawDuration>>,
     pub(crate) log_format: Option<TomlSpanned<String>>,
     pub(crate) access_log: Option<TomlSpanned<String>>,
+    pub(crate) admin_token_file: Option<TomlSpanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -118,6 +118,7 @@ fn full_file_parses_to_expected_structs() {
             lame_duck: Duration::ZERO,
             log_format: LogFormat::Text,
             access_log: crate::access_log::Mode::Errors,
+            admin_token: None,
         }
     );
     assert_eq!(config.service.port(1), 8889);

@@ -223,7 +223,40 @@ impl<'a> Validator<'a> {
                 .unwrap_or(Duration::ZERO),
             log_format,
             access_log,
+            admin_token: match raw.admin_token_file {
+                None => None,
+                Some(f) => Some(self.admin_token(f)?),
+            },
         })
+    }
+
+    /// Reads `admin_token_file` (relative to the config file): its first
+    /// line, trimmed, at least 16 characters.
+    fn admin_token(&self, f: TomlSpanned<String>) -> Checked<crate::admin::AdminToken> {
+        let key = "service.admin_token_file";
+        let base = self.source.path.parent().unwrap_or(Path::new(""));
+        let path = base.join(f.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                f.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )
+            .with_expected("a readable file holding the admin bearer token")
+        })?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self
+                .err(
+                    f.span(),
+                    key,
+                    format!("{} does not hold a usable token", path.display()),
+                )
+                .with_expected(
+                    "a first line of at least 16 printable ASCII characters, no spaces",
+                ));
+        }
+        Ok(crate::admin::AdminToken::new(token.to_string()))
     }
 
     fn cores(
@@ -384,7 +417,11 @@ impl<'a> Validator<'a> {
         })
     }
 
-    pub(crate) fn routes(&self, raw: Vec<TomlSpanned<RawRoute>>) -> Checked<Vec<RouteConfig>> {
+    pub(crate) fn routes(
+        &self,
+        raw: Vec<TomlSpanned<RawRoute>>,
+        tables: &[super::TableConfig],
+    ) -> Checked<Vec<RouteConfig>> {
         if raw.is_empty() {
             let end = self.source.text.len();
             return Err(self
@@ -393,7 +430,11 @@ impl<'a> Validator<'a> {
         }
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
         // Keyed state names, service-wide: name -> key of its definition.
-        let mut states: Vec<(String, String)> = Vec::new();
+        let mut states: Vec<(String, String)> = tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.value.clone(), format!("table[{i}].name")))
+            .collect();
         for (index, route) in raw.into_iter().enumerate() {
             let route = self.route(index, route, &mut states)?;
             if let Some(first) = routes
@@ -422,7 +463,7 @@ impl<'a> Validator<'a> {
                 );
                 return Err(if states.is_empty() {
                     err.with_expected(
-                        "the name of an aggregate or changed step (this service has none)",
+                        "the name of an aggregate or changed step or a [[table]] (this service has none)",
                     )
                 } else {
                     let names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();

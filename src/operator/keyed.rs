@@ -188,6 +188,21 @@ pub fn run_on_owner(state: &mut ShardState, op: &KeyedOp) -> KeyedReply {
                 Err((status, message)) => KeyedReply::Failed(status, message),
             }
         }
+        KeyedOp::Upsert { table, key, set } => {
+            let set = |i: usize| set.get(i).and_then(|v| v.as_ref().map(Owned::as_val));
+            match super::upsert::upsert_on_owner(state, *table, key.as_val(), set) {
+                Ok(row) => {
+                    KeyedReply::Values(Some(row.iter().map(|s| Owned::from_val(s.get())).collect()))
+                }
+                Err((status, message)) => KeyedReply::Failed(status, message),
+            }
+        }
+        KeyedOp::Delete { table, key } => {
+            match super::delete::delete_on_owner(state, *table, key.as_val()) {
+                Ok(()) => KeyedReply::Values(Some(Vec::new())),
+                Err((status, message)) => KeyedReply::Failed(status, message),
+            }
+        }
         KeyedOp::Read { table, key } => KeyedReply::Values(read_state(state, *table, key.as_val())),
     }
 }
@@ -197,7 +212,6 @@ pub fn run_on_owner(state: &mut ShardState, op: &KeyedOp) -> KeyedReply {
 pub fn read_state(state: &ShardState, table: usize, key: Val<'_>) -> Option<Vec<Owned>> {
     let mut values = Vec::new();
     state
-        .table(table)?
-        .get(key, |v| values.push(Owned::from_val(v)))
+        .get(table, key, |v| values.push(Owned::from_val(v)))
         .then_some(values)
 }

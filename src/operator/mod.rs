@@ -288,6 +288,9 @@ step_kinds! {
         "aggregate" => Aggregate(aggregate::{Aggregate, AggregateConfig, RawAggregate}),
         "changed" => Changed(changed::{Changed, ChangedConfig, RawChanged}),
         "score" => Score(score::{Score, ScoreConfig, RawScore}),
+        "upsert" => Upsert(upsert::{Upsert, UpsertConfig, RawUpsert}),
+        "delete" => Delete(delete::{Delete, DeleteConfig, RawDelete}),
+        "lookup" => Lookup(lookup::{Lookup, LookupConfig, RawLookup}),
     }
     internal {
         Read(read::Read),

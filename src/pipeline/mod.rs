@@ -27,7 +27,7 @@ use crate::http::Method;
 use crate::operator::{Operator, Read};
 use crate::plan::Planner;
 use crate::row::{Column, ColumnType, Columns, Scalar};
-use crate::state::{TableKind, TableSpec};
+use crate::state::TableSpec;
 
 /// The path every shard answers for load-balancer health checks.
 pub const HEALTH_PATH: &str = "/health";
@@ -108,7 +108,12 @@ fn http_method(m: crate::config::Method) -> Method {
 pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
     // Pipelines first, collecting keyed tables; read routes may name a
     // table declared by a later route.
-    let mut tables: Vec<(TableSpec, ColumnType)> = Vec::new();
+    // Declared [[table]]s first: their state ids are their file order.
+    let mut tables: Vec<(TableSpec, ColumnType)> = config
+        .tables
+        .iter()
+        .map(|t| (t.table_spec(), t.spec.key_type))
+        .collect();
     let mut routes: Vec<Option<RoutePlan>> = Vec::with_capacity(config.routes.len());
     for (ri, route) in config.routes.iter().enumerate() {
         routes.push(match route.read {
@@ -143,13 +148,11 @@ fn plan_read(
         .position(|(t, _)| t.name == read.value)
         .expect("configuration checked that read names a keyed state");
     let (spec, key_type) = &tables[table];
-    let values: Vec<(String, ColumnType)> = match &spec.kind {
-        TableKind::Aggregate(outputs) => outputs
-            .iter()
-            .map(|o| (o.name.clone(), o.output_type()))
-            .collect(),
-        TableKind::Changed { value_type } => vec![("value".to_string(), *value_type)],
-    };
+    let values: Vec<(String, ColumnType)> = spec
+        .read_values()
+        .into_iter()
+        .map(|(name, ty, _)| (name, ty))
+        .collect();
     let mut columns = Columns::new();
     let mut reply = Vec::with_capacity(1 + values.len());
     for (name, ty) in std::iter::once(("key".to_string(), *key_type)).chain(values) {

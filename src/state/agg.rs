@@ -21,8 +21,9 @@
 use hashbrown::HashTable;
 
 use super::key::{Key, KeyError, spread, table_hash};
-use super::slots::{Entry, NewKeys, find_slot, insert_key, mark, shrink};
-use super::{StateError, UpdateError};
+use super::log::DeltaLog;
+use super::slots::{Entry, find_slot, insert_key};
+use super::{KeyedTable, StateColumn, StateError, UpdateError};
 use crate::row::{ColumnType, Val};
 
 /// An aggregate function of an `aggregate` step's output.
@@ -270,6 +271,22 @@ impl AggOutput {
         self.func.output_type(self.input_type)
     }
 
+    /// This output's columns in checkpoint files, for table `table`:
+    /// `<table>.<output>` (a timestamp for `first_seen()`), preceded for
+    /// `avg` by `<table>.<output>.sum` and `.n`, its running sum and count.
+    pub(crate) fn state_columns(&self, table: &str) -> Vec<StateColumn> {
+        let name = format!("{table}.{}", self.name);
+        let mut cols = Vec::with_capacity(3);
+        if self.func == AggFn::Avg {
+            cols.push(StateColumn::new(format!("{name}.sum"), ColumnType::Float64));
+            cols.push(StateColumn::new(format!("{name}.n"), ColumnType::Int64));
+        }
+        let mut value = StateColumn::new(name, self.output_type());
+        value.time = self.func == AggFn::FirstSeen;
+        cols.push(value);
+        cols
+    }
+
     /// The spec as configuration would write it, e.g. `ewma(x, 0.1)`.
     pub fn spec(&self) -> String {
         let col = self.input.as_deref().unwrap_or("");
@@ -445,9 +462,46 @@ impl Op {
         }
     }
 
-    /// The accumulator's running sum and count, for `avg` outputs in files.
-    pub(crate) fn avg_parts(acc: Acc) -> (f64, i64) {
-        (acc.f(), acc.n)
+    /// Number of state columns of this output in checkpoint files: `avg`
+    /// keeps its running sum and count before its value.
+    pub(crate) fn state_width(self) -> usize {
+        if let Op::Avg = self { 3 } else { 1 }
+    }
+
+    /// The state columns' values of an accumulator (see
+    /// [`AggOutput::state_columns`]): `[sum, n, value]` for `avg`, `[value]`
+    /// for the others.
+    #[inline]
+    pub(crate) fn state_values(self, acc: Acc) -> [Option<Val<'static>>; 3] {
+        match self {
+            Op::Avg => [
+                Some(Val::Float(acc.f())),
+                Some(Val::Int(acc.n)),
+                Some(self.output(acc)),
+            ],
+            _ => [Some(self.output(acc)), None, None],
+        }
+    }
+
+    /// The accumulator from its state columns (`None`: the column is not in
+    /// the file, the output is new and starts as a new key's would).
+    pub(crate) fn acc_from_state(self, cols: &[Option<Val<'_>>], now_ms: i64) -> Acc {
+        let value = cols.last().copied().flatten();
+        match (value, self) {
+            (None, _) => self.init(now_ms),
+            (Some(v), Op::Avg) => {
+                let sum = match cols.first().copied().flatten() {
+                    Some(Val::Float(f)) => f,
+                    _ => 0.0,
+                };
+                let n = match cols.get(1).copied().flatten() {
+                    Some(Val::Int(n)) => n,
+                    _ => 0,
+                };
+                self.restore(v, sum, n)
+            }
+            (Some(v), _) => self.restore(v, 0.0, 0),
+        }
     }
 }
 
@@ -483,33 +537,6 @@ impl<'a> AggValues<'a> {
     }
 }
 
-/// The delta log of an [`AggregateTable`](super::AggregateTable).
-#[derive(Debug, Default)]
-pub(crate) struct AggLog {
-    /// Number of slots the table had when this log became active; the keys
-    /// in `new_keys` are slots `slot_base..`.
-    pub(crate) slot_base: usize,
-    pub(crate) new_keys: NewKeys,
-    /// One entry per changed slot, in order of first change.
-    pub(crate) slots: Vec<u32>,
-    /// `width` accumulators per entry of `slots`.
-    pub(crate) accs: Vec<Acc>,
-}
-
-impl AggLog {
-    pub(crate) fn clear(&mut self) {
-        self.new_keys.clear();
-        self.slots.clear();
-        self.accs.clear();
-    }
-
-    pub(crate) fn shrink(&mut self) {
-        self.new_keys.shrink();
-        shrink(&mut self.slots);
-        shrink(&mut self.accs);
-    }
-}
-
 /// Per-key aggregate state of one `aggregate` step on one shard.
 ///
 /// Keys live in slots numbered in insertion order; slots are never removed,
@@ -527,13 +554,14 @@ pub struct AggregateTable {
     /// Per slot: where the key's record sits in the current delta log (valid
     /// only if `log.slots[mark] == slot`, which makes a stale mark harmless).
     marks: Vec<u32>,
-    log: AggLog,
+    log: DeltaLog,
     logging: bool,
 }
 
 impl AggregateTable {
     pub(crate) fn new(name: String, outputs: Vec<AggOutput>, logging: bool) -> AggregateTable {
-        let ops = outputs.iter().map(Op::of).collect();
+        let ops: Box<[Op]> = outputs.iter().map(Op::of).collect();
+        let width = ops.iter().map(|op| op.state_width()).sum();
         AggregateTable {
             name,
             outputs,
@@ -542,7 +570,7 @@ impl AggregateTable {
             keys: Vec::new(),
             accs: Vec::new(),
             marks: Vec::new(),
-            log: AggLog::default(),
+            log: DeltaLog::new(width),
             logging,
         }
     }
@@ -576,6 +604,7 @@ impl AggregateTable {
         self.marks.reserve(additional);
     }
 
+    #[cfg(test)]
     pub(crate) fn ops(&self) -> &[Op] {
         &self.ops
     }
@@ -661,7 +690,7 @@ impl AggregateTable {
         Ok(slot)
     }
 
-    /// Records the slot's current accumulators in the delta log: appended the
+    /// Records the slot's state columns in the delta log: appended the
     /// first time the slot changes in this epoch, overwritten in place after
     /// that, so the log holds at most one record per key.
     #[inline]
@@ -670,11 +699,13 @@ impl AggregateTable {
             return;
         }
         let w = self.ops.len();
-        let src = &self.accs[slot * w..slot * w + w];
-        match mark(&mut self.marks, &mut self.log.slots, slot) {
-            Some(pos) => self.log.accs[pos * w..pos * w + w].copy_from_slice(src),
-            None => self.log.accs.extend_from_slice(src),
-        }
+        let accs = &self.accs[slot * w..slot * w + w];
+        let values = self
+            .ops
+            .iter()
+            .zip(accs)
+            .flat_map(|(op, acc)| op.state_values(*acc).into_iter().flatten());
+        self.log.record(&mut self.marks, slot, values);
     }
 
     /// Sets `key`'s accumulators to `accs` (recovery), inserting the key if
@@ -692,18 +723,44 @@ impl AggregateTable {
         Ok(())
     }
 
-    /// Swaps the active delta log with `spare` (cleared first); O(1).
-    pub(crate) fn swap_log(&mut self, spare: &mut AggLog) {
-        spare.clear();
-        spare.slot_base = self.keys.len();
-        std::mem::swap(&mut self.log, spare);
-    }
-
     #[cfg(test)]
     pub(crate) fn accs_of(&self, key: Val<'_>) -> Option<&[Acc]> {
         let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
         let w = self.ops.len();
         Some(&self.accs[slot * w..slot * w + w])
+    }
+}
+
+impl KeyedTable for AggregateTable {
+    fn swap_log(&mut self, spare: &mut DeltaLog) {
+        let slots = self.keys.len();
+        self.log.swap(spare, slots);
+    }
+
+    fn restore(
+        &mut self,
+        key: Val<'_>,
+        cols: &[Option<Val<'_>>],
+        now_ms: i64,
+    ) -> Result<(), UpdateError> {
+        let mut accs = Vec::with_capacity(self.ops.len());
+        let mut at = 0;
+        for op in self.ops.iter() {
+            let w = op.state_width();
+            accs.push(op.acc_from_state(&cols[at..at + w], now_ms));
+            at += w;
+        }
+        AggregateTable::restore(self, key, &accs)
+    }
+
+    fn get_values(&self, key: Val<'_>, value: &mut dyn FnMut(Val<'_>)) -> bool {
+        self.get(key).map(|v| v.iter().for_each(value)).is_some()
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Val<'_>, &mut dyn Iterator<Item = Val<'_>>)) {
+        for (k, v) in self.iter() {
+            f(k, &mut v.iter());
+        }
     }
 }
 

@@ -9,111 +9,11 @@
 
 use hashbrown::HashTable;
 
-use super::UpdateError;
 use super::key::{Key, spread, table_hash};
-use super::slots::{Entry, NewKeys, find_slot, insert_key, mark, shrink};
+use super::log::DeltaLog;
+use super::slots::{Entry, find_slot, insert_key};
+use super::{KeyedTable, UpdateError};
 use crate::row::{ColumnType, Slot, Val};
-
-/// A value as stored in a changed-table log: scalar bits inline, text in the
-/// log's byte arena at `start` with `cap` bytes reserved so a later, not
-/// longer value for the same key overwrites in place.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct LogVal {
-    pub(crate) kind: u8,
-    pub(crate) bits: u64,
-    pub(crate) start: usize,
-    pub(crate) len: u32,
-    pub(crate) cap: u32,
-}
-
-pub(crate) const V_NULL: u8 = 0;
-pub(crate) const V_BOOL: u8 = 1;
-pub(crate) const V_INT: u8 = 2;
-pub(crate) const V_FLOAT: u8 = 3;
-pub(crate) const V_STR: u8 = 4;
-
-/// The delta log of a [`ChangedTable`](super::ChangedTable).
-#[derive(Debug, Default)]
-pub(crate) struct ChangedLog {
-    pub(crate) slot_base: usize,
-    pub(crate) new_keys: NewKeys,
-    pub(crate) slots: Vec<u32>,
-    pub(crate) vals: Vec<LogVal>,
-    pub(crate) text: Vec<u8>,
-}
-
-impl ChangedLog {
-    pub(crate) fn clear(&mut self) {
-        self.new_keys.clear();
-        self.slots.clear();
-        self.vals.clear();
-        self.text.clear();
-    }
-
-    pub(crate) fn shrink(&mut self) {
-        self.new_keys.shrink();
-        shrink(&mut self.slots);
-        shrink(&mut self.vals);
-        shrink(&mut self.text);
-    }
-
-    /// Writes `value` as the record at `pos`, or appends a record when `pos`
-    /// is `None`. Returns the record's position.
-    pub(crate) fn put(&mut self, pos: Option<usize>, value: Val<'_>) -> usize {
-        let (kind, bits, text): (u8, u64, &[u8]) = match value {
-            Val::Null => (V_NULL, 0, &[]),
-            Val::Bool(b) => (V_BOOL, u64::from(b), &[]),
-            Val::Int(i) => (V_INT, i as u64, &[]),
-            Val::Float(f) => (V_FLOAT, f.to_bits(), &[]),
-            Val::Str(s) => (V_STR, 0, s.as_bytes()),
-            // Keyed state never stores arrays (the plan refuses them).
-            Val::Array(_) => (V_NULL, 0, &[]),
-        };
-        let (mut start, mut cap) = match pos {
-            Some(p) => (self.vals[p].start, self.vals[p].cap as usize),
-            None => (0, 0),
-        };
-        if text.len() > cap {
-            // Reserve a power of two so a key whose text keeps growing
-            // appends O(log len) times per epoch, not once per update.
-            cap = text.len().next_power_of_two().min(u32::MAX as usize);
-            start = self.text.len();
-            self.text.resize(start + cap, 0);
-        }
-        self.text[start..start + text.len()].copy_from_slice(text);
-        let rec = LogVal {
-            kind,
-            bits,
-            start,
-            len: text.len() as u32,
-            cap: cap as u32,
-        };
-        match pos {
-            Some(p) => {
-                self.vals[p] = rec;
-                p
-            }
-            None => {
-                self.vals.push(rec);
-                self.vals.len() - 1
-            }
-        }
-    }
-
-    /// The value of record `i`; an error only if the arena was corrupted.
-    pub(crate) fn val(&self, i: usize) -> Result<Val<'_>, std::str::Utf8Error> {
-        let r = self.vals[i];
-        Ok(match r.kind {
-            V_BOOL => Val::Bool(r.bits != 0),
-            V_INT => Val::Int(r.bits as i64),
-            V_FLOAT => Val::Float(f64::from_bits(r.bits)),
-            V_STR => Val::Str(std::str::from_utf8(
-                &self.text[r.start..r.start + r.len as usize],
-            )?),
-            _ => Val::Null,
-        })
-    }
-}
 
 /// The last value per key of one `changed` step on one shard.
 ///
@@ -128,7 +28,7 @@ pub struct ChangedTable {
     keys: Vec<Key>,
     vals: Vec<Slot>,
     marks: Vec<u32>,
-    log: ChangedLog,
+    log: DeltaLog,
     logging: bool,
 }
 
@@ -148,7 +48,7 @@ impl ChangedTable {
             keys: Vec::new(),
             vals: Vec::new(),
             marks: Vec::new(),
-            log: ChangedLog::default(),
+            log: DeltaLog::new(1),
             logging,
         }
     }
@@ -264,8 +164,8 @@ impl ChangedTable {
         if !self.logging {
             return;
         }
-        let pos = mark(&mut self.marks, &mut self.log.slots, slot);
-        self.log.put(pos, value);
+        self.log
+            .record(&mut self.marks, slot, std::iter::once(value));
     }
 
     /// Sets the key's last value (recovery), logged like an update.
@@ -283,12 +183,32 @@ impl ChangedTable {
         self.log_slot(slot, value);
         Ok(())
     }
+}
 
-    /// Swaps the active delta log with `spare` (cleared first); O(1).
-    pub(crate) fn swap_log(&mut self, spare: &mut ChangedLog) {
-        spare.clear();
-        spare.slot_base = self.keys.len();
-        std::mem::swap(&mut self.log, spare);
+impl KeyedTable for ChangedTable {
+    fn swap_log(&mut self, spare: &mut DeltaLog) {
+        let slots = self.keys.len();
+        self.log.swap(spare, slots);
+    }
+
+    fn restore(
+        &mut self,
+        key: Val<'_>,
+        cols: &[Option<Val<'_>>],
+        _now_ms: i64,
+    ) -> Result<(), UpdateError> {
+        let value = cols.first().copied().flatten().unwrap_or(Val::Null);
+        ChangedTable::restore(self, key, value)
+    }
+
+    fn get_values(&self, key: Val<'_>, value: &mut dyn FnMut(Val<'_>)) -> bool {
+        self.get(key).map(value).is_some()
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Val<'_>, &mut dyn Iterator<Item = Val<'_>>)) {
+        for (k, v) in self.iter() {
+            f(k, &mut std::iter::once(v));
+        }
     }
 }
 
@@ -337,9 +257,9 @@ mod tests {
         t.update(Val::Str("k"), Val::Str("short")).unwrap();
         t.update(Val::Str("j"), Val::Str("x")).unwrap();
         assert_eq!(t.log.slots, vec![0, 1]);
-        assert_eq!(t.log.val(0).unwrap(), Val::Str("short"));
-        assert_eq!(t.log.val(1).unwrap(), Val::Str("x"));
-        let mut spare = ChangedLog::default();
+        assert_eq!(t.log.val(0, 0).unwrap(), Val::Str("short"));
+        assert_eq!(t.log.val(1, 0).unwrap(), Val::Str("x"));
+        let mut spare = DeltaLog::default();
         t.swap_log(&mut spare);
         assert_eq!(spare.slots.len(), 2);
         assert_eq!(spare.new_keys.len(), 2);
@@ -347,6 +267,6 @@ mod tests {
         t.update(Val::Str("k"), Val::Str("again")).unwrap();
         assert_eq!(t.log.slots, vec![0]);
         assert_eq!(t.log.slot_base, 2);
-        assert_eq!(spare.val(0).unwrap(), Val::Str("short"));
+        assert_eq!(spare.val(0, 0).unwrap(), Val::Str("short"));
     }
 }

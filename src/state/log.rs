@@ -1,30 +1,163 @@
-//! Delta logs at a barrier: the [`Capture`] that carries one shard's logs
-//! (one per table, in the table's kind) to the checkpoint writer.
+//! Delta logs at a barrier: the one [`DeltaLog`] every table kind records
+//! into, and the [`Capture`] that carries one shard's logs (one per table)
+//! to the checkpoint writer.
 //!
 //! A log holds, per table, the keys created this epoch (in slot order) and
 //! one record per key changed this epoch with the key's *current* state
-//! (overwritten in place on later updates). Swapping a table's log for an
-//! empty recycled one is the whole shard-side capture; all buffers keep
-//! their capacity when cleared, and clearing is O(1) because every element
-//! type is `Copy`. The logs themselves live with their table kinds; the
-//! shared parts (new keys, dirty marks) in `slots.rs`.
+//! (overwritten in place on later updates). A record is the key's state
+//! columns ([`StateColumn`](super::StateColumn)s, as the checkpoint file
+//! stores them), `width` values per record: scalars inline, text in the
+//! log's byte arena. Swapping a table's log for an empty recycled one is the
+//! whole shard-side capture; all buffers keep their capacity when cleared,
+//! and clearing is O(1) because every element type is `Copy`. The shared
+//! parts of a table (slots, new keys, dirty marks) are in `slots.rs`.
 
-use super::agg::AggLog;
-use super::changed::ChangedLog;
+use super::slots::{NewKeys, mark, shrink};
+use crate::row::Val;
 
-/// One table's delta log inside a [`Capture`].
-#[derive(Debug)]
-pub(crate) enum TableLog {
-    Aggregate(AggLog),
-    Changed(ChangedLog),
+/// A value as stored in a log record: scalar bits inline, text in the log's
+/// byte arena at `start` with `cap` bytes reserved so a later, not longer
+/// value for the same cell overwrites in place.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    kind: u8,
+    bits: u64,
+    start: usize,
+    len: u32,
+    cap: u32,
 }
 
-impl TableLog {
-    fn records(&self) -> usize {
-        match self {
-            TableLog::Aggregate(l) => l.slots.len(),
-            TableLog::Changed(l) => l.slots.len(),
+const V_NULL: u8 = 0;
+const V_BOOL: u8 = 1;
+const V_INT: u8 = 2;
+const V_FLOAT: u8 = 3;
+const V_STR: u8 = 4;
+
+/// One table's changes during one epoch.
+#[derive(Debug, Default)]
+pub(crate) struct DeltaLog {
+    /// Number of slots the table had when this log became active; the keys
+    /// in `new_keys` are slots `slot_base..`.
+    pub(crate) slot_base: usize,
+    pub(crate) new_keys: NewKeys,
+    /// One entry per changed slot, in order of first change.
+    pub(crate) slots: Vec<u32>,
+    /// Values per record (the table's state columns).
+    width: usize,
+    /// `width` cells per entry of `slots`.
+    cells: Vec<Cell>,
+    text: Vec<u8>,
+}
+
+impl DeltaLog {
+    /// An empty log of records of `width` values.
+    pub(crate) fn new(width: usize) -> DeltaLog {
+        DeltaLog {
+            width,
+            ..DeltaLog::default()
         }
+    }
+
+    /// Values per record.
+    pub(crate) fn width(&self) -> usize {
+        self.width
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.new_keys.clear();
+        self.slots.clear();
+        self.cells.clear();
+        self.text.clear();
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        self.new_keys.shrink();
+        shrink(&mut self.slots);
+        shrink(&mut self.cells);
+        shrink(&mut self.text);
+    }
+
+    /// Records `slot`'s state, `values` (exactly `width` of them): appended
+    /// the first time the slot changes in this epoch, overwritten in place
+    /// after that (`marks` is the table's per-slot dirty marks).
+    #[inline]
+    pub(crate) fn record<'v>(
+        &mut self,
+        marks: &mut [u32],
+        slot: usize,
+        values: impl Iterator<Item = Val<'v>>,
+    ) {
+        let w = self.width;
+        let pos = match mark(marks, &mut self.slots, slot) {
+            Some(pos) => pos,
+            None => {
+                self.cells.resize(self.cells.len() + w, Cell::default());
+                self.slots.len() - 1
+            }
+        };
+        for (i, v) in values.take(w).enumerate() {
+            self.put(pos * w + i, v);
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, at: usize, value: Val<'_>) {
+        let (kind, bits, text): (u8, u64, &[u8]) = match value {
+            Val::Null => (V_NULL, 0, &[]),
+            Val::Bool(b) => (V_BOOL, u64::from(b), &[]),
+            Val::Int(i) => (V_INT, i as u64, &[]),
+            Val::Float(f) => (V_FLOAT, f.to_bits(), &[]),
+            Val::Str(s) => (V_STR, 0, s.as_bytes()),
+            // Keyed state never stores arrays (the plan refuses them).
+            Val::Array(_) => (V_NULL, 0, &[]),
+        };
+        let old = self.cells[at];
+        let (mut start, mut cap) = (old.start, old.cap as usize);
+        if text.len() > cap {
+            // Reserve a power of two so a key whose text keeps growing
+            // appends O(log len) times per epoch, not once per update.
+            cap = text.len().next_power_of_two().min(u32::MAX as usize);
+            start = self.text.len();
+            self.text.resize(start + cap, 0);
+        }
+        self.text[start..start + text.len()].copy_from_slice(text);
+        self.cells[at] = Cell {
+            kind,
+            bits,
+            start,
+            len: text.len() as u32,
+            cap: cap as u32,
+        };
+    }
+
+    /// Value `col` of record `i`; an error only if the arena was corrupted.
+    pub(crate) fn val(&self, i: usize, col: usize) -> Result<Val<'_>, std::str::Utf8Error> {
+        let r = self.cells[i * self.width + col];
+        Ok(match r.kind {
+            V_BOOL => Val::Bool(r.bits != 0),
+            V_INT => Val::Int(r.bits as i64),
+            V_FLOAT => Val::Float(f64::from_bits(r.bits)),
+            V_STR => Val::Str(std::str::from_utf8(
+                &self.text[r.start..r.start + r.len as usize],
+            )?),
+            _ => Val::Null,
+        })
+    }
+
+    /// Capacity of the record buffers (tests check that warm updates do not
+    /// grow them).
+    #[cfg(test)]
+    pub(crate) fn cells_capacity(&self) -> usize {
+        self.cells.capacity() + self.text.capacity()
+    }
+
+    /// Makes `spare` (cleared, same width) the active log of a table with
+    /// `slots` keys, and leaves the filled one in `spare`; O(1).
+    pub(crate) fn swap(&mut self, spare: &mut DeltaLog, slots: usize) {
+        spare.clear();
+        spare.width = self.width;
+        spare.slot_base = slots;
+        std::mem::swap(self, spare);
     }
 }
 
@@ -36,7 +169,7 @@ impl TableLog {
 pub struct Capture {
     pub(crate) shard: usize,
     pub(crate) epoch: u64,
-    pub(crate) logs: Vec<TableLog>,
+    pub(crate) logs: Vec<DeltaLog>,
 }
 
 impl Capture {
@@ -52,18 +185,12 @@ impl Capture {
 
     /// Number of changed keys recorded, over all tables.
     pub fn changed_keys(&self) -> usize {
-        self.logs.iter().map(TableLog::records).sum()
+        self.logs.iter().map(|l| l.slots.len()).sum()
     }
 
     /// Number of keys created this epoch, over all tables.
     pub fn new_keys(&self) -> usize {
-        self.logs
-            .iter()
-            .map(|l| match l {
-                TableLog::Aggregate(l) => l.new_keys.len(),
-                TableLog::Changed(l) => l.new_keys.len(),
-            })
-            .sum()
+        self.logs.iter().map(|l| l.new_keys.len()).sum()
     }
 
     /// Empties every log, keeping its buffers (and shrinking any buffer far
@@ -71,16 +198,44 @@ impl Capture {
     /// to its shard as the next spare.
     pub fn recycle(&mut self) {
         for log in &mut self.logs {
-            match log {
-                TableLog::Aggregate(l) => {
-                    l.shrink();
-                    l.clear();
-                }
-                TableLog::Changed(l) => {
-                    l.shrink();
-                    l.clear();
-                }
-            }
+            log.shrink();
+            log.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_record_per_slot_with_latest_text() {
+        let mut log = DeltaLog::new(2);
+        let mut marks = vec![u32::MAX; 3];
+        log.record(&mut marks, 0, [Val::Str("a"), Val::Int(1)].into_iter());
+        log.record(&mut marks, 2, [Val::Null, Val::Float(2.5)].into_iter());
+        log.record(
+            &mut marks,
+            0,
+            [Val::Str("a much longer value"), Val::Int(2)].into_iter(),
+        );
+        log.record(
+            &mut marks,
+            0,
+            [Val::Str("short"), Val::Bool(true)].into_iter(),
+        );
+        assert_eq!(log.slots, vec![0, 2]);
+        assert_eq!(log.val(0, 0).unwrap(), Val::Str("short"));
+        assert_eq!(log.val(0, 1).unwrap(), Val::Bool(true));
+        assert_eq!(log.val(1, 0).unwrap(), Val::Null);
+        assert_eq!(log.val(1, 1).unwrap(), Val::Float(2.5));
+        let mut spare = DeltaLog::default();
+        log.swap(&mut spare, 3);
+        assert_eq!(log.slot_base, 3);
+        assert_eq!(log.width(), 2);
+        // After the swap the key is logged afresh, not overwritten in the old log.
+        log.record(&mut marks, 0, [Val::Str("x"), Val::Int(3)].into_iter());
+        assert_eq!(log.slots, vec![0]);
+        assert_eq!(spare.val(0, 0).unwrap(), Val::Str("short"));
     }
 }

@@ -5,15 +5,30 @@
 //!
 //! - [`owner_shard`] / [`key_hash`]: the stable key hash (see [`key`] docs;
 //!   it is a compatibility contract).
-//! - [`AggregateTable`] (one per `aggregate` step per shard) and
-//!   [`ChangedTable`] (one per `changed` step per shard), built from
+//! - [`AggregateTable`] (one per `aggregate` step per shard),
+//!   [`ChangedTable`] (one per `changed` step per shard) and
+//!   [`DeclaredTable`] (one per `[[table]]` per shard), built from
 //!   [`TableSpec`]s and held together in a [`ShardState`], indexed by the
-//!   state id the plan assigns in configuration order.
+//!   state id the plan assigns (declared tables first, then keyed steps in
+//!   configuration order).
 //! - [`Capture`]: one shard's changes during one epoch, handed to the
 //!   checkpoint writer.
 //!
 //! Keys are `utf8`, `int64` or `bool` values; null and float keys are
-//! rejected ([`KeyError`]). Keys are never removed.
+//! rejected ([`KeyError`]). Keys are never removed from the slot index (a
+//! declared table's deleted row keeps its slot, marked absent).
+//!
+//! # The checkpoint seam
+//!
+//! The checkpoint code never matches on table kinds. A kind supplies, next
+//! to its table: its state columns ([`TableSpec::state_columns`], the Arrow
+//! columns of its per-key state), the record of a changed key in the one
+//! generic `DeltaLog` (those columns' values), its restore from them and
+//! its read values (the `KeyedTable` trait), and its compatibility check
+//! against a checkpoint ([`TableSpec::reconcile`]). Adding a keyed kind is
+//! its file in `state/`, its `TableKind`/`ShardState::build` arms and its
+//! step file in `operator/`; `checkpoint/` is untouched (declared tables
+//! were added that way).
 //!
 //! # Capturing state without stalling (the design)
 //!
@@ -70,22 +85,69 @@
 
 mod agg;
 mod changed;
+mod declared;
+mod desc;
 pub mod key;
 mod log;
 mod slots;
 
 pub use agg::{AggFn, AggOutput, AggValues, AggregateTable, parse_agg};
 pub use changed::ChangedTable;
+pub use declared::{DeclaredSpec, DeclaredTable, Scope};
+pub use desc::{ColumnDesc, OutputDesc, TableDesc};
 pub use key::{KeyError, key_hash, owner_shard};
 pub use log::Capture;
 
-pub(crate) use agg::AggLog;
-pub(crate) use agg::{Acc, Op};
-pub(crate) use changed::ChangedLog;
 pub(crate) use key::{Key, key_type_name};
-pub(crate) use log::TableLog;
+pub(crate) use log::DeltaLog;
 
 use crate::row::{ColumnType, Val};
+
+/// One column of a table's per-key state as checkpoint files store it
+/// (`<table>.<...>`): what a kind's delta-log records hold, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateColumn {
+    /// The column's name in files, prefixed by the table's name.
+    pub name: String,
+    /// Its value type.
+    pub ty: ColumnType,
+    /// An int64 of unix milliseconds, stored as an Arrow timestamp.
+    pub time: bool,
+}
+
+impl StateColumn {
+    pub(crate) fn new(name: String, ty: ColumnType) -> StateColumn {
+        StateColumn {
+            name,
+            ty,
+            time: false,
+        }
+    }
+}
+
+/// The checkpoint seam: what the checkpoint code needs of every keyed table
+/// on a shard, whatever its kind. A kind's per-key state is its
+/// [`TableSpec::state_columns`]; its delta log records those columns
+/// ([`DeltaLog`]), and `restore` takes them back. The checkpoint writer and
+/// recovery see tables only through this trait (recovery and capture are
+/// not on the request path, so `dyn` costs nothing there).
+pub(crate) trait KeyedTable {
+    /// Swaps the active delta log with `spare` (cleared first); O(1).
+    fn swap_log(&mut self, spare: &mut DeltaLog);
+    /// Sets `key`'s state from its state columns (`None`: the column is not
+    /// in the file), logged like an update.
+    fn restore(
+        &mut self,
+        key: Val<'_>,
+        cols: &[Option<Val<'_>>],
+        now_ms: i64,
+    ) -> Result<(), UpdateError>;
+    /// The key's values as a read route answers them; `false` when the key
+    /// has no state.
+    fn get_values(&self, key: Val<'_>, value: &mut dyn FnMut(Val<'_>)) -> bool;
+    /// Every key and its read values.
+    fn for_each(&self, f: &mut dyn FnMut(Val<'_>, &mut dyn Iterator<Item = Val<'_>>));
+}
 
 /// What one keyed step's state is: its name and kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +168,8 @@ pub enum TableKind {
         /// The value expression's type.
         value_type: ColumnType,
     },
+    /// A declared `[[table]]`.
+    Declared(DeclaredSpec),
 }
 
 impl TableSpec {
@@ -125,11 +189,116 @@ impl TableSpec {
         }
     }
 
-    /// `"aggregate"` or `"changed"`.
+    /// A declared `[[table]]`.
+    pub fn declared(name: impl Into<String>, spec: DeclaredSpec) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            kind: TableKind::Declared(spec),
+        }
+    }
+
+    /// `"aggregate"`, `"changed"` or `"table"`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
             TableKind::Aggregate(_) => "aggregate",
             TableKind::Changed { .. } => "changed",
+            TableKind::Declared(_) => "table",
+        }
+    }
+
+    /// True for a replicated declared table: every shard holds every key,
+    /// and checkpoints write it once (in shard 0's file).
+    pub fn replicated(&self) -> bool {
+        matches!(&self.kind, TableKind::Declared(d) if d.scope == Scope::Replicated)
+    }
+
+    /// The columns of the table's per-key state in checkpoint files, in the
+    /// order its delta-log records hold them.
+    pub fn state_columns(&self) -> Vec<StateColumn> {
+        match &self.kind {
+            TableKind::Aggregate(outputs) => outputs
+                .iter()
+                .flat_map(|o| o.state_columns(&self.name))
+                .collect(),
+            TableKind::Changed { value_type } => vec![StateColumn::new(
+                format!("{}.value", self.name),
+                *value_type,
+            )],
+            TableKind::Declared(d) => d.state_columns(&self.name),
+        }
+    }
+
+    /// What a read of one key answers, in order: name, type, and whether the
+    /// value is unix milliseconds (a time).
+    pub fn read_values(&self) -> Vec<(String, ColumnType, bool)> {
+        match &self.kind {
+            TableKind::Aggregate(outputs) => outputs
+                .iter()
+                .map(|o| (o.name.clone(), o.output_type(), o.func == AggFn::FirstSeen))
+                .collect(),
+            TableKind::Changed { value_type } => vec![("value".to_string(), *value_type, false)],
+            TableKind::Declared(d) => d
+                .columns
+                .iter()
+                .map(|(n, t)| (n.clone(), *t, false))
+                .collect(),
+        }
+    }
+
+    /// Whether state written for `written` (same name) restores into this
+    /// table; warnings for parts that are new or dropped. The error says
+    /// how the checkpoint and the configuration disagree.
+    pub fn reconcile(&self, written: &TableSpec, warnings: &mut Vec<String>) -> Result<(), String> {
+        match (&written.kind, &self.kind) {
+            (TableKind::Aggregate(wouts), TableKind::Aggregate(couts)) => {
+                for co in couts {
+                    match wouts.iter().find(|wo| wo.name == co.name) {
+                        Some(wo) => {
+                            if wo.func.name() != co.func.name()
+                                || wo.output_type() != co.output_type()
+                            {
+                                return Err(format!(
+                                    "output `{}` is `{}` ({}) in the checkpoint but `{}` ({}) in the configuration",
+                                    co.name,
+                                    wo.spec(),
+                                    wo.output_type(),
+                                    co.spec(),
+                                    co.output_type()
+                                ));
+                            }
+                        }
+                        None => warnings.push(format!(
+                            "aggregate `{}` output `{}` is new; it starts empty for restored keys",
+                            self.name, co.name
+                        )),
+                    }
+                }
+                for wo in wouts {
+                    if !couts.iter().any(|co| co.name == wo.name) {
+                        warnings.push(format!(
+                            "aggregate `{}` output `{}` is not declared any more; its state is ignored",
+                            self.name, wo.name
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            (TableKind::Changed { value_type: wt }, TableKind::Changed { value_type: ct }) => {
+                if wt != ct {
+                    return Err(format!(
+                        "the watched value is {wt} in the checkpoint but {ct} in the configuration"
+                    ));
+                }
+                Ok(())
+            }
+            (TableKind::Declared(w), TableKind::Declared(c)) => {
+                c.reconcile(&self.name, w, warnings)
+            }
+            _ => Err(format!(
+                "it is a `{}` step in the checkpoint but a `{}` step in the configuration",
+                written.kind_name(),
+                self.kind_name()
+            )),
         }
     }
 }
@@ -199,6 +368,14 @@ pub fn validate_tables(specs: &[TableSpec]) -> Result<(), StateError> {
         if specs[..i].iter().any(|s| s.name == spec.name) {
             return Err(StateError::DuplicateTable {
                 name: spec.name.clone(),
+            });
+        }
+        if let TableKind::Declared(d) = &spec.kind
+            && d.columns.is_empty()
+        {
+            return Err(StateError::Outputs {
+                table: spec.name.clone(),
+                message: "no columns; declare at least one".into(),
             });
         }
         if let TableKind::Aggregate(outputs) = &spec.kind {
@@ -316,11 +493,26 @@ impl Outputs<'_> {
     }
 }
 
-/// All keyed state of one shard: one [`Table`] per keyed step, indexed by
-/// the step's state id (its position in the `TableSpec` list).
+/// Where a state id's table lives in a [`ShardState`].
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// `tables[i]`: a keyed step's table.
+    Step(usize),
+    /// `declared[i]`: a declared `[[table]]`.
+    Declared(usize),
+}
+
+/// All keyed state of one shard: one table per [`TableSpec`], indexed by
+/// its state id (its position in the spec list). Keyed steps' tables are
+/// [`Table`]s ([`ShardState::tables`]); declared `[[table]]`s are
+/// [`DeclaredTable`]s ([`ShardState::declared`]).
 #[derive(Debug)]
 pub struct ShardState {
     tables: Vec<Table>,
+    declared: Vec<DeclaredTable>,
+    places: Vec<Place>,
+    /// Per state id: a replicated table (logged by shard 0 only).
+    replicated: Vec<bool>,
 }
 
 impl ShardState {
@@ -338,49 +530,110 @@ impl ShardState {
 
     fn build(specs: &[TableSpec], logging: bool) -> Result<ShardState, StateError> {
         validate_tables(specs)?;
-        let tables = specs
-            .iter()
-            .map(|s| match &s.kind {
-                TableKind::Aggregate(outputs) => Table::Aggregate(AggregateTable::new(
-                    s.name.clone(),
-                    outputs.clone(),
-                    logging,
-                )),
-                TableKind::Changed { value_type } => {
-                    Table::Changed(ChangedTable::new(s.name.clone(), *value_type, logging))
+        let mut st = ShardState {
+            tables: Vec::new(),
+            declared: Vec::new(),
+            places: Vec::with_capacity(specs.len()),
+            replicated: specs.iter().map(TableSpec::replicated).collect(),
+        };
+        for s in specs {
+            let place = match &s.kind {
+                TableKind::Aggregate(outputs) => {
+                    st.tables.push(Table::Aggregate(AggregateTable::new(
+                        s.name.clone(),
+                        outputs.clone(),
+                        logging,
+                    )));
+                    Place::Step(st.tables.len() - 1)
                 }
-            })
-            .collect();
-        Ok(ShardState { tables })
+                TableKind::Changed { value_type } => {
+                    st.tables.push(Table::Changed(ChangedTable::new(
+                        s.name.clone(),
+                        *value_type,
+                        logging,
+                    )));
+                    Place::Step(st.tables.len() - 1)
+                }
+                TableKind::Declared(d) => {
+                    st.declared
+                        .push(DeclaredTable::new(s.name.clone(), d, logging));
+                    Place::Declared(st.declared.len() - 1)
+                }
+            };
+            st.places.push(place);
+        }
+        Ok(st)
     }
 
-    /// The tables, by state id.
+    /// The keyed steps' tables, in state-id order (declared tables are in
+    /// [`ShardState::declared`]).
     pub fn tables(&self) -> &[Table] {
         &self.tables
     }
 
-    /// The table with state id `id`.
-    #[inline]
-    pub fn table_mut(&mut self, id: usize) -> Option<&mut Table> {
-        self.tables.get_mut(id)
+    /// The declared `[[table]]`s, in state-id order.
+    pub fn declared(&self) -> &[DeclaredTable] {
+        &self.declared
     }
 
-    /// The table with state id `id`.
+    /// The keyed step's table with state id `id`.
+    #[inline]
+    pub fn table_mut(&mut self, id: usize) -> Option<&mut Table> {
+        match self.places.get(id) {
+            Some(Place::Step(i)) => self.tables.get_mut(*i),
+            _ => None,
+        }
+    }
+
+    /// The keyed step's table with state id `id`.
     #[inline]
     pub fn table(&self, id: usize) -> Option<&Table> {
-        self.tables.get(id)
+        match self.places.get(id) {
+            Some(Place::Step(i)) => self.tables.get(*i),
+            _ => None,
+        }
+    }
+
+    /// True when `op` writes a replicated table (the sequencer's work).
+    pub fn replicated_write(&self, op: &crate::forward::KeyedOp) -> bool {
+        use crate::forward::KeyedOp;
+        match op {
+            KeyedOp::Upsert { table, .. } | KeyedOp::Delete { table, .. } => {
+                self.replicated.get(*table).copied().unwrap_or(false)
+            }
+            _ => false,
+        }
+    }
+
+    /// The declared table with state id `id`.
+    #[inline]
+    pub fn declared_table(&self, id: usize) -> Option<&DeclaredTable> {
+        match self.places.get(id) {
+            Some(Place::Declared(i)) => self.declared.get(*i),
+            _ => None,
+        }
+    }
+
+    /// Mutable [`ShardState::declared_table`].
+    #[inline]
+    pub fn declared_table_mut(&mut self, id: usize) -> Option<&mut DeclaredTable> {
+        match self.places.get(id) {
+            Some(Place::Declared(i)) => self.declared.get_mut(*i),
+            _ => None,
+        }
     }
 
     /// Total keys over all tables.
     pub fn keys(&self) -> usize {
-        self.tables.iter().map(Table::len).sum()
+        self.tables.iter().map(Table::len).sum::<usize>()
+            + self.declared.iter().map(DeclaredTable::len).sum::<usize>()
     }
 
     /// The aggregate table with state id `id`; `None` if out of range or of
     /// another kind.
     #[inline]
     pub fn aggregate(&self, id: usize) -> Option<&AggregateTable> {
-        match self.tables.get(id) {
+        match self.table(id) {
             Some(Table::Aggregate(t)) => Some(t),
             _ => None,
         }
@@ -389,7 +642,7 @@ impl ShardState {
     /// Mutable [`ShardState::aggregate`].
     #[inline]
     pub fn aggregate_mut(&mut self, id: usize) -> Option<&mut AggregateTable> {
-        match self.tables.get_mut(id) {
+        match self.table_mut(id) {
             Some(Table::Aggregate(t)) => Some(t),
             _ => None,
         }
@@ -399,7 +652,7 @@ impl ShardState {
     /// another kind.
     #[inline]
     pub fn changed(&self, id: usize) -> Option<&ChangedTable> {
-        match self.tables.get(id) {
+        match self.table(id) {
             Some(Table::Changed(t)) => Some(t),
             _ => None,
         }
@@ -408,9 +661,49 @@ impl ShardState {
     /// Mutable [`ShardState::changed`].
     #[inline]
     pub fn changed_mut(&mut self, id: usize) -> Option<&mut ChangedTable> {
-        match self.tables.get_mut(id) {
+        match self.table_mut(id) {
             Some(Table::Changed(t)) => Some(t),
             _ => None,
+        }
+    }
+
+    /// Table `id` through the checkpoint seam.
+    fn keyed(&self, id: usize) -> Option<&dyn KeyedTable> {
+        Some(match *self.places.get(id)? {
+            Place::Step(i) => match &self.tables[i] {
+                Table::Aggregate(t) => t as &dyn KeyedTable,
+                Table::Changed(t) => t,
+            },
+            Place::Declared(i) => &self.declared[i],
+        })
+    }
+
+    fn keyed_mut(&mut self, id: usize) -> Option<&mut dyn KeyedTable> {
+        Some(match *self.places.get(id)? {
+            Place::Step(i) => match &mut self.tables[i] {
+                Table::Aggregate(t) => t as &mut dyn KeyedTable,
+                Table::Changed(t) => t,
+            },
+            Place::Declared(i) => &mut self.declared[i],
+        })
+    }
+
+    /// The key's values as a read answers them (an aggregate's outputs, a
+    /// `changed` table's last value, a declared table's columns); `false`
+    /// when the key has no state.
+    pub fn get(&self, id: usize, key: Val<'_>, mut value: impl FnMut(Val<'_>)) -> bool {
+        self.keyed(id)
+            .is_some_and(|t| t.get_values(key, &mut value))
+    }
+
+    /// Calls `f` with every key of table `id` and its read values.
+    pub fn for_each(
+        &self,
+        id: usize,
+        mut f: impl FnMut(Val<'_>, &mut dyn Iterator<Item = Val<'_>>),
+    ) {
+        if let Some(t) = self.keyed(id) {
+            t.for_each(&mut f);
         }
     }
 
@@ -418,17 +711,20 @@ impl ShardState {
     /// epoch `epoch`: swaps every table's delta log with the (cleared) logs of
     /// `spare`. O(number of tables); allocates only when `spare` is `None` or
     /// was not made by this state (then a fresh, empty one is built).
+    ///
+    /// A replicated table is written once per epoch, from shard 0: on other
+    /// shards its log is emptied (every shard holds the same rows).
     pub fn capture(&mut self, shard: usize, epoch: u64, spare: Option<Capture>) -> Capture {
         let mut cap = match spare {
-            Some(c) if self.fits(&c) => c,
+            Some(c) if c.logs.len() == self.places.len() => c,
             _ => self.empty_capture(),
         };
-        for (table, log) in self.tables.iter_mut().zip(cap.logs.iter_mut()) {
-            match (table, log) {
-                (Table::Aggregate(t), TableLog::Aggregate(l)) => t.swap_log(l),
-                (Table::Changed(t), TableLog::Changed(l)) => t.swap_log(l),
-                // `fits` checked that the kinds line up.
-                _ => {}
+        for (id, log) in cap.logs.iter_mut().enumerate() {
+            if let Some(t) = self.keyed_mut(id) {
+                t.swap_log(log);
+            }
+            if shard != 0 && self.replicated[id] {
+                log.clear();
             }
         }
         cap.shard = shard;
@@ -441,49 +737,23 @@ impl ShardState {
         Capture {
             shard: 0,
             epoch: 0,
-            logs: self
-                .tables
-                .iter()
-                .map(|t| match t {
-                    Table::Aggregate(_) => TableLog::Aggregate(AggLog::default()),
-                    Table::Changed(_) => TableLog::Changed(ChangedLog::default()),
-                })
+            logs: (0..self.places.len())
+                .map(|_| DeltaLog::default())
                 .collect(),
         }
     }
 
-    fn fits(&self, cap: &Capture) -> bool {
-        cap.logs.len() == self.tables.len()
-            && self.tables.iter().zip(&cap.logs).all(|(t, l)| {
-                matches!(
-                    (t, l),
-                    (Table::Aggregate(_), TableLog::Aggregate(_))
-                        | (Table::Changed(_), TableLog::Changed(_))
-                )
-            })
-    }
-
-    pub(crate) fn restore_aggregate(
+    /// Sets `key`'s state in table `id` from its state columns (recovery).
+    pub(crate) fn restore(
         &mut self,
         id: usize,
         key: Val<'_>,
-        accs: &[Acc],
+        cols: &[Option<Val<'_>>],
+        now_ms: i64,
     ) -> Result<(), UpdateError> {
-        match self.tables.get_mut(id) {
-            Some(Table::Aggregate(t)) => t.restore(key, accs),
-            _ => Ok(()),
-        }
-    }
-
-    pub(crate) fn restore_changed(
-        &mut self,
-        id: usize,
-        key: Val<'_>,
-        value: Val<'_>,
-    ) -> Result<(), UpdateError> {
-        match self.tables.get_mut(id) {
-            Some(Table::Changed(t)) => t.restore(key, value),
-            _ => Ok(()),
+        match self.keyed_mut(id) {
+            Some(t) => t.restore(key, cols, now_ms),
+            None => Ok(()),
         }
     }
 }
@@ -550,16 +820,12 @@ mod tests {
         assert_eq!((cap.shard(), cap.epoch()), (3, 7));
         assert_eq!(cap.changed_keys(), 3);
         assert_eq!(cap.new_keys(), 3);
-        match &cap.logs[0] {
-            TableLog::Aggregate(l) => {
-                assert_eq!(l.slot_base, 0);
-                assert_eq!(l.slots, vec![0, 1]);
-                // a: count 2, sum 4 (one record, latest state)
-                assert_eq!(l.accs[0], Acc { n: 2, v: 0 });
-                assert_eq!(l.accs[1], Acc { n: 1, v: 4 });
-            }
-            TableLog::Changed(_) => panic!("wrong kind"),
-        }
+        let l = &cap.logs[0];
+        assert_eq!(l.slot_base, 0);
+        assert_eq!(l.slots, vec![0, 1]);
+        // a: count 2, sum 4 (one record, latest state)
+        assert_eq!(l.val(0, 0).unwrap(), Val::Int(2));
+        assert_eq!(l.val(0, 1).unwrap(), Val::Int(4));
 
         // After the barrier: a new epoch's log, old capture untouched.
         st.aggregate_mut(0)
@@ -569,14 +835,10 @@ mod tests {
         let mut cap2 = st.capture(3, 8, Some(cap));
         assert_eq!(cap2.changed_keys(), 1);
         assert_eq!(cap2.new_keys(), 0);
-        match &cap2.logs[0] {
-            TableLog::Aggregate(l) => {
-                assert_eq!(l.slot_base, 2);
-                assert_eq!(l.slots, vec![1]);
-                assert_eq!(l.accs[1], Acc { n: 1, v: 12 });
-            }
-            TableLog::Changed(_) => panic!("wrong kind"),
-        }
+        let l = &cap2.logs[0];
+        assert_eq!(l.slot_base, 2);
+        assert_eq!(l.slots, vec![1]);
+        assert_eq!(l.val(0, 1).unwrap(), Val::Int(12));
         cap2.recycle();
         assert_eq!(cap2.changed_keys(), 0);
     }

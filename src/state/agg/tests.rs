@@ -203,7 +203,7 @@ fn capacities(t: &AggregateTable) -> [usize; 6] {
         t.accs.capacity(),
         t.marks.capacity(),
         t.log.slots.capacity(),
-        t.log.accs.capacity(),
+        t.log.cells_capacity(),
     ]
 }
 
@@ -220,7 +220,7 @@ fn warm_updates_of_existing_keys_grow_nothing() {
     for (i, k) in keys.iter().enumerate() {
         t.update(Val::Str(k), 0, |_| Val::Int(i as i64)).unwrap();
     }
-    let mut spare = AggLog::default();
+    let mut spare = DeltaLog::default();
     t.swap_log(&mut spare);
     for k in &keys {
         t.update(Val::Str(k), 0, |_| Val::Int(1)).unwrap();
@@ -270,8 +270,13 @@ fn restore_round_trips_every_op() {
                 .iter()
                 .zip(&accs)
                 .map(|(op, acc)| {
-                    let (s, n) = Op::avg_parts(*acc);
-                    op.restore(op.output(*acc), s, n)
+                    let cols: Vec<Option<Val<'_>>> = op
+                        .state_values(*acc)
+                        .into_iter()
+                        .flatten()
+                        .map(Some)
+                        .collect();
+                    op.acc_from_state(&cols, 0)
                 })
                 .collect();
             assert_eq!(restored, accs, "{ty} {key:?}");
