@@ -39,6 +39,8 @@
 //!   recovery.
 //! - [`command`]: [`command::ShardCommand`], the main thread's channel to a
 //!   shard, and asking every shard at once.
+//! - [`reload`]: hot reload (`SIGHUP`, `POST /reload`): re-read, check,
+//!   compile off the shards, swap on every shard between two requests.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, `/health`,
 //!   `/ready`, `/checkpoint`).
 //! - [`metrics`]: per-shard latency histograms and counters, and their
@@ -94,6 +96,7 @@ pub mod operator;
 pub mod overrides;
 pub mod pipeline;
 pub mod plan;
+pub mod reload;
 pub mod reply;
 pub mod row;
 pub mod runtime;
