@@ -33,6 +33,8 @@
 //! - [`row`]: column types, column sets and the reusable [`row::Row`].
 //! - [`reply`]: row columns to a JSON object; the one JSON string escaper.
 //! - [`state`]: keyed tables (slot index, delta logs), owner hashing.
+//! - [`fleet`]: several instances, each key owned by one (instance,
+//!   shard) pair; 421 naming the owner for a key of another instance.
 //! - [`forward`]: the peer mesh between shards and the messages that run a
 //!   keyed step on its key's owner shard.
 //! - [`checkpoint`]: epochs, barriers, the writer, shard files, manifests,
@@ -86,6 +88,7 @@ pub mod config;
 pub mod connection;
 pub mod export;
 pub mod expr;
+pub mod fleet;
 pub mod forward;
 pub mod http;
 pub mod lb;

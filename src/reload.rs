@@ -137,6 +137,11 @@ impl Reloader {
             .map_err(|e| ReloadError::Config(e.to_string()))?;
         crate::overrides::apply(&mut config, |v| std::env::var(v).ok())
             .map_err(|e| ReloadError::Config(e.to_string()))?;
+        // The running index stands for `--instance-index`, which the file
+        // cannot repeat.
+        let index = current.0.config.fleet.as_ref().and_then(|f| f.index);
+        crate::fleet::settle(&mut config, index, index.is_some())
+            .map_err(|e| ReloadError::Config(e.to_string()))?;
         keep_runtime_settings(&current.0.config, &mut config);
         let changes = restart_only_changes(&current.0.config, &config);
         if !changes.is_empty() {
@@ -279,6 +284,23 @@ pub fn restart_only_changes(running: &ServiceConfig, new: &ServiceConfig) -> Vec
     for (key, old, new) in limits {
         check(&format!("[limits] {key}"), old, new);
     }
+    let fleet = |c: &ServiceConfig| match &c.fleet {
+        None => ("none".to_string(), "none".to_string()),
+        Some(f) => (
+            format!(
+                "[{}]",
+                f.instances
+                    .iter()
+                    .map(crate::fleet::Member::text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            format!("{:?}", f.index),
+        ),
+    };
+    let ((old_list, old_index), (new_list, new_index)) = (fleet(running), fleet(new));
+    check("[fleet] instances", old_list, new_list);
+    check("[fleet] index", old_index, new_index);
     match (&running.checkpoint, &new.checkpoint) {
         (None, None) => {}
         (Some(_), None) => changes.push("[checkpoint] (removed)".to_string()),

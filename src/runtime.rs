@@ -436,6 +436,7 @@ impl Service {
                 peers,
                 drained: drained_tx.clone(),
                 access_log: access_logs.next().expect("one access log per shard"),
+                fleet: crate::fleet::Place::of(&plan.config),
             };
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()

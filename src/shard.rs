@@ -81,6 +81,8 @@ pub struct ShardSetup {
     pub drained: Sender<usize>,
     /// This shard's end of the access log.
     pub access_log: AccessLog,
+    /// This instance's place in its fleet, if it is one of several.
+    pub fleet: Option<crate::fleet::Place>,
 }
 
 /// How often the housekeeping task runs: commands are picked up within this
@@ -159,6 +161,8 @@ pub(crate) struct Shard {
     pub(crate) mesh: Mesh,
     /// This shard's end of the access log.
     pub(crate) access_log: AccessLog,
+    /// This instance's place in its fleet, if it is one of several.
+    fleet: Option<crate::fleet::Place>,
 }
 
 /// Spare connection buffers a shard keeps (about 16 KiB each). Beyond it,
@@ -179,8 +183,8 @@ impl Shard {
     }
 
     /// The context keyed steps run in on this shard.
-    pub(crate) fn ctx<'a>(&self, state: &'a mut ShardState) -> Ctx<'a> {
-        Ctx::new(state, self.index, self.shards)
+    pub(crate) fn ctx<'a>(&'a self, state: &'a mut ShardState) -> Ctx<'a> {
+        Ctx::new(state, self.index, self.shards).with_fleet(self.fleet.as_ref())
     }
 
     /// Hands a forward's reply to the connection in `slot`, if it still
@@ -206,6 +210,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         peers,
         drained,
         access_log,
+        fleet,
         ..
     } = setup;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -235,6 +240,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         checkpoint,
         mesh,
         access_log,
+        fleet,
     });
 
     let ex = glommio::executor();
