@@ -264,7 +264,10 @@ mod tests {
                 base_port: 8900
             }
         );
-        assert_eq!(parse_member("coreline-1.coreline:8900").unwrap().host, "coreline-1.coreline");
+        assert_eq!(
+            parse_member("coreline-1.coreline:8900").unwrap().host,
+            "coreline-1.coreline"
+        );
         assert_eq!(parse_member("[::1]:8900").unwrap().addr(2), "[::1]:8902");
         assert!(parse_member("10.0.0.1").is_err());
         assert!(parse_member("10.0.0.1:0").is_err());
@@ -275,7 +278,11 @@ mod tests {
     fn the_owner_shard_is_the_single_instance_owner() {
         let place = Place {
             index: 0,
-            members: vec![parse_member("a:1").unwrap(), parse_member("b:1").unwrap(), parse_member("c:1").unwrap()],
+            members: vec![
+                parse_member("a:1").unwrap(),
+                parse_member("b:1").unwrap(),
+                parse_member("c:1").unwrap(),
+            ],
             shards: 4,
         };
         let mut per_instance = [0usize; 3];
@@ -292,7 +299,10 @@ mod tests {
     fn misdirected_names_the_owner() {
         let place = Place {
             index: 0,
-            members: vec![parse_member("h0:9000").unwrap(), parse_member("h1:9100").unwrap()],
+            members: vec![
+                parse_member("h0:9000").unwrap(),
+                parse_member("h1:9100").unwrap(),
+            ],
             shards: 2,
         };
         let mut body = Vec::new();

@@ -233,8 +233,7 @@ fn load_config(
     let mut config = coreline::config::load(path).map_err(|e| fail(2, e))?;
     let applied = coreline::overrides::apply(&mut config, |v| std::env::var(v).ok())
         .map_err(|e| fail(2, e))?;
-    coreline::fleet::settle(&mut config, instance_index, index_required)
-        .map_err(|e| fail(2, e))?;
+    coreline::fleet::settle(&mut config, instance_index, index_required).map_err(|e| fail(2, e))?;
     Ok((config, applied))
 }
 
@@ -418,11 +417,10 @@ fn check(path: &Path, instance_index: Option<usize>) -> Result<(), ExitCode> {
             .iter()
             .map(coreline::fleet::Member::text)
             .collect();
-        let me = fleet
-            .index
-            .map_or("index not set (run needs --instance-index N)".to_string(), |i| {
-                format!("this is instance {i}")
-            });
+        let me = fleet.index.map_or(
+            "index not set (run needs --instance-index N)".to_string(),
+            |i| format!("this is instance {i}"),
+        );
         println!(
             "fleet: {} instances [{}]; {me}; a key of another instance is answered 421",
             list.len(),

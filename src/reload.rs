@@ -133,8 +133,8 @@ impl Reloader {
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         let mut current = self.lock();
         let started = Instant::now();
-        let mut config = crate::config::load(&self.path)
-            .map_err(|e| ReloadError::Config(e.to_string()))?;
+        let mut config =
+            crate::config::load(&self.path).map_err(|e| ReloadError::Config(e.to_string()))?;
         crate::overrides::apply(&mut config, |v| std::env::var(v).ok())
             .map_err(|e| ReloadError::Config(e.to_string()))?;
         // The running index stands for `--instance-index`, which the file
@@ -238,8 +238,16 @@ pub fn restart_only_changes(running: &ServiceConfig, new: &ServiceConfig) -> Vec
         a.base_port.to_string(),
         b.base_port.to_string(),
     );
-    check("[service] shards", a.shards.to_string(), b.shards.to_string());
-    check("[service] cores", format!("{:?}", a.cores), format!("{:?}", b.cores));
+    check(
+        "[service] shards",
+        a.shards.to_string(),
+        b.shards.to_string(),
+    );
+    check(
+        "[service] cores",
+        format!("{:?}", a.cores),
+        format!("{:?}", b.cores),
+    );
     check(
         "[service] admin_port",
         format!("{:?}", a.admin_port),
@@ -272,14 +280,46 @@ pub fn restart_only_changes(running: &ServiceConfig, new: &ServiceConfig) -> Vec
     );
     let (a, b) = (&running.limits, &new.limits);
     let limits: [(&str, String, String); 8] = [
-        ("max_header_bytes", a.max_header_bytes.to_string(), b.max_header_bytes.to_string()),
-        ("max_body_bytes", a.max_body_bytes.to_string(), b.max_body_bytes.to_string()),
-        ("max_headers", a.max_headers.to_string(), b.max_headers.to_string()),
-        ("header_timeout", format!("{:?}", a.header_timeout), format!("{:?}", b.header_timeout)),
-        ("body_timeout", format!("{:?}", a.body_timeout), format!("{:?}", b.body_timeout)),
-        ("idle_timeout", format!("{:?}", a.idle_timeout), format!("{:?}", b.idle_timeout)),
-        ("max_connections", a.max_connections.to_string(), b.max_connections.to_string()),
-        ("drain_timeout", format!("{:?}", a.drain_timeout), format!("{:?}", b.drain_timeout)),
+        (
+            "max_header_bytes",
+            a.max_header_bytes.to_string(),
+            b.max_header_bytes.to_string(),
+        ),
+        (
+            "max_body_bytes",
+            a.max_body_bytes.to_string(),
+            b.max_body_bytes.to_string(),
+        ),
+        (
+            "max_headers",
+            a.max_headers.to_string(),
+            b.max_headers.to_string(),
+        ),
+        (
+            "header_timeout",
+            format!("{:?}", a.header_timeout),
+            format!("{:?}", b.header_timeout),
+        ),
+        (
+            "body_timeout",
+            format!("{:?}", a.body_timeout),
+            format!("{:?}", b.body_timeout),
+        ),
+        (
+            "idle_timeout",
+            format!("{:?}", a.idle_timeout),
+            format!("{:?}", b.idle_timeout),
+        ),
+        (
+            "max_connections",
+            a.max_connections.to_string(),
+            b.max_connections.to_string(),
+        ),
+        (
+            "drain_timeout",
+            format!("{:?}", a.drain_timeout),
+            format!("{:?}", b.drain_timeout),
+        ),
     ];
     for (key, old, new) in limits {
         check(&format!("[limits] {key}"), old, new);
@@ -311,10 +351,22 @@ pub fn restart_only_changes(running: &ServiceConfig, new: &ServiceConfig) -> Vec
                     changes.push(format!("[checkpoint] {key} ({old} → {new})"));
                 }
             };
-            check("dir", a.dir.display().to_string(), b.dir.display().to_string());
-            check("interval", format!("{:?}", a.interval), format!("{:?}", b.interval));
+            check(
+                "dir",
+                a.dir.display().to_string(),
+                b.dir.display().to_string(),
+            );
+            check(
+                "interval",
+                format!("{:?}", a.interval),
+                format!("{:?}", b.interval),
+            );
             check("retain", a.retain.to_string(), b.retain.to_string());
-            check("full_every", a.full_every.to_string(), b.full_every.to_string());
+            check(
+                "full_every",
+                a.full_every.to_string(),
+                b.full_every.to_string(),
+            );
         }
     }
     changes
@@ -410,7 +462,10 @@ request = {{ user = "{key_type}", amount = "float64" }}
         let a = plan(&keyed("utf8", "n = \"count()\""));
         let b = plan(&keyed("utf8", "n = \"count()\", s = \"sum(amount)\""));
         let problems = table_changes(&a, &b);
-        assert!(problems[0].contains("changed its aggregate definition"), "{problems:?}");
+        assert!(
+            problems[0].contains("changed its aggregate definition"),
+            "{problems:?}"
+        );
     }
 
     #[test]

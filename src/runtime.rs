@@ -531,7 +531,9 @@ impl Service {
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
         match &self.reloader {
             Some(r) => r.reload(),
-            None => Err(ReloadError::Shards("the service is not running".to_string())),
+            None => Err(ReloadError::Shards(
+                "the service is not running".to_string(),
+            )),
         }
     }
 

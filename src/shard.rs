@@ -354,9 +354,7 @@ impl Shard {
     /// holds.
     fn swap_plan(&self, swap: crate::command::PlanSwap) {
         let started = Instant::now();
-        let old = self
-            .router
-            .replace(Rc::new(RefCell::new(swap.router)));
+        let old = self.router.replace(Rc::new(RefCell::new(swap.router)));
         let remap = self
             .metrics
             .borrow_mut()
@@ -366,7 +364,12 @@ impl Shard {
         // Frees the old routes unless a forwarded request still holds them.
         drop(old);
         let pause = started.elapsed();
-        tracing::debug!(shard = self.index, generation = swap.generation, ?pause, "plan swapped");
+        tracing::debug!(
+            shard = self.index,
+            generation = swap.generation,
+            ?pause,
+            "plan swapped"
+        );
         let _ = swap.done.send(crate::command::SwapDone {
             shard: self.index,
             pause,

@@ -902,8 +902,11 @@ fn fleet_of_two_behind_haproxy_survives_a_restart() {
                  [checkpoint]\ndir = \"cp\"\ninterval = \"100ms\"\n",
                 bases[0], bases[1]
             );
-            let text = keyed_config(bases[i], shards)
-                .replacen("\n[[route]]", &format!("\n{fleet}\n[[route]]"), 1);
+            let text = keyed_config(bases[i], shards).replacen(
+                "\n[[route]]",
+                &format!("\n{fleet}\n[[route]]"),
+                1,
+            );
             tmp.write(&format!("fleet{i}.toml"), &text)
         })
         .collect();
@@ -928,11 +931,16 @@ fn fleet_of_two_behind_haproxy_survives_a_restart() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     // No --instance: the list comes from [fleet].
-    let dir = generate(Kind::Haproxy, &configs[0], &["--listen", &listen], &tmp.join("lb"));
+    let dir = generate(
+        Kind::Haproxy,
+        &configs[0],
+        &["--listen", &listen],
+        &tmp.join("lb"),
+    );
     let cfg = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
-    for i in 0..2 {
+    for base in bases {
         for s in 0..shards {
-            let addr = format!("127.0.0.1:{}", bases[i] + s as u16);
+            let addr = format!("127.0.0.1:{}", base + s as u16);
             assert!(cfg.contains(&addr), "{addr} missing from:\n{cfg}");
         }
     }
@@ -940,14 +948,11 @@ fn fleet_of_two_behind_haproxy_survives_a_restart() {
     let b = Balancer::start(Kind::Haproxy, &dir, port);
 
     let users: Vec<String> = (0..200).map(|i| format!("user {i}")).collect();
-    let owner: Vec<usize> = users
-        .iter()
-        .map(|u| owner_instance(u, 2, shards))
-        .collect();
-    assert!(owner.iter().any(|&o| o == 0) && owner.iter().any(|&o| o == 1));
+    let owner: Vec<usize> = users.iter().map(|u| owner_instance(u, 2, shards)).collect();
+    assert!(owner.contains(&0) && owner.contains(&1));
     let mut sent = vec![0u64; users.len()];
     let mut c = b.client();
-    let mut send = |c: &mut Conn, which: &dyn Fn(usize) -> bool, rounds: usize, sent: &mut Vec<u64>| {
+    let send = |c: &mut Conn, which: &dyn Fn(usize) -> bool, rounds: usize, sent: &mut Vec<u64>| {
         for _ in 0..rounds {
             for (i, u) in users.iter().enumerate().filter(|(i, _)| which(*i)) {
                 let body = serde_json::json!({ "user": u, "amount": 1 }).to_string();
@@ -973,7 +978,10 @@ fn fleet_of_two_behind_haproxy_survives_a_restart() {
         assert_eq!(other.status, 421, "{u}: {}", other.text());
         let want = format!("127.0.0.1:{}", bases[owner[i]] + shard as u16);
         assert_eq!(other.json()["owner"].as_str(), Some(want.as_str()));
-        assert_eq!(other.json()["owner_instance"].as_u64(), Some(owner[i] as u64));
+        assert_eq!(
+            other.json()["owner_instance"].as_u64(),
+            Some(owner[i] as u64)
+        );
     }
 
     // Checkpoints per instance; then instance 1 restarts.
@@ -985,7 +993,11 @@ fn fleet_of_two_behind_haproxy_survives_a_restart() {
             tmp.join(format!("cp/instance-{i}/LATEST")).exists()
                 || std::fs::read_dir(tmp.join(format!("cp/instance-{i}")))
                     .unwrap()
-                    .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("epoch-")),
+                    .any(|e| e
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("epoch-")),
             "instance {i} checkpoints into cp/instance-{i}"
         );
     }

@@ -49,7 +49,11 @@ request = {{ user = "{key}", amount = "float64" }}
 
 fn post_admin(admin: SocketAddr, path: &str, header: bool) -> common::Response {
     let mut c = Client::connect(admin);
-    let extra = if header { "X-Coreline-Admin: 1\r\n" } else { "" };
+    let extra = if header {
+        "X-Coreline-Admin: 1\r\n"
+    } else {
+        ""
+    };
     c.send(
         format!("POST {path} HTTP/1.1\r\nHost: t\r\n{extra}Content-Length: 0\r\n\r\n").as_bytes(),
     );
@@ -161,9 +165,7 @@ fn ten_reloads_under_load_drop_nothing_and_switch_the_pipeline() {
         let want_owner = if i < 2 { i % 2 } else { 1 - i % 2 };
         let user = (0..)
             .map(|n| format!("user-{i}-{n}"))
-            .find(|u| {
-                coreline::state::owner_shard(coreline::row::Val::Str(u), 2) == want_owner
-            })
+            .find(|u| coreline::state::owner_shard(coreline::row::Val::Str(u), 2) == want_owner)
             .unwrap();
         clients.push(std::thread::spawn(move || client(addr, user, stop, s)));
     }
@@ -231,7 +233,10 @@ fn ten_reloads_under_load_drop_nothing_and_switch_the_pipeline() {
         .iter()
         .map(|s| s["forwarded_requests"].as_u64().unwrap())
         .sum();
-    assert!(forwarded > 100, "half the requests wait for their owner shard");
+    assert!(
+        forwarded > 100,
+        "half the requests wait for their owner shard"
+    );
     pauses_us.sort_by(f64::total_cmp);
     compile_ms.sort_by(f64::total_cmp);
     println!(
@@ -268,10 +273,9 @@ fn a_bad_reload_is_refused_and_the_old_plan_keeps_serving() {
     assert_eq!(answer(&mut c), "v0");
 
     // A file that fails `check`: the same file:line:column error.
-    let bad = config("v1", "utf8", "").replace("length", "x").replace(
-        "expr = \"'v1'\"",
-        "expr = \"nosuch + 1\"",
-    );
+    let bad = config("v1", "utf8", "")
+        .replace("length", "x")
+        .replace("expr = \"'v1'\"", "expr = \"nosuch + 1\"");
     std::fs::write(&path, &bad).unwrap();
     let r = post_admin(admin, "/reload", true);
     assert_eq!(r.status, 400, "{}", r.text());
@@ -295,7 +299,11 @@ fn a_bad_reload_is_refused_and_the_old_plan_keeps_serving() {
     assert_eq!(answer(&mut c), "v0", "the old plan keeps serving");
 
     // Changes that need a restart are named.
-    std::fs::write(&path, config("v1", "utf8", "").replace("shards = 2", "shards = 1")).unwrap();
+    std::fs::write(
+        &path,
+        config("v1", "utf8", "").replace("shards = 2", "shards = 1"),
+    )
+    .unwrap();
     let r = post_admin(admin, "/reload", true);
     assert_eq!(r.status, 400, "{}", r.text());
     let error = r.json()["error"].as_str().unwrap().to_string();
@@ -307,7 +315,11 @@ fn a_bad_reload_is_refused_and_the_old_plan_keeps_serving() {
     .unwrap();
     let r = post_admin(admin, "/reload", true);
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("[limits] idle_timeout (60s → 5s)"), "{}", r.text());
+    assert!(
+        r.text().contains("[limits] idle_timeout (60s → 5s)"),
+        "{}",
+        r.text()
+    );
 
     // A keyed table whose key type changed.
     std::fs::write(&path, config("v1", "int64", "")).unwrap();

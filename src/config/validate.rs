@@ -392,14 +392,18 @@ impl<'a> Validator<'a> {
         for (i, text) in raw.instances.into_inner().into_iter().enumerate() {
             let key = format!("fleet.instances[{i}]");
             let member = crate::fleet::parse_member(text.get_ref()).map_err(|message| {
-                self.err(text.span(), &key, message)
-                    .with_expected("HOST:BASE_PORT, e.g. \"10.0.0.1:8900\" or \"coreline-0.coreline:8900\"")
+                self.err(text.span(), &key, message).with_expected(
+                    "HOST:BASE_PORT, e.g. \"10.0.0.1:8900\" or \"coreline-0.coreline:8900\"",
+                )
             })?;
             if let Some(first) = instances.iter().position(|m| *m == member) {
                 return Err(self.err(
                     text.span(),
                     &key,
-                    format!("{} is listed twice (also instances[{first}])", member.text()),
+                    format!(
+                        "{} is listed twice (also instances[{first}])",
+                        member.text()
+                    ),
                 ));
             }
             instances.push(member);
