@@ -191,7 +191,9 @@ fn ten_reloads_under_load_drop_nothing_and_switch_the_pipeline() {
     for version in 1..=10u64 {
         // Let every client run a while on the current plan.
         std::thread::sleep(Duration::from_millis(150));
+        let phase = Instant::now();
         std::fs::write(&path, config(&format!("v{version}"), "utf8", "")).unwrap();
+        let written = phase.elapsed();
         if version % 2 == 1 {
             let r = post_admin(admin, "/reload", true);
             assert_eq!(r.status, 200, "POST /reload: {}", r.text());
@@ -204,7 +206,12 @@ fn ten_reloads_under_load_drop_nothing_and_switch_the_pipeline() {
         } else {
             sighup(&p);
         }
+        let triggered = phase.elapsed();
         wait_for(version);
+        eprintln!(
+            "v{version}: file written after {written:?}, reload asked after {triggered:?}, seen after {:?}",
+            phase.elapsed()
+        );
         eprintln!("v{version} seen by every client at {:?}", t0.elapsed());
     }
     std::thread::sleep(Duration::from_millis(150));
