@@ -12,7 +12,7 @@
 //! cannot lock out a health check. `POST /checkpoint` waits for its epoch
 //! without blocking the loop.
 //!
-//! Mutating endpoints (`POST /checkpoint`) are protected two ways:
+//! Mutating endpoints (`POST /checkpoint`, `POST /reload`) are protected two ways:
 //!
 //! - with `[service] admin_token_file`, they need `Authorization: Bearer
 //!   <token>` (compared in constant time); the `X-Coreline-Admin` header is
@@ -46,6 +46,7 @@ use crate::http::{
 };
 use crate::metrics::{ProcessStats, Scrape, render_prometheus, render_stats};
 use crate::pipeline::Plan;
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::reply::write_error_json;
 
 /// How long the admin endpoint waits for shards to answer a snapshot.
@@ -125,7 +126,7 @@ impl Guard {
             Guard::Loopback => Err((
                 403,
                 format!(
-                    "POST /checkpoint needs the header `{ADMIN_HEADER}: 1` (mutating admin requests must not be possible from a web page)"
+                    "mutating admin requests (POST /checkpoint, POST /reload) need the header `{ADMIN_HEADER}: 1` (they must not be possible from a web page)"
                 ),
             )),
             Guard::Closed(ip) => Err((
@@ -162,6 +163,8 @@ enum Phase {
     Reading,
     /// `POST /checkpoint` waiting for its epoch (HEAD or not).
     Checkpoint(crossbeam_channel::Receiver<Result<u64, crate::checkpoint::CommitError>>),
+    /// `POST /reload` waiting for its reload (run on its own thread).
+    Reload(crossbeam_channel::Receiver<Result<Reloaded, ReloadError>>),
     /// Writing `out[written..]`, then closing.
     Writing,
 }
@@ -240,6 +243,8 @@ pub struct Admin {
     plan: Arc<Plan>,
     shards: Vec<Sender<ShardCommand>>,
     coordinator: Option<CoordinatorHandle>,
+    /// Hot reload; when present, `plan` is read from it (it changes).
+    reloader: Option<Arc<Reloader>>,
     started: Instant,
     /// Wall-clock time of `started`, for `process_start_time_seconds`.
     started_at: SystemTime,
@@ -266,9 +271,24 @@ impl Admin {
             plan,
             shards,
             coordinator,
+            reloader: None,
             started: Instant::now(),
             started_at: SystemTime::now(),
             addr: None,
+        }
+    }
+
+    /// Serves `POST /reload` with `reloader`, and the plan it serves.
+    pub fn with_reloader(mut self, reloader: Arc<Reloader>) -> Admin {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// The plan being served (the reloaded one after a reload).
+    fn plan(&self) -> Arc<Plan> {
+        match &self.reloader {
+            Some(r) => r.plan(),
+            None => self.plan.clone(),
         }
     }
 
@@ -367,7 +387,7 @@ impl Admin {
                 for c in &conns {
                     let events = match c.phase {
                         Phase::Reading => PollFlags::POLLIN,
-                        Phase::Checkpoint(_) => PollFlags::empty(),
+                        Phase::Checkpoint(_) | Phase::Reload(_) => PollFlags::empty(),
                         Phase::Writing => PollFlags::POLLOUT,
                     };
                     fds.push(PollFd::new(&c.stream, events));
@@ -467,6 +487,21 @@ impl Admin {
                     Step::Keep
                 }
             },
+            Phase::Reload(rx) => match rx.try_recv() {
+                Ok(result) => {
+                    let (status, body) = reload_answer(result);
+                    c.respond(status, ContentType::Json, &body, false, None);
+                    Step::Keep
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    let (status, body) = reload_answer(Err(ReloadError::Shards(
+                        "the reload thread stopped without an answer".to_string(),
+                    )));
+                    c.respond(status, ContentType::Json, &body, false, None);
+                    Step::Keep
+                }
+            },
             Phase::Writing => {
                 if c.writing_since.is_some_and(|t| now >= t + WRITE_TIMEOUT) {
                     return Step::Close;
@@ -536,6 +571,29 @@ impl Admin {
             }
             Ok(Decoded::Request { request, consumed }) => {
                 let (method, head) = (request.method, request.method == Method::Head);
+                if method == Method::Post && request.path == "/reload" {
+                    if let Err((status, why)) = self.guard().check(&c.buf[..consumed]) {
+                        c.respond(status, ContentType::Json, &error_body(&why), false, None);
+                        return Some(Step::Keep);
+                    }
+                    if let Some(reloader) = &self.reloader {
+                        // Compiling may take a while (models): off this loop,
+                        // so health checks and scrapes are not held up.
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        let reloader = reloader.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("coreline-reload".into())
+                            .spawn(move || {
+                                let result = reloader.reload();
+                                crate::runtime::log_reload("POST /reload", result.clone());
+                                let _ = tx.send(result);
+                            });
+                        if spawned.is_ok() {
+                            c.phase = Phase::Reload(rx);
+                            return Some(Step::Keep);
+                        }
+                    }
+                }
                 if method == Method::Post && request.path == "/checkpoint" {
                     let verdict = self.guard().check(&c.buf[..consumed]);
                     let authorised = verdict.is_ok();
@@ -575,7 +633,8 @@ impl Admin {
         draining: bool,
     ) -> (u16, ContentType, Vec<u8>, Option<&'static str>) {
         let get = matches!(method, Method::Get | Method::Head);
-        let name = &self.plan.config.service.name;
+        let plan = self.plan();
+        let name = &plan.config.service.name;
         match path {
             "/metrics" | "/stats" | "/health" | "/ready" | "/openapi.json" if !get => (
                 405,
@@ -615,7 +674,7 @@ impl Admin {
             "/openapi.json" => (
                 200,
                 ContentType::Json,
-                crate::openapi::document_text(&self.plan).into_bytes(),
+                crate::openapi::document_text(&plan).into_bytes(),
                 None,
             ),
             "/ready" => {
@@ -645,6 +704,15 @@ impl Admin {
                     }
                 }
             }
+            "/reload" if method != Method::Post => {
+                (405, ContentType::Json, error_body("use POST"), Some("POST"))
+            }
+            "/reload" => (
+                500,
+                ContentType::Json,
+                error_body("hot reload is not available in this process"),
+                None,
+            ),
             "/checkpoint" if method != Method::Post => {
                 (405, ContentType::Json, error_body("use POST"), Some("POST"))
             }
@@ -683,6 +751,16 @@ fn admin_header(head: &[u8]) -> bool {
     req.headers
         .iter()
         .any(|h| h.name.eq_ignore_ascii_case(ADMIN_HEADER) && !h.value.trim_ascii().is_empty())
+}
+
+/// The answer to `POST /reload`: 200 with the generation and the measured
+/// pauses, or the reason it was refused (400 with the configuration's
+/// errors, file:line:column) while the old plan keeps serving.
+fn reload_answer(result: Result<Reloaded, ReloadError>) -> (u16, Vec<u8>) {
+    match result {
+        Ok(r) => (200, r.to_json().to_string().into_bytes()),
+        Err(e) => (e.status(), error_body(&format!("reload refused: {e}"))),
+    }
 }
 
 /// The answer to `POST /checkpoint`.

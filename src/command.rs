@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::metrics::ShardSnapshot;
+use crate::pipeline::Router;
 
 /// Messages from the coordinator to a shard.
 #[derive(Debug)]
@@ -27,6 +28,33 @@ pub enum ShardCommand {
     Shutdown,
     /// Leave: the final checkpoint (if any) is committed.
     Exit,
+    /// Serve a reloaded plan from the next request on (see
+    /// [`crate::reload`]).
+    Reload(Box<PlanSwap>),
+}
+
+/// A reloaded plan for one shard, compiled off the request path: the shard
+/// only swaps it in, between two requests.
+#[derive(Debug)]
+pub struct PlanSwap {
+    /// The plan's generation (1 for the first reload).
+    pub generation: u64,
+    /// The shard's own routes, built from the new plan.
+    pub router: Router,
+    /// Route names in index order, for the metrics.
+    pub route_names: Vec<String>,
+    /// Told once the shard serves the new plan.
+    pub done: Sender<SwapDone>,
+}
+
+/// A shard's answer to [`ShardCommand::Reload`].
+#[derive(Debug, Clone, Copy)]
+pub struct SwapDone {
+    /// The shard.
+    pub shard: usize,
+    /// How long the shard stopped serving to swap (including freeing the
+    /// old routes when no request holds them any more).
+    pub pause: Duration,
 }
 
 /// How many shards answer a ping within `wait`.

@@ -21,7 +21,7 @@
 //! parked read with end-of-file. The connection then answers 408 (head or
 //! body timeout) or closes silently (idle).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
@@ -36,7 +36,7 @@ use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, Request, RequestId, ResponseOptions,
     write_response,
 };
-use crate::pipeline::{Match, Outcome};
+use crate::pipeline::{Match, Outcome, Router};
 use crate::reply::write_error_json;
 use crate::row::Row;
 use crate::shard::Shard;
@@ -312,6 +312,11 @@ struct Connection<'s> {
 
 /// A request waiting for its keyed step to run on the owner shard.
 struct Forward {
+    /// The routes the request started on: it finishes on them even if a
+    /// reload swaps the shard's routes meanwhile.
+    router: Rc<RefCell<Router>>,
+    /// The plan generation of `router`.
+    generation: u64,
     route: usize,
     step: usize,
     owner: usize,
@@ -321,6 +326,9 @@ struct Forward {
 }
 
 /// What the decode loop decided about the connection.
+// Lives on the stack for one turn of the read loop; boxing the forward
+// would allocate once per forwarded request.
+#[allow(clippy::large_enum_variant)]
 enum After {
     /// Keep reading.
     Continue,
@@ -383,9 +391,11 @@ impl Connection<'_> {
             return Ok(());
         }
         self.timer.phase.set(Phase::Busy);
+        // The responses in `out` were answered on this generation's routes.
+        let generation = self.shard.generation.get();
         stream.write_all(&self.bufs.out).await?;
         self.bufs.out.clear();
-        self.record(Instant::now());
+        self.record(Instant::now(), generation);
         Ok(())
     }
 
@@ -395,7 +405,7 @@ impl Connection<'_> {
         let shard = self.shard;
         // The request's row waits with us; other requests on this shard
         // use the route meanwhile.
-        shard
+        forward
             .router
             .borrow_mut()
             .take_row(forward.route, &mut self.bufs.row);
@@ -406,7 +416,7 @@ impl Connection<'_> {
                 .mesh
                 .round_trip(self.slot, &self.timer.forward, forward.owner, forward.op)
                 .await;
-            shard
+            forward
                 .router
                 .borrow_mut()
                 .record_step(forward.route, forward.step, sent.elapsed());
@@ -414,7 +424,7 @@ impl Connection<'_> {
                 let mut state = shard.state.borrow_mut();
                 let mut ctx = shard.ctx(&mut state);
                 self.bufs.body.clear();
-                shard.router.borrow_mut().resume(
+                forward.router.borrow_mut().resume(
                     forward.route,
                     &mut self.bufs.row,
                     forward.step,
@@ -428,9 +438,14 @@ impl Connection<'_> {
                     let line = shard
                         .access_log
                         .line(shard.index, status, self.bufs.asker.take());
+                    // The metrics index now: a reload may have come while
+                    // the request waited for its owner.
+                    let route = shard
+                        .metrics_route(forward.route, forward.generation)
+                        .unwrap_or_else(|| shard.metrics.borrow().unmatched());
                     self.bufs.respond(
                         &shard.date.borrow(),
-                        forward.route,
+                        route,
                         status,
                         forward.opts,
                         forward.complete,
@@ -443,7 +458,7 @@ impl Connection<'_> {
                     };
                 }
                 Outcome::Forward { step, owner, op } => {
-                    shard
+                    forward
                         .router
                         .borrow_mut()
                         .take_row(forward.route, &mut self.bufs.row);
@@ -455,15 +470,20 @@ impl Connection<'_> {
         }
     }
 
-    /// Records latency of every response just written.
-    fn record(&mut self, done: Instant) {
+    /// Records latency of every response just written, answered on plan
+    /// `generation`.
+    fn record(&mut self, done: Instant, generation: u64) {
         if self.bufs.pending.is_empty() {
             return;
         }
         let mut metrics = self.shard.metrics.borrow_mut();
         for p in &self.bufs.pending {
             let latency = done.duration_since(p.complete);
-            metrics.routes[p.route].record(p.status, latency);
+            let route = self
+                .shard
+                .metrics_route(p.route, generation)
+                .unwrap_or_else(|| metrics.unmatched());
+            metrics.routes[route].record(p.status, latency);
             if let Some(mut line) = p.line {
                 line.latency = latency;
                 if !self.shard.access_log.offer(line) {
@@ -530,9 +550,10 @@ impl Connection<'_> {
                     self.shard.next_request_id(),
                     line,
                 );
+                let generation = self.shard.generation.get();
                 stream.write_all(&self.bufs.out).await?;
                 self.bufs.out.clear();
-                self.record(Instant::now());
+                self.record(Instant::now(), generation);
                 Ok(())
             }
             _ => Ok(()),
@@ -637,7 +658,8 @@ fn answer(
     complete: Instant,
     body: &mut Vec<u8>,
 ) -> Answer {
-    let mut router = shard.router.borrow_mut();
+    let routes = shard.router.borrow();
+    let mut router = routes.borrow_mut();
     let unmatched = router.len();
     body.clear();
     let mut opts = ResponseOptions::for_request(request);
@@ -663,6 +685,8 @@ fn answer(
                 Outcome::Done(status) => (i, status),
                 Outcome::Forward { step, owner, op } => {
                     return Answer::Forward(Forward {
+                        router: Rc::clone(&routes),
+                        generation: shard.generation.get(),
                         route: i,
                         step,
                         owner,

@@ -33,12 +33,16 @@
 //! - [`row`]: column types, column sets and the reusable [`row::Row`].
 //! - [`reply`]: row columns to a JSON object; the one JSON string escaper.
 //! - [`state`]: keyed tables (slot index, delta logs), owner hashing.
+//! - [`fleet`]: several instances, each key owned by one (instance,
+//!   shard) pair; 421 naming the owner for a key of another instance.
 //! - [`forward`]: the peer mesh between shards and the messages that run a
 //!   keyed step on its key's owner shard.
 //! - [`checkpoint`]: epochs, barriers, the writer, shard files, manifests,
 //!   recovery.
 //! - [`command`]: [`command::ShardCommand`], the main thread's channel to a
 //!   shard, and asking every shard at once.
+//! - [`reload`]: hot reload (`SIGHUP`, `POST /reload`): re-read, check,
+//!   compile off the shards, swap on every shard between two requests.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, `/health`,
 //!   `/ready`, `/checkpoint`).
 //! - [`metrics`]: per-shard latency histograms and counters, and their
@@ -86,6 +90,7 @@ pub mod config;
 pub mod connection;
 pub mod export;
 pub mod expr;
+pub mod fleet;
 pub mod forward;
 pub mod http;
 pub mod lb;
@@ -96,6 +101,7 @@ pub mod operator;
 pub mod overrides;
 pub mod pipeline;
 pub mod plan;
+pub mod reload;
 pub mod reply;
 pub mod row;
 pub mod runtime;

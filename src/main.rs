@@ -32,6 +32,17 @@ struct Cli {
 enum Command {
     /// Serve CONFIG until SIGINT or SIGTERM, then drain and exit 0.
     ///
+    /// SIGHUP (or POST /reload on the admin port, with the header
+    /// `X-Coreline-Admin: 1`) re-reads CONFIG and swaps the new pipeline in
+    /// on every shard between two requests, without closing a connection;
+    /// a file that fails `check`, or that changes what needs a restart
+    /// (ports, host, shards, cores, [limits], [checkpoint], [fleet], keyed
+    /// tables), is refused and the running pipeline keeps serving.
+    ///
+    /// With [fleet], each key belongs to one instance; a keyed request that
+    /// reaches another instance is answered 421 naming the owner, and
+    /// checkpoints go to <dir>/instance-<index>.
+    ///
     /// With a [checkpoint] table, state is restored from the newest valid
     /// committed epoch before any port opens, an epoch is committed every
     /// interval, and a final one after draining (exit 1 if that fails).
@@ -57,6 +68,11 @@ enum Command {
         /// epoch-N.damaged, never deleted.
         #[arg(long)]
         discard_state: bool,
+        /// This instance's index in the [fleet] instances list (overrides
+        /// the file's `index`; instances started from one file differ only
+        /// by it).
+        #[arg(long, value_name = "N")]
+        instance_index: Option<usize>,
     },
     /// Validate CONFIG and print the plan.
     ///
@@ -67,6 +83,11 @@ enum Command {
     Check {
         /// Path to the service's TOML configuration.
         config: PathBuf,
+        /// This instance's index in the [fleet] instances list (overrides
+        /// the file's `index`; instances started from one file differ only
+        /// by it).
+        #[arg(long, value_name = "N")]
+        instance_index: Option<usize>,
     },
     /// Print the OpenAPI 3.1 document of CONFIG's routes (JSON).
     ///
@@ -96,6 +117,11 @@ enum Command {
         /// Output file. Default: standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// This instance's index in the [fleet] instances list (overrides
+        /// the file's `index`; instances started from one file differ only
+        /// by it).
+        #[arg(long, value_name = "N")]
+        instance_index: Option<usize>,
     },
     /// Print an nginx or haproxy configuration for CONFIG's shard ports.
     ///
@@ -114,7 +140,8 @@ enum Command {
         config: PathBuf,
         /// An instance of the service, HOST[:BASE_PORT] (default: the
         /// config's base_port); repeat for a fleet, in a fixed order.
-        /// Default: one instance at the config's host and base_port.
+        /// Default: the config's [fleet] instances, or one instance at the
+        /// config's host and base_port.
         #[arg(long = "instance", value_name = "HOST[:BASE_PORT]")]
         instances: Vec<String>,
         /// Where the balancer listens.
@@ -194,6 +221,8 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
 /// The configuration with environment overrides applied, and those applied.
 fn load_config(
     path: &Path,
+    instance_index: Option<usize>,
+    index_required: bool,
 ) -> Result<
     (
         coreline::config::ServiceConfig,
@@ -204,6 +233,7 @@ fn load_config(
     let mut config = coreline::config::load(path).map_err(|e| fail(2, e))?;
     let applied = coreline::overrides::apply(&mut config, |v| std::env::var(v).ok())
         .map_err(|e| fail(2, e))?;
+    coreline::fleet::settle(&mut config, instance_index, index_required).map_err(|e| fail(2, e))?;
     Ok((config, applied))
 }
 
@@ -238,13 +268,23 @@ fn version_text() -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check {
+            config,
+            instance_index,
+        } => check(&config, instance_index),
         Command::Run {
             config,
             log,
             log_format,
             discard_state,
-        } => run(&config, log.as_deref(), log_format, discard_state),
+            instance_index,
+        } => run(
+            &config,
+            log.as_deref(),
+            log_format,
+            discard_state,
+            instance_index,
+        ),
         Command::Lb {
             balancer,
             config,
@@ -263,7 +303,7 @@ fn main() -> ExitCode {
                 print!("{}", balancer.script());
                 Ok(())
             } else {
-                load_config(&config)
+                load_config(&config, None, false)
                     .and_then(|(c, _)| plan(c))
                     .and_then(|plan| {
                         match lb(plan, balancer, instances, listen, out, script, !no_affinity) {
@@ -273,7 +313,7 @@ fn main() -> ExitCode {
                     })
             }
         }
-        Command::Openapi { config } => load_config(&config)
+        Command::Openapi { config } => load_config(&config, None, false)
             .and_then(|(c, _)| plan(c))
             .map(|plan| println!("{}", coreline::openapi::document_text(&plan))),
         Command::State {
@@ -282,7 +322,15 @@ fn main() -> ExitCode {
             table,
             format,
             out,
-        } => state(&config, epoch, table.as_deref(), format, out.as_deref()),
+            instance_index,
+        } => state(
+            &config,
+            instance_index,
+            epoch,
+            table.as_deref(),
+            format,
+            out.as_deref(),
+        ),
         Command::Version => {
             print!("{}", version_text());
             Ok(())
@@ -358,11 +406,27 @@ fn lb(
     ExitCode::SUCCESS
 }
 
-fn check(path: &Path) -> Result<(), ExitCode> {
-    let (config, applied) = load_config(path)?;
+fn check(path: &Path, instance_index: Option<usize>) -> Result<(), ExitCode> {
+    let (config, applied) = load_config(path, instance_index, false)?;
     let plan = plan(config)?;
     let cores = coreline::runtime::shard_cores(&plan).map_err(|e| fail(2, e))?;
     print!("{}", plan.describe(&cores));
+    if let Some(fleet) = &plan.config.fleet {
+        let list: Vec<String> = fleet
+            .instances
+            .iter()
+            .map(coreline::fleet::Member::text)
+            .collect();
+        let me = fleet.index.map_or(
+            "index not set (run needs --instance-index N)".to_string(),
+            |i| format!("this is instance {i}"),
+        );
+        println!(
+            "fleet: {} instances [{}]; {me}; a key of another instance is answered 421",
+            list.len(),
+            list.join(", ")
+        );
+    }
     print_overrides(&applied);
     println!("ok: {} is valid", path.display());
     Ok(())
@@ -373,8 +437,9 @@ fn run(
     log: Option<&str>,
     format: Option<LogFormatArg>,
     discard_state: bool,
+    instance_index: Option<usize>,
 ) -> Result<(), ExitCode> {
-    let (config, applied) = load_config(path)?;
+    let (config, applied) = load_config(path, instance_index, true)?;
     let format = match format {
         Some(LogFormatArg::Text) => LogFormat::Text,
         Some(LogFormatArg::Json) => LogFormat::Json,
@@ -393,12 +458,13 @@ fn run(
 
 fn state(
     path: &Path,
+    instance_index: Option<usize>,
     epoch: Option<u64>,
     table: Option<&str>,
     format: coreline::export::Format,
     out: Option<&Path>,
 ) -> Result<(), ExitCode> {
-    let (config, _) = load_config(path)?;
+    let (config, _) = load_config(path, instance_index, true)?;
     let plan = plan(config)?;
     let request = coreline::export::Request {
         epoch,

@@ -217,6 +217,46 @@ impl ShardMetrics {
     pub fn health(&self) -> usize {
         self.routes.len() - 1
     }
+
+    /// Switches to the routes of a reloaded plan: a route that keeps its
+    /// name keeps its counts and histogram, a new one starts empty, a
+    /// removed one is dropped; the unmatched and health pseudo-routes are
+    /// kept. Returns where each old index went (a removed route's index
+    /// maps to the unmatched pseudo-route), for the responses that were
+    /// answered on the old plan and are recorded after the swap.
+    pub fn reroute<'a>(&mut self, route_names: impl IntoIterator<Item = &'a str>) -> Vec<usize> {
+        let mut old: Vec<Option<RouteMetrics>> = self.routes.drain(..).map(Some).collect();
+        let old_len = old.len();
+        let health = old[old_len - 1].take().expect("health pseudo-route");
+        let unmatched = old[old_len - 2].take().expect("unmatched pseudo-route");
+        let mut remap = vec![usize::MAX; old_len];
+        for name in route_names {
+            let kept = old
+                .iter()
+                .position(|r| r.as_ref().is_some_and(|r| r.name == name));
+            let metrics = match kept {
+                Some(i) => {
+                    remap[i] = self.routes.len();
+                    old[i].take().expect("position found it")
+                }
+                None => RouteMetrics::new(name),
+            };
+            self.routes.push(metrics);
+        }
+        let new_unmatched = self.routes.len();
+        self.routes.push(unmatched);
+        self.routes.push(health);
+        for (i, to) in remap.iter_mut().enumerate() {
+            if *to == usize::MAX {
+                *to = if i == old_len - 1 {
+                    new_unmatched + 1
+                } else {
+                    new_unmatched
+                };
+            }
+        }
+        remap
+    }
 }
 
 /// A copy of one shard's metrics, sent to the admin thread on request.
@@ -873,6 +913,29 @@ mod tests {
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE coreline_requests counter"));
         assert!(text.contains("coreline_requests_total{"));
+    }
+
+    #[test]
+    fn reroute_keeps_routes_by_name() {
+        let mut m = ShardMetrics::new(["POST /a", "POST /b"]);
+        m.routes[0].record(200, Duration::from_micros(5));
+        m.routes[1].record(200, Duration::from_micros(5));
+        let (u, h) = (m.unmatched(), m.health());
+        m.routes[u].record(404, Duration::from_micros(5));
+        m.routes[h].record(200, Duration::from_micros(5));
+        let remap = m.reroute(["POST /c", "POST /b"]);
+        let names: Vec<&str> = m.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["POST /c", "POST /b", UNMATCHED_ROUTE, HEALTH_ROUTE],
+            "new routes in plan order, then the pseudo-routes"
+        );
+        assert_eq!(m.routes[0].requests(), 0, "a new route starts empty");
+        assert_eq!(m.routes[1].requests(), 1, "a kept route keeps its counts");
+        assert_eq!(m.routes[m.unmatched()].requests(), 1);
+        assert_eq!(m.routes[m.health()].requests(), 1);
+        // /a (removed) counts as unmatched; /b moved to 1; pseudo-routes follow.
+        assert_eq!(remap, [2, 1, 2, 3]);
     }
 
     #[test]

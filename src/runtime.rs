@@ -23,6 +23,7 @@ use crate::command::{ShardCommand, collect_snapshots};
 use crate::forward::Peers;
 use crate::metrics::ShardSnapshot;
 use crate::pipeline::{Plan, Router};
+use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::shard::{self, ShardSetup};
 use crate::state::ShardState;
 
@@ -360,6 +361,8 @@ pub struct Service {
     restored_epoch: u64,
     /// The access-log thread (none when `access_log = "off"`).
     access_logger: Option<crate::access_log::Logger>,
+    /// Hot reload (`SIGHUP`, `POST /reload`).
+    reloader: Option<Arc<Reloader>>,
 }
 
 struct ShardHandle {
@@ -433,6 +436,7 @@ impl Service {
                 peers,
                 drained: drained_tx.clone(),
                 access_log: access_logs.next().expect("one access log per shard"),
+                fleet: crate::fleet::Place::of(&plan.config),
             };
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
@@ -454,6 +458,7 @@ impl Service {
             drained: drained_rx,
             restored_epoch,
             access_logger,
+            reloader: None,
         };
         for _ in 0..service.shards.len() {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -470,10 +475,15 @@ impl Service {
                 }
             }
         }
+        let senders: Vec<_> = service.shards.iter().map(|s| s.commands.clone()).collect();
+        let reloader = Arc::new(Reloader::new(plan.clone(), senders.clone()));
+        service.reloader = Some(reloader.clone());
         if let Some(listener) = admin_listener {
-            let senders = service.shards.iter().map(|s| s.commands.clone()).collect();
-            service.admin =
-                Some(Admin::new(plan, senders, service.coordinator.clone()).spawn(listener));
+            service.admin = Some(
+                Admin::new(plan, senders, service.coordinator.clone())
+                    .with_reloader(reloader)
+                    .spawn(listener),
+            );
         }
         Ok(service)
     }
@@ -512,6 +522,18 @@ impl Service {
         }
         if let Some(c) = self.coordinator.take() {
             drop(c);
+        }
+    }
+
+    /// Re-reads the configuration file and serves it on every shard (see
+    /// [`crate::reload`]); refused, with the old plan still serving, when
+    /// the file is invalid or changes what needs a restart.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        match &self.reloader {
+            Some(r) => r.reload(),
+            None => Err(ReloadError::Shards(
+                "the service is not running".to_string(),
+            )),
         }
     }
 
@@ -658,10 +680,11 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
     ))
 }
 
-/// Serves a plan until SIGINT or SIGTERM, then drains and returns.
+/// Serves a plan until SIGINT or SIGTERM, then drains and returns; SIGHUP
+/// reloads the configuration file.
 pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| StartError::Shard(format!("cannot install signal handlers: {e}")))?;
     let mut service = Service::start(plan)?;
     let svc = &service.plan.config.service;
@@ -680,7 +703,14 @@ pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
         }
     }
     println!("ready service={}", svc.name);
-    let signal = signals.forever().next();
+    let mut signal = None;
+    for received in signals.forever() {
+        if received != SIGHUP {
+            signal = Some(received);
+            break;
+        }
+        log_reload("SIGHUP", service.reload());
+    }
     let signal = signal
         .and_then(signal_hook::low_level::signal_name)
         .unwrap_or("unknown");
@@ -688,4 +718,22 @@ pub fn run_until_signal(plan: Plan) -> Result<(), StartError> {
     service.stop()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One log line for a reload, whoever asked for it.
+pub(crate) fn log_reload(by: &str, result: Result<Reloaded, ReloadError>) {
+    match result {
+        Ok(r) => {
+            let pause_max = r.pauses.iter().max().copied().unwrap_or_default();
+            tracing::info!(
+                by,
+                generation = r.generation,
+                routes = r.routes.len(),
+                compile_ms = r.compile.as_secs_f64() * 1e3,
+                pause_max_us = pause_max.as_secs_f64() * 1e6,
+                "configuration reloaded"
+            );
+        }
+        Err(e) => tracing::error!(by, error = %e, "reload refused; the running plan keeps serving"),
+    }
 }

@@ -81,6 +81,8 @@ pub struct ShardSetup {
     pub drained: Sender<usize>,
     /// This shard's end of the access log.
     pub access_log: AccessLog,
+    /// This instance's place in its fleet, if it is one of several.
+    pub fleet: Option<crate::fleet::Place>,
 }
 
 /// How often the housekeeping task runs: commands are picked up within this
@@ -126,7 +128,16 @@ pub(crate) struct Shard {
     core: usize,
     port: u16,
     pub(crate) limits: Limits,
-    pub(crate) router: RefCell<Router>,
+    /// The routes of the plan being served. A request borrows them for its
+    /// synchronous run; a request that waits for its owner shard keeps its
+    /// own `Rc`, so that it finishes on the plan it started on even if a
+    /// reload swaps in another one meanwhile.
+    pub(crate) router: RefCell<Rc<RefCell<Router>>>,
+    /// The plan generation served (0 until the first reload).
+    pub(crate) generation: Cell<u64>,
+    /// Where the metrics index of each route of the previous generation
+    /// went at the last reload ([`ShardMetrics::reroute`]).
+    route_remap: RefCell<Vec<usize>>,
     pub(crate) metrics: RefCell<ShardMetrics>,
     pub(crate) date: RefCell<HttpDate>,
     /// Live connections, for the sweep and for forward replies. A slot is
@@ -150,6 +161,8 @@ pub(crate) struct Shard {
     pub(crate) mesh: Mesh,
     /// This shard's end of the access log.
     pub(crate) access_log: AccessLog,
+    /// This instance's place in its fleet, if it is one of several.
+    fleet: Option<crate::fleet::Place>,
 }
 
 /// Spare connection buffers a shard keeps (about 16 KiB each). Beyond it,
@@ -170,8 +183,8 @@ impl Shard {
     }
 
     /// The context keyed steps run in on this shard.
-    pub(crate) fn ctx<'a>(&self, state: &'a mut ShardState) -> Ctx<'a> {
-        Ctx::new(state, self.index, self.shards)
+    pub(crate) fn ctx<'a>(&'a self, state: &'a mut ShardState) -> Ctx<'a> {
+        Ctx::new(state, self.index, self.shards).with_fleet(self.fleet.as_ref())
     }
 
     /// Hands a forward's reply to the connection in `slot`, if it still
@@ -197,6 +210,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         peers,
         drained,
         access_log,
+        fleet,
         ..
     } = setup;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
@@ -210,7 +224,9 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         core,
         port,
         limits,
-        router: RefCell::new(router),
+        router: RefCell::new(Rc::new(RefCell::new(router))),
+        generation: Cell::new(0),
+        route_remap: RefCell::new(Vec::new()),
         metrics: RefCell::new(ShardMetrics::new(route_names.iter().map(String::as_str))),
         date: RefCell::new(date),
         conns: RefCell::new(Vec::new()),
@@ -224,6 +240,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         checkpoint,
         mesh,
         access_log,
+        fleet,
     });
 
     let ex = glommio::executor();
@@ -340,6 +357,50 @@ async fn accept_loop(
 }
 
 impl Shard {
+    /// Serves a reloaded plan from the next request on. Runs between two
+    /// requests (housekeeping never runs inside one): connections stay open,
+    /// and a request waiting for its owner shard finishes on the routes it
+    /// holds.
+    fn swap_plan(&self, swap: crate::command::PlanSwap) {
+        let started = Instant::now();
+        let old = self.router.replace(Rc::new(RefCell::new(swap.router)));
+        let remap = self
+            .metrics
+            .borrow_mut()
+            .reroute(swap.route_names.iter().map(String::as_str));
+        *self.route_remap.borrow_mut() = remap;
+        self.generation.set(swap.generation);
+        // Frees the old routes unless a forwarded request still holds them.
+        drop(old);
+        let pause = started.elapsed();
+        tracing::debug!(
+            shard = self.index,
+            generation = swap.generation,
+            ?pause,
+            "plan swapped"
+        );
+        let _ = swap.done.send(crate::command::SwapDone {
+            shard: self.index,
+            pause,
+        });
+    }
+
+    /// The metrics index, now, of a response answered on route `route` of
+    /// plan generation `generation` (a reload may have come between the
+    /// answer and its recording).
+    /// `None`: two reloads came in between; count it as unmatched.
+    pub(crate) fn metrics_route(&self, route: usize, generation: u64) -> Option<usize> {
+        let current = self.generation.get();
+        if generation == current {
+            return Some(route);
+        }
+        let remap = self.route_remap.borrow();
+        remap
+            .get(route)
+            .copied()
+            .filter(|_| generation + 1 == current)
+    }
+
     /// A new `X-Request-Id`, unique on this shard: no allocation.
     pub(crate) fn next_request_id(&self) -> crate::http::RequestId {
         let seq = self.request_ids.get().wrapping_add(1);
@@ -445,7 +506,7 @@ async fn housekeeping(
                         port: shard.port,
                         metrics: {
                             let mut m = shard.metrics.borrow().clone();
-                            m.steps = shard.router.borrow().step_metrics();
+                            m.steps = shard.router.borrow().borrow().step_metrics();
                             m
                         },
                     });
@@ -462,6 +523,7 @@ async fn housekeeping(
                 ShardCommand::Exit => {
                     let _ = exit.try_send(());
                 }
+                ShardCommand::Reload(swap) => shard.swap_plan(*swap),
             }
         }
         if let Some(ep) = &shard.checkpoint {

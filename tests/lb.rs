@@ -859,3 +859,171 @@ fn rolling_restart_behind_haproxy_fails_no_request() {
         p.stop();
     }
 }
+
+/// The owner instance of `user` in a fleet of `instances` × `shards`
+/// (coreline's own function, src/fleet.rs).
+fn owner_instance(user: &str, instances: usize, shards: usize) -> usize {
+    let place = coreline::fleet::Place {
+        index: 0,
+        members: (0..instances)
+            .map(|i| coreline::fleet::parse_member(&format!("h{i}:1")).unwrap())
+            .collect(),
+        shards,
+    };
+    place.owner(coreline::row::Val::Str(user)).0
+}
+
+/// `n` of `/counts?key=user` on instance `p` (200), or the 421 it answers.
+fn count_on(p: &Proc, shard: usize, user: &str) -> Response {
+    Client::connect(p.shards[shard]).get(&format!("/counts?key={}", percent_encode(user)))
+}
+
+/// A fleet of two instances on one machine, from one `[fleet]` list, behind
+/// haproxy configured by `coreline lb` from that list: every keyed request is
+/// answered by its owner instance (none forwarded, none misdirected); each
+/// key's state lives in exactly one instance (the other answers 421 naming
+/// the owner); checkpoints are per instance; and after instance 1 restarts,
+/// its keys' counts go on from its own checkpoint.
+#[test]
+fn fleet_of_two_behind_haproxy_survives_a_restart() {
+    let test = "fleet_of_two_behind_haproxy_survives_a_restart";
+    if !available(Kind::Haproxy, test) {
+        return;
+    }
+    let tmp = TempDir::new("fleet");
+    let shards = 2;
+    let first = free_ports(2 * shards as u16);
+    let bases = [first, first + shards as u16];
+    // One file per instance: they differ in base_port and index only.
+    let configs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let fleet = format!(
+                "[fleet]\ninstances = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nindex = {i}\n\n\
+                 [checkpoint]\ndir = \"cp\"\ninterval = \"100ms\"\n",
+                bases[0], bases[1]
+            );
+            let text = keyed_config(bases[i], shards).replacen(
+                "\n[[route]]",
+                &format!("\n{fleet}\n[[route]]"),
+                1,
+            );
+            tmp.write(&format!("fleet{i}.toml"), &text)
+        })
+        .collect();
+    // The index must match the instance's own base port.
+    let o = Command::new(BIN)
+        .arg("check")
+        .arg(&configs[0])
+        .args(["--instance-index", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "instance 1 of the fleet is 127.0.0.1:{} but this process listens on base_port {}",
+            bases[1], bases[0]
+        )),
+        "{err}"
+    );
+
+    let mut procs: Vec<Proc> = configs.iter().map(|c| Proc::spawn(c)).collect();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // No --instance: the list comes from [fleet].
+    let dir = generate(
+        Kind::Haproxy,
+        &configs[0],
+        &["--listen", &listen],
+        &tmp.join("lb"),
+    );
+    let cfg = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
+    for base in bases {
+        for s in 0..shards {
+            let addr = format!("127.0.0.1:{}", base + s as u16);
+            assert!(cfg.contains(&addr), "{addr} missing from:\n{cfg}");
+        }
+    }
+    syntax_check(Kind::Haproxy, &dir);
+    let b = Balancer::start(Kind::Haproxy, &dir, port);
+
+    let users: Vec<String> = (0..200).map(|i| format!("user {i}")).collect();
+    let owner: Vec<usize> = users.iter().map(|u| owner_instance(u, 2, shards)).collect();
+    assert!(owner.contains(&0) && owner.contains(&1));
+    let mut sent = vec![0u64; users.len()];
+    let mut c = b.client();
+    let send = |c: &mut Conn, which: &dyn Fn(usize) -> bool, rounds: usize, sent: &mut Vec<u64>| {
+        for _ in 0..rounds {
+            for (i, u) in users.iter().enumerate().filter(|(i, _)| which(*i)) {
+                let body = serde_json::json!({ "user": u, "amount": 1 }).to_string();
+                let r = request(c, "POST", "/events", &[("X-User", u)], &body);
+                assert_eq!(r.status, 200, "{u}: {}\n{}", r.text(), b.log());
+                sent[i] += 1;
+                assert_eq!(r.json()["n"].as_u64(), Some(sent[i]), "{u}");
+            }
+        }
+    };
+    send(&mut c, &|_| true, 5, &mut sent);
+    for p in &procs {
+        assert_eq!(forwarded(p), 0, "key affinity reached the owner shard");
+    }
+
+    // Each key lives in exactly one instance; the other names the owner.
+    for (i, u) in users.iter().enumerate().take(40) {
+        let shard = coreline::state::owner_shard(coreline::row::Val::Str(u), shards);
+        let mine = count_on(&procs[owner[i]], shard, u);
+        assert_eq!(mine.status, 200, "{u}: {}", mine.text());
+        assert_eq!(mine.json()["n"].as_u64(), Some(sent[i]));
+        let other = count_on(&procs[1 - owner[i]], shard, u);
+        assert_eq!(other.status, 421, "{u}: {}", other.text());
+        let want = format!("127.0.0.1:{}", bases[owner[i]] + shard as u16);
+        assert_eq!(other.json()["owner"].as_str(), Some(want.as_str()));
+        assert_eq!(
+            other.json()["owner_instance"].as_u64(),
+            Some(owner[i] as u64)
+        );
+    }
+
+    // Checkpoints per instance; then instance 1 restarts.
+    for p in &procs {
+        p.checkpoint();
+    }
+    for i in 0..2 {
+        assert!(
+            tmp.join(format!("cp/instance-{i}/LATEST")).exists()
+                || std::fs::read_dir(tmp.join(format!("cp/instance-{i}")))
+                    .unwrap()
+                    .any(|e| e
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("epoch-")),
+            "instance {i} checkpoints into cp/instance-{i}"
+        );
+    }
+    let stopping = procs.pop().unwrap();
+    stopping.stop();
+    // While it is down, instance 0's keys are still served.
+    send(&mut c, &|i| owner[i] == 0, 2, &mut sent);
+    let restarted = Proc::spawn(&configs[1]);
+    procs.push(restarted);
+    // haproxy takes its ports back after two good health checks.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.server_states().iter().any(|(_, state)| *state != 2) {
+        assert!(Instant::now() < deadline, "{:?}", b.server_states());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Instance 1's keys go on from its checkpoint.
+    send(&mut c, &|i| owner[i] == 1, 2, &mut sent);
+    send(&mut c, &|_| true, 1, &mut sent);
+    for p in &procs {
+        assert_eq!(forwarded(p), 0);
+    }
+    eprintln!(
+        "fleet of 2 behind haproxy: {} keyed requests, 0 forwarded, 0 misdirected, instance 1 restarted from its checkpoint",
+        sent.iter().sum::<u64>()
+    );
+    for p in procs {
+        p.stop();
+    }
+}

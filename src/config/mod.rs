@@ -59,6 +59,10 @@
 //! retain = 3                # committed epochs kept, >= 1 (default 3)
 //! full_every = 10           # a full snapshot every N epochs, deltas between (default 10)
 //!
+//! [fleet]                   # optional: several instances, each key owned by one (src/fleet.rs)
+//! instances = ["10.0.0.1:8900", "10.0.0.2:8900"]   # HOST:BASE_PORT, in a fixed order
+//! index = 0                 # this instance; or `run --instance-index N`
+//!
 //! [[route]]                 # at least one; method + path unique
 //! method = "POST"           # GET, POST (default), PUT, PATCH, DELETE
 //! path = "/my_api"          # starts with '/'; no '?', '#' or whitespace
@@ -144,6 +148,7 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         None => Limits::default(),
     };
     let checkpoint = raw.checkpoint.map(|c| v.checkpoint(c)).transpose()?;
+    let fleet = raw.fleet.map(|f| v.fleet(f)).transpose()?;
     let tables = table::check_tables(&source, raw.table)?;
     let routes = v.routes(raw.route, &tables)?;
     Ok(ServiceConfig {
@@ -151,6 +156,7 @@ fn parse_with_cores(source: Source, cores: &[usize]) -> Result<ServiceConfig, Co
         service,
         limits,
         checkpoint,
+        fleet,
         routes,
         tables,
         max_connections_set,

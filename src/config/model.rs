@@ -23,6 +23,8 @@ pub struct ServiceConfig {
     pub limits: Limits,
     /// The `[checkpoint]` table, if present.
     pub checkpoint: Option<CheckpointConfig>,
+    /// The `[fleet]` table, if present.
+    pub fleet: Option<crate::fleet::FleetConfig>,
     /// The routes, in file order (at least one).
     pub routes: Vec<RouteConfig>,
     /// The declared `[[table]]`s, in file order; their state ids come

@@ -20,6 +20,7 @@ pub(crate) struct RawConfig {
     pub(crate) service: TomlSpanned<RawService>,
     pub(crate) limits: Option<TomlSpanned<RawLimits>>,
     pub(crate) checkpoint: Option<TomlSpanned<RawCheckpoint>>,
+    pub(crate) fleet: Option<TomlSpanned<RawFleet>>,
     #[serde(default)]
     pub(crate) route: Vec<TomlSpanned<RawRoute>>,
     #[serde(default)]
@@ -63,6 +64,13 @@ pub(crate) struct RawCheckpoint {
     pub(crate) interval: Option<TomlSpanned<RawDuration>>,
     pub(crate) retain: Option<TomlSpanned<i64>>,
     pub(crate) full_every: Option<TomlSpanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFleet {
+    pub(crate) instances: TomlSpanned<Vec<TomlSpanned<String>>>,
+    pub(crate) index: Option<TomlSpanned<i64>>,
 }
 
 #[derive(Deserialize)]

@@ -392,7 +392,7 @@ fn unknown_keys_anywhere() {
     );
     assert_eq!(
         error(&with_service("[extra]\n")),
-        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `route`"
+        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `fleet`, `route`"
     );
 }
 
@@ -833,5 +833,61 @@ fn unreadable_file_is_named() {
     assert!(
         text.starts_with("/nonexistent/coreline.toml: cannot read the configuration file: "),
         "{text}"
+    );
+}
+
+#[test]
+fn fleet_errors_point_at_the_entry() {
+    const ROUTE: &str = "[[route]]\npath = \"/a\"\nrequest = { a = \"utf8\" }\n";
+    assert_eq!(
+        error(&with_service(&format!(
+            "[fleet]\ninstances = [\"10.0.0.1:8888\", \"10.0.0.2\"]\n{ROUTE}"
+        ))),
+        "configs/x.toml:5:31: fleet.instances[1]: \"10.0.0.2\" has no port; expected HOST:BASE_PORT, e.g. \"10.0.0.1:8900\" or \"coreline-0.coreline:8900\""
+    );
+    assert_eq!(
+        error(&with_service(&format!(
+            "[fleet]\ninstances = [\"h:8888\", \"h:8888\"]\n{ROUTE}"
+        ))),
+        "configs/x.toml:5:24: fleet.instances[1]: h:8888 is listed twice (also instances[0])"
+    );
+    assert_eq!(
+        error(&with_service(&format!(
+            "[fleet]\ninstances = [\"h:8888\"]\nindex = 1\n{ROUTE}"
+        ))),
+        "configs/x.toml:6:9: fleet.index: index = 1 is out of range; expected an integer in 0..=0"
+    );
+    assert_eq!(
+        error(&with_service(&format!("[fleet]\ninstances = []\n{ROUTE}"))),
+        "configs/x.toml:5:13: fleet.instances: the fleet has no instances; expected at least one HOST:BASE_PORT"
+    );
+    let mut config = parse_text(&with_service(&format!(
+        "[checkpoint]\ndir = \"cp\"\n[fleet]\ninstances = [\"h0:8888\", \"h1:9999\"]\n{ROUTE}"
+    )))
+    .unwrap();
+    let mut missing = config.clone();
+    let err = crate::fleet::settle(&mut missing, None, true).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("fleet.index: this instance's place in the fleet is not set"),
+        "{err}"
+    );
+    let err = crate::fleet::settle(&mut config.clone(), Some(1), true).unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "instance 1 of the fleet is h1:9999 but this process listens on base_port 8888"
+        ),
+        "{err}"
+    );
+    crate::fleet::settle(&mut config, Some(0), true).unwrap();
+    assert_eq!(config.fleet.as_ref().unwrap().index, Some(0));
+    assert!(
+        config
+            .checkpoint
+            .as_ref()
+            .unwrap()
+            .dir
+            .ends_with("cp/instance-0"),
+        "checkpoints per instance"
     );
 }

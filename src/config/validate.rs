@@ -417,6 +417,47 @@ impl<'a> Validator<'a> {
         })
     }
 
+    pub(crate) fn fleet(&self, raw: TomlSpanned<RawFleet>) -> Checked<crate::fleet::FleetConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let list_span = raw.instances.span();
+        let mut instances: Vec<crate::fleet::Member> = Vec::new();
+        for (i, text) in raw.instances.into_inner().into_iter().enumerate() {
+            let key = format!("fleet.instances[{i}]");
+            let member = crate::fleet::parse_member(text.get_ref()).map_err(|message| {
+                self.err(text.span(), &key, message).with_expected(
+                    "HOST:BASE_PORT, e.g. \"10.0.0.1:8900\" or \"coreline-0.coreline:8900\"",
+                )
+            })?;
+            if let Some(first) = instances.iter().position(|m| *m == member) {
+                return Err(self.err(
+                    text.span(),
+                    &key,
+                    format!(
+                        "{} is listed twice (also instances[{first}])",
+                        member.text()
+                    ),
+                ));
+            }
+            instances.push(member);
+        }
+        if instances.is_empty() {
+            return Err(self
+                .err(list_span, "fleet.instances", "the fleet has no instances")
+                .with_expected("at least one HOST:BASE_PORT"));
+        }
+        let index = match &raw.index {
+            None => None,
+            Some(v) => Some(self.int(v, "fleet.index", 0, instances.len() as i64 - 1)?),
+        };
+        Ok(crate::fleet::FleetConfig {
+            instances,
+            index,
+            span,
+            index_span: raw.index.as_ref().map(|v| v.span()),
+        })
+    }
+
     pub(crate) fn routes(
         &self,
         raw: Vec<TomlSpanned<RawRoute>>,

@@ -296,11 +296,20 @@ pub fn generate(plan: &Plan, options: &Options) -> Result<Generated, LbError> {
         ip => ip.to_string(),
     };
     let mut instances = Vec::new();
-    let given: Vec<String> = if options.instances.is_empty() {
-        vec![default_host]
-    } else {
-        options.instances.clone()
-    };
+    let given: Vec<String> =
+        if let (true, Some(fleet)) = (options.instances.is_empty(), &plan.config.fleet) {
+            // The fleet the instances run as: the balancer's owner slots are
+            // the instances' own ownership (src/fleet.rs).
+            fleet
+                .instances
+                .iter()
+                .map(crate::fleet::Member::text)
+                .collect()
+        } else if options.instances.is_empty() {
+            vec![default_host]
+        } else {
+            options.instances.clone()
+        };
     for text in given {
         let (host, port) =
             parse_instance(&text, default_port).map_err(|message| LbError::BadArgument {

@@ -15,7 +15,7 @@ use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::operator::{Ctx, Flow};
 use crate::reply::write_error_json;
 use crate::row::{Row, Val};
-use crate::state::{Outputs, ShardState, owner_shard};
+use crate::state::{Outputs, ShardState};
 
 /// Where a keyed step's inputs come from.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +81,10 @@ impl KeyedUpdate {
             );
             return Flow::Reply(422);
         }
-        let owner = owner_shard(key, ctx.shards);
+        let owner = match ctx.owner(key, &self.key_name, error_body) {
+            Ok(owner) => owner,
+            Err(status) => return Flow::Reply(status),
+        };
         if owner != ctx.shard {
             return Flow::Forward(owner);
         }

@@ -55,6 +55,8 @@ pub struct Ctx<'a> {
     pub shard: usize,
     /// Number of shards (for the owner hash).
     pub shards: usize,
+    /// This instance's place in its fleet, if it is one of several.
+    pub fleet: Option<&'a crate::fleet::Place>,
     /// Request time, read from the clock on first use only: routes without
     /// keyed steps never pay for it.
     now_ms: Cell<Option<i64>>,
@@ -67,7 +69,37 @@ impl<'a> Ctx<'a> {
             state,
             shard,
             shards,
+            fleet: None,
             now_ms: Cell::new(None),
+        }
+    }
+
+    /// The same context for an instance of a fleet.
+    pub fn with_fleet(mut self, fleet: Option<&'a crate::fleet::Place>) -> Ctx<'a> {
+        self.fleet = fleet;
+        self
+    }
+
+    /// The shard of this instance that owns `key`; or, when another
+    /// instance of the fleet owns it, the 421 naming that owner, written
+    /// into `body` (field `key_name`).
+    #[inline]
+    pub fn owner(
+        &self,
+        key: crate::row::Val<'_>,
+        key_name: &str,
+        body: &mut Vec<u8>,
+    ) -> Result<usize, u16> {
+        match self.fleet {
+            None => Ok(crate::state::owner_shard(key, self.shards)),
+            Some(place) => {
+                let (instance, shard) = place.owner(key);
+                if instance == place.index {
+                    Ok(shard)
+                } else {
+                    Err(place.misdirected(body, key_name, instance, shard))
+                }
+            }
         }
     }
 

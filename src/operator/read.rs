@@ -8,7 +8,7 @@ use super::{Ctx, Flow, Step, read_state};
 use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::reply::{write_error_json, write_json_value};
 use crate::row::{ColumnType, Columns, Row, Val};
-use crate::state::{TableSpec, owner_shard};
+use crate::state::TableSpec;
 
 /// Looks a key's state up (on the owner shard) into the row.
 #[derive(Debug, Clone)]
@@ -41,7 +41,10 @@ fn not_found(body: &mut Vec<u8>, key: Val<'_>) -> Flow {
 impl Step for Read {
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
         let key = row.get(0);
-        let owner = owner_shard(key, ctx.shards);
+        let owner = match ctx.owner(key, "key", body) {
+            Ok(owner) => owner,
+            Err(status) => return Flow::Reply(status),
+        };
         if owner != ctx.shard {
             return Flow::Forward(owner);
         }

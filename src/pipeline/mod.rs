@@ -43,6 +43,8 @@ pub struct Plan {
     /// Keyed state tables, in the order their steps appear; a table's
     /// index is its state id.
     pub tables: Vec<TableSpec>,
+    /// The key type of each table, in the order of `tables`.
+    pub table_keys: Vec<ColumnType>,
 }
 
 /// Where a route's row comes from.
@@ -132,6 +134,7 @@ pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
             .into_iter()
             .map(|r| r.expect("every route planned"))
             .collect(),
+        table_keys: tables.iter().map(|(_, k)| *k).collect(),
         tables: tables.into_iter().map(|(t, _)| t).collect(),
     })
 }
