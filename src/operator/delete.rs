@@ -13,7 +13,7 @@ use crate::forward::{KeyedOp, KeyedReply, Owned, SEQUENCER};
 use crate::plan::Planner;
 use crate::reply::write_error_json;
 use crate::row::{Columns, Row, Val};
-use crate::state::{Scope, ShardState, TableSpec, owner_shard};
+use crate::state::{Scope, ShardState, TableSpec};
 
 /// The step's table in the file.
 #[derive(Deserialize)]
@@ -106,7 +106,11 @@ impl Step for Delete {
         }
         let owner = match self.scope {
             Scope::Replicated => SEQUENCER,
-            Scope::Partitioned => owner_shard(key, ctx.shards),
+            // A fleet: a key another instance owns is answered 421 there.
+            Scope::Partitioned => match ctx.owner(key, &self.key_name, body) {
+                Ok(owner) => owner,
+                Err(status) => return Flow::Reply(status),
+            },
         };
         if self.scope == Scope::Replicated || owner != ctx.shard {
             return Flow::Forward(owner);

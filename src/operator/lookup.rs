@@ -18,7 +18,7 @@ use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::plan::Planner;
 use crate::reply::write_error_json;
 use crate::row::{Column, Columns, Row};
-use crate::state::{Scope, TableSpec, owner_shard};
+use crate::state::{Scope, TableSpec};
 
 /// `missing` as written: `"null"` or `{ status, message }`.
 enum RawMissing {
@@ -212,7 +212,11 @@ impl Step for Lookup {
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
         let key = row.get(self.key);
         if self.scope == Scope::Partitioned && !key.is_null() {
-            let owner = owner_shard(key, ctx.shards);
+            // A fleet: a key another instance owns is answered 421 there.
+            let owner = match ctx.owner(key, &self.key_name, body) {
+                Ok(owner) => owner,
+                Err(status) => return Flow::Reply(status),
+            };
             if owner != ctx.shard {
                 return Flow::Forward(owner);
             }
