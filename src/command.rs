@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::metrics::ShardSnapshot;
+use crate::operator::ModelSwap;
 
 /// Messages from the coordinator to a shard.
 #[derive(Debug)]
@@ -27,6 +28,9 @@ pub enum ShardCommand {
     Shutdown,
     /// Leave: the final checkpoint (if any) is committed.
     Exit,
+    /// Install a checked model in the `score` step it names, between two
+    /// requests, and answer whether the step was found (`PUT /models`).
+    InstallModel(Box<ModelSwap>, Sender<(usize, bool)>),
 }
 
 /// How many shards answer a ping within `wait`.

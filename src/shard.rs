@@ -451,6 +451,12 @@ async fn housekeeping(
                 ShardCommand::Exit => {
                     let _ = exit.try_send(());
                 }
+                ShardCommand::InstallModel(swap, reply) => {
+                    // Housekeeping never runs inside a request: the next
+                    // request on this shard is scored by the new model.
+                    let found = shard.router.borrow_mut().install_model(*swap);
+                    let _ = reply.send((shard.index, found));
+                }
             }
         }
         if let Some(ep) = &shard.checkpoint {
