@@ -480,7 +480,13 @@ impl Admin {
                 }
                 if let Some(step) = request.path.strip_prefix("/models/") {
                     if method != Method::Put {
-                        c.respond(405, ContentType::Json, &error_body("use PUT with the model file as the body"), head, Some("PUT"));
+                        c.respond(
+                            405,
+                            ContentType::Json,
+                            &error_body("use PUT with the model file as the body"),
+                            head,
+                            Some("PUT"),
+                        );
                         return Some(Step::Keep);
                     }
                     if !admin_header(&c.buf[..consumed]) {
@@ -496,7 +502,13 @@ impl Admin {
                         return Some(Step::Keep);
                     }
                     let Some(models) = self.models.clone() else {
-                        c.respond(501, ContentType::Json, &error_body("model swaps are not available in this service"), false, None);
+                        c.respond(
+                            501,
+                            ContentType::Json,
+                            &error_body("model swaps are not available in this service"),
+                            false,
+                            None,
+                        );
                         return Some(Step::Keep);
                     };
                     let step = percent_encoding::percent_decode_str(step)
@@ -516,12 +528,22 @@ impl Admin {
                     let spawned = std::thread::Builder::new()
                         .name("coreline-model-swap".into())
                         .spawn(move || {
-                            let answer =
-                                models.put(&step, format.as_deref(), content_type.as_deref(), &body);
+                            let answer = models.put(
+                                &step,
+                                format.as_deref(),
+                                content_type.as_deref(),
+                                &body,
+                            );
                             let _ = tx.send(answer);
                         });
                     if spawned.is_err() {
-                        c.respond(500, ContentType::Json, &error_body("cannot start the model swap thread"), false, None);
+                        c.respond(
+                            500,
+                            ContentType::Json,
+                            &error_body("cannot start the model swap thread"),
+                            false,
+                            None,
+                        );
                         return Some(Step::Keep);
                     }
                     c.phase = Phase::Model(rx);

@@ -77,13 +77,17 @@ pub fn restore(plan: &mut Plan, dir: &Path, epoch: u64) -> Result<RestoredModels
     let mut restored = RestoredModels::default();
     for (step, file) in recorded {
         let Some(score) = plan.score_step_mut(&step) else {
-            tracing::warn!(step, file, epoch, "the checkpoint records a model for a score step the configuration does not have; ignored");
+            tracing::warn!(
+                step,
+                file,
+                epoch,
+                "the checkpoint records a model for a score step the configuration does not have; ignored"
+            );
             continue;
         };
         let path = models::model_path(dir, &file);
-        let model = Model::load(&path).map_err(|e| {
-            format!("the model of step \"{step}\" recorded at epoch {epoch}: {e}")
-        })?;
+        let model = Model::load(&path)
+            .map_err(|e| format!("the model of step \"{step}\" recorded at epoch {epoch}: {e}"))?;
         let version = file.split('.').next().unwrap_or(&file).to_string();
         let swap = score
             .prepare(model, version.clone(), path.display().to_string())
@@ -160,11 +164,11 @@ impl ModelControl {
     /// when it was loaded.
     pub fn list(&self) -> Vec<u8> {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        let models: Vec<serde_json::Value> = active
-            .iter()
-            .map(|(step, a)| entry_json(step, a))
-            .collect();
-        serde_json::json!({ "models": models }).to_string().into_bytes()
+        let models: Vec<serde_json::Value> =
+            active.iter().map(|(step, a)| entry_json(step, a)).collect();
+        serde_json::json!({ "models": models })
+            .to_string()
+            .into_bytes()
     }
 
     /// `PUT /models/<step>`: loads, checks and installs `body` on every
@@ -200,7 +204,9 @@ impl ModelControl {
                 None => {
                     return error(
                         422,
-                        &format!("format: unknown model format {name:?}; expected one of {FORMAT_NAMES}"),
+                        &format!(
+                            "format: unknown model format {name:?}; expected one of {FORMAT_NAMES}"
+                        ),
                     );
                 }
             },
@@ -268,6 +274,12 @@ impl ModelControl {
             }
         }
         swaps.push(first);
+        tracing::info!(
+            step,
+            version,
+            format = format_name,
+            "model loaded and checked; installing on every shard"
+        );
         let (tx, rx) = bounded(self.shards.len().max(1));
         let mut sent = 0;
         for (shard, swap) in self.shards.iter().zip(swaps) {

@@ -454,7 +454,9 @@ async fn housekeeping(
                 ShardCommand::InstallModel(swap, reply) => {
                     // Housekeeping never runs inside a request: the next
                     // request on this shard is scored by the new model.
+                    let (step, version) = (swap.step.clone(), swap.version.clone());
                     let found = shard.router.borrow_mut().install_model(*swap);
+                    tracing::debug!(shard = shard.index, step, version, found, "model installed");
                     let _ = reply.send((shard.index, found));
                 }
             }

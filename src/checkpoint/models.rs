@@ -47,7 +47,9 @@ struct Ledger {
 
 impl std::fmt::Debug for ModelLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ModelLedger").field(&self.snapshot().0).finish()
+        f.debug_tuple("ModelLedger")
+            .field(&self.snapshot().0)
+            .finish()
     }
 }
 

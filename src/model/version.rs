@@ -50,7 +50,12 @@ impl Format {
     /// `application/onnx` / `application/x-onnx`, or
     /// `application/vnd.coreline.<format>`.
     pub fn from_content_type(ct: &str) -> Option<Format> {
-        let ct = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match ct.as_str() {
             "application/onnx" | "application/x-onnx" => Some(Format::Onnx),
             _ => ct
