@@ -41,7 +41,8 @@ use crate::state::TableSpec;
 pub(crate) struct RawScore {
     name: Option<TomlSpanned<String>>,
     model: Option<TomlSpanned<String>>,
-    linear: Option<TomlSpanned<RawLinear>>,
+    /// Boxed: it would make this the one large variant of `RawStepKind`.
+    linear: Option<Box<TomlSpanned<RawLinear>>>,
     inputs: TomlSpanned<Vec<TomlSpanned<String>>>,
     outputs: Option<TomlSpanned<toml::Table>>,
     output: Option<TomlSpanned<String>>,
@@ -106,7 +107,7 @@ impl ScoreConfig {
             (Some(m), None) => ModelSource::File(c.non_empty(m, "model", "model file path")?),
             (None, Some(l)) => {
                 let span = l.span();
-                let l = l.into_inner();
+                let l = (*l).into_inner();
                 let link = match l.link.as_deref() {
                     None | Some("identity") => LinearLink::Identity,
                     Some("logistic") => LinearLink::Logistic,
