@@ -60,7 +60,7 @@ struct SuiteArgs {
     /// still repeated 3 times).
     #[arg(long)]
     quick: bool,
-    /// Servers to run, comma-separated (default: coreline,axum,actix,floor).
+    /// Servers to run, comma-separated (default: coreline,axum,actix,floor,fastapi_onnx).
     #[arg(long, value_delimiter = ',')]
     servers: Vec<String>,
     /// Only these scenarios (names), comma-separated. Later scenarios need
