@@ -1,5 +1,5 @@
 //! The admin endpoint: `/metrics`, `/stats`, `/health`, `/ready`,
-//! `/openapi.json`, `POST /checkpoint`.
+//! `/openapi.json`, `POST /checkpoint`, `GET /models`, `PUT /models/<step>`.
 //!
 //! It runs on its own plain thread, off every shard's core budget: one
 //! `poll(2)` loop over non-blocking sockets, so that no client can hold up
@@ -12,7 +12,7 @@
 //! cannot lock out a health check. `POST /checkpoint` waits for its epoch
 //! without blocking the loop.
 //!
-//! Mutating endpoints (`POST /checkpoint`, `POST /reload`) are protected two ways:
+//! Mutating endpoints (`POST /checkpoint`, `POST /reload`, `PUT /models/<step>`) are protected two ways:
 //!
 //! - with `[service] admin_token_file`, they need `Authorization: Bearer
 //!   <token>` (compared in constant time); the `X-Coreline-Admin` header is
@@ -25,6 +25,11 @@
 //!   address they are refused (403) until a token is configured.
 //!
 //! The start-up log says which of the three applies.
+//!
+//! `PUT /models/<step>` hands its body to a thread of its own
+//! ([`crate::model_control`]) and waits for its answer without blocking the
+//! loop, like `POST /checkpoint`; its body may be up to [`MODEL_MAX_BYTES`]
+//! and take up to [`MODEL_BODY_TIMEOUT`] to arrive.
 //!
 //! It never touches shard data directly; each request that needs metrics
 //! asks every shard for a [`ShardSnapshot`](crate::metrics::ShardSnapshot)
@@ -45,6 +50,7 @@ use crate::http::{
     ContentType, Decoded, Decoder, HttpDate, Method, ResponseOptions, write_error, write_response,
 };
 use crate::metrics::{ProcessStats, Scrape, render_prometheus, render_stats};
+use crate::model_control::ModelControl;
 use crate::pipeline::Plan;
 use crate::reload::{ReloadError, Reloaded, Reloader};
 use crate::reply::write_error_json;
@@ -57,6 +63,14 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Time from a complete head until the body is complete.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Time from a complete head until the body of a `PUT /models` is
+/// complete (a model file may be megabytes).
+pub const MODEL_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The largest model file `PUT /models` accepts (the admin port's body
+/// limit; the service's `max_body_bytes` applies if larger).
+pub const MODEL_MAX_BYTES: usize = 256 << 20;
 
 /// Time to write a response before the connection is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -126,7 +140,7 @@ impl Guard {
             Guard::Loopback => Err((
                 403,
                 format!(
-                    "mutating admin requests (POST /checkpoint, POST /reload) need the header `{ADMIN_HEADER}: 1` (they must not be possible from a web page)"
+                    "mutating admin requests (POST /checkpoint, POST /reload, PUT /models) need the header `{ADMIN_HEADER}: 1` (they must not be possible from a web page)"
                 ),
             )),
             Guard::Closed(ip) => Err((
@@ -165,6 +179,8 @@ enum Phase {
     Checkpoint(crossbeam_channel::Receiver<Result<u64, crate::checkpoint::CommitError>>),
     /// `POST /reload` waiting for its reload (run on its own thread).
     Reload(crossbeam_channel::Receiver<Result<Reloaded, ReloadError>>),
+    /// `PUT /models/<step>` waiting for its swap thread.
+    Model(crossbeam_channel::Receiver<(u16, Vec<u8>)>),
     /// Writing `out[written..]`, then closing.
     Writing,
 }
@@ -245,6 +261,8 @@ pub struct Admin {
     coordinator: Option<CoordinatorHandle>,
     /// Hot reload; when present, `plan` is read from it (it changes).
     reloader: Option<Arc<Reloader>>,
+    /// Live model swaps (`PUT /models`, `GET /models`).
+    models: Option<Arc<ModelControl>>,
     started: Instant,
     /// Wall-clock time of `started`, for `process_start_time_seconds`.
     started_at: SystemTime,
@@ -272,6 +290,7 @@ impl Admin {
             shards,
             coordinator,
             reloader: None,
+            models: None,
             started: Instant::now(),
             started_at: SystemTime::now(),
             addr: None,
@@ -290,6 +309,12 @@ impl Admin {
             Some(r) => r.plan(),
             None => self.plan.clone(),
         }
+    }
+
+    /// Serves `GET /models` and `PUT /models/<step>` with `models`.
+    pub fn with_models(mut self, models: Arc<ModelControl>) -> Admin {
+        self.models = Some(models);
+        self
     }
 
     fn checkpoint_json(&self) -> serde_json::Value {
@@ -387,7 +412,9 @@ impl Admin {
                 for c in &conns {
                     let events = match c.phase {
                         Phase::Reading => PollFlags::POLLIN,
-                        Phase::Checkpoint(_) | Phase::Reload(_) => PollFlags::empty(),
+                        Phase::Checkpoint(_) | Phase::Reload(_) | Phase::Model(_) => {
+                            PollFlags::empty()
+                        }
                         Phase::Writing => PollFlags::POLLOUT,
                     };
                     fds.push(PollFd::new(&c.stream, events));
@@ -458,6 +485,7 @@ impl Admin {
             Phase::Reading => {
                 let deadline = match c.head_done {
                     None => c.accepted + HEAD_TIMEOUT,
+                    Some(t) if c.buf.starts_with(b"PUT /models/") => t + MODEL_BODY_TIMEOUT,
                     Some(t) => t + BODY_TIMEOUT,
                 };
                 if ready && let Some(step) = self.read(c, draining) {
@@ -502,6 +530,23 @@ impl Admin {
                     Step::Keep
                 }
             },
+            Phase::Model(rx) => match rx.try_recv() {
+                Ok((status, body)) => {
+                    c.respond(status, ContentType::Json, &body, false, None);
+                    Step::Keep
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    c.respond(
+                        500,
+                        ContentType::Json,
+                        &error_body("the model swap thread stopped without an answer"),
+                        false,
+                        None,
+                    );
+                    Step::Keep
+                }
+            },
             Phase::Writing => {
                 if c.writing_since.is_some_and(|t| now >= t + WRITE_TIMEOUT) {
                     return Step::Close;
@@ -531,7 +576,8 @@ impl Admin {
     /// Reads what is there and decodes; answers a complete request. `None`
     /// keeps the connection in its phase.
     fn read(&self, c: &mut Conn, draining: bool) -> Option<Step> {
-        let limits = self.plan.config.limits;
+        let mut limits = self.plan().config.limits;
+        limits.max_body_bytes = limits.max_body_bytes.max(MODEL_MAX_BYTES);
         // A client may half-close right after its request: answer it.
         let mut eof = false;
         loop {
@@ -610,6 +656,69 @@ impl Admin {
                         return Some(Step::Keep);
                     }
                 }
+                if let Some(step) = request.path.strip_prefix("/models/") {
+                    if method != Method::Put {
+                        c.respond(
+                            405,
+                            ContentType::Json,
+                            &error_body("use PUT with the model file as the body"),
+                            head,
+                            Some("PUT"),
+                        );
+                        return Some(Step::Keep);
+                    }
+                    if let Err((status, why)) = self.guard().check(&c.buf[..consumed]) {
+                        c.respond(status, ContentType::Json, &error_body(&why), false, None);
+                        return Some(Step::Keep);
+                    }
+                    let Some(models) = self.models.clone() else {
+                        c.respond(
+                            501,
+                            ContentType::Json,
+                            &error_body("model swaps are not available in this service"),
+                            false,
+                            None,
+                        );
+                        return Some(Step::Keep);
+                    };
+                    let step = percent_encoding::percent_decode_str(step)
+                        .decode_utf8_lossy()
+                        .into_owned();
+                    let format = request
+                        .query
+                        .split('&')
+                        .find_map(|p| p.strip_prefix("format="))
+                        .map(str::to_owned);
+                    let content_type = request
+                        .header("content-type")
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .map(str::to_owned);
+                    let body = request.body.to_vec();
+                    let (tx, rx) = crossbeam_channel::bounded(1);
+                    let spawned = std::thread::Builder::new()
+                        .name("coreline-model-swap".into())
+                        .spawn(move || {
+                            let answer = models.put(
+                                &step,
+                                format.as_deref(),
+                                content_type.as_deref(),
+                                &body,
+                            );
+                            let _ = tx.send(answer);
+                        });
+                    if spawned.is_err() {
+                        c.respond(
+                            500,
+                            ContentType::Json,
+                            &error_body("cannot start the model swap thread"),
+                            false,
+                            None,
+                        );
+                        return Some(Step::Keep);
+                    }
+                    c.phase = Phase::Model(rx);
+                    return Some(Step::Keep);
+                }
                 let path = request.path.to_owned();
                 let query = request.query.to_owned();
                 let (status, ct, body, allow) = self.route(method, &path, &query, draining);
@@ -636,7 +745,7 @@ impl Admin {
         let plan = self.plan();
         let name = &plan.config.service.name;
         match path {
-            "/metrics" | "/stats" | "/health" | "/ready" | "/openapi.json" if !get => (
+            "/metrics" | "/stats" | "/health" | "/ready" | "/openapi.json" | "/models" if !get => (
                 405,
                 ContentType::Json,
                 error_body("use GET"),
@@ -671,6 +780,10 @@ impl Admin {
                 (200, ContentType::Json, text.into_bytes(), None)
             }
             "/health" => (200, ContentType::Json, br#"{"status":"ok"}"#.to_vec(), None),
+            "/models" => match &self.models {
+                Some(m) => (200, ContentType::Json, m.list(), None),
+                None => (200, ContentType::Json, br#"{"models":[]}"#.to_vec(), None),
+            },
             "/openapi.json" => (
                 200,
                 ContentType::Json,
@@ -732,7 +845,7 @@ impl Admin {
                 404,
                 ContentType::Json,
                 error_body(
-                    "unknown admin path; try /metrics, /stats, /health, /ready or /openapi.json",
+                    "unknown admin path; try /metrics, /stats, /health, /ready, /openapi.json or /models",
                 ),
                 None,
             ),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::metrics::ShardSnapshot;
+use crate::operator::ModelSwap;
 use crate::pipeline::Router;
 
 /// Messages from the coordinator to a shard.
@@ -31,6 +32,9 @@ pub enum ShardCommand {
     /// Serve a reloaded plan from the next request on (see
     /// [`crate::reload`]).
     Reload(Box<PlanSwap>),
+    /// Install a checked model in the `score` step it names, between two
+    /// requests, and answer whether the step was found (`PUT /models`).
+    InstallModel(Box<ModelSwap>, Sender<(usize, bool)>),
 }
 
 /// A reloaded plan for one shard, compiled off the request path: the shard

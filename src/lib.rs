@@ -49,6 +49,9 @@
 //!   Prometheus and JSON renderings.
 //! - [`model`]: trained models (XGBoost, LightGBM, ONNX, linear) scored
 //!   per row with reusable buffers (the `score` step).
+//! - [`model_control`]: models as control data: `PUT /models/<step>` swaps
+//!   a score step's model on every shard between requests, `GET /models`,
+//!   and the models a checkpoint restores.
 //! - [`lb`]: nginx and haproxy configurations for the shard ports
 //!   (`coreline lb`), with key affinity.
 //! - [`access_log`]: one line per answer, written by a logger thread from
@@ -96,6 +99,7 @@ pub mod http;
 pub mod lb;
 pub mod metrics;
 pub mod model;
+pub mod model_control;
 pub mod openapi;
 pub mod operator;
 pub mod overrides;

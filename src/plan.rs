@@ -94,6 +94,12 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// Hides column `index` from names (it keeps its slot): a column only
+    /// a function reaches, such as the version `model_version()` reads.
+    pub fn hide_column(&mut self, index: usize) {
+        self.columns.hide(index);
+    }
+
     /// The columns of the row so far (request fields, then step outputs).
     pub fn columns(&self) -> &Columns {
         &self.columns

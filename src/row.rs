@@ -263,6 +263,12 @@ impl Columns {
             .rposition(|(c, &h)| !h && c.name == name)
     }
 
+    /// The index of the last column called `name`, hidden or not (a column
+    /// only a function reaches, such as a model step's version).
+    pub fn index_of_hidden(&self, name: &str) -> Option<usize> {
+        self.columns.iter().rposition(|c| c.name == name)
+    }
+
     /// The index of the visible column whose name equals `name` ignoring
     /// ASCII case, used to suggest a spelling in errors.
     pub fn index_of_ignore_case(&self, name: &str) -> Option<usize> {

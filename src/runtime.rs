@@ -376,14 +376,16 @@ impl Service {
     /// all of them accept connections.
     pub fn start(mut plan: Plan) -> Result<Service, StartError> {
         check_fd_limit(&mut plan.config)?;
-        let plan = Arc::new(plan);
-        let svc = &plan.config.service;
         let cores = shard_cores(&plan)?;
-        check_memlock(svc.shards)?;
+        check_memlock(plan.config.service.shards)?;
         crate::sys::io_uring_setup_probe().map_err(StartError::IoUring)?;
 
-        // State first: listeners open only once it is loaded.
-        let (states, endpoints, coordinator, restored_epoch) = restore(&plan)?;
+        // State first: listeners open only once it is loaded. The models a
+        // checkpoint records are installed in the plan before any shard
+        // copies it.
+        let (states, endpoints, coordinator, restored_epoch, models) = restore(&mut plan)?;
+        let plan = Arc::new(plan);
+        let svc = &plan.config.service;
 
         let mut listeners = Vec::with_capacity(svc.shards);
         for i in 0..svc.shards {
@@ -479,9 +481,17 @@ impl Service {
         let reloader = Arc::new(Reloader::new(plan.clone(), senders.clone()));
         service.reloader = Some(reloader.clone());
         if let Some(listener) = admin_listener {
+            let (checkpoint, restored) = models;
+            let control = crate::model_control::ModelControl::new(
+                plan.clone(),
+                senders.clone(),
+                checkpoint,
+                &restored,
+            );
             service.admin = Some(
                 Admin::new(plan, senders, service.coordinator.clone())
                     .with_reloader(reloader)
+                    .with_models(Arc::new(control))
                     .spawn(listener),
             );
         }
@@ -631,11 +641,15 @@ type Restored = (
     Vec<Option<ShardCheckpoint>>,
     Option<CoordinatorHandle>,
     u64,
+    (
+        Option<(std::path::PathBuf, crate::checkpoint::models::ModelLedger)>,
+        crate::model_control::RestoredModels,
+    ),
 );
 
 /// Loads the newest valid checkpoint (re-hashed to the current shard count)
 /// and starts the epoch coordinator; or, without `[checkpoint]`, empty state.
-fn restore(plan: &Plan) -> Result<Restored, StartError> {
+fn restore(plan: &mut Plan) -> Result<Restored, StartError> {
     let shards = plan.config.service.shards;
     let Some(cp) = &plan.config.checkpoint else {
         let mut states = Vec::with_capacity(shards);
@@ -645,7 +659,13 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
                     .map_err(|e| StartError::Checkpoint(e.to_string()))?,
             );
         }
-        return Ok((states, (0..shards).map(|_| None).collect(), None, 0));
+        return Ok((
+            states,
+            (0..shards).map(|_| None).collect(),
+            None,
+            0,
+            (None, Default::default()),
+        ));
     };
     let on_damage = if cp.discard_state {
         checkpoint::OnDamage::Discard
@@ -663,7 +683,15 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
         dir = %cp.dir.display(),
         "state restored"
     );
+    let dir = cp.dir.clone();
+    let restored_models = crate::model_control::restore(plan, &dir, recovered.epoch)
+        .map_err(|e| StartError::Checkpoint(e.to_string()))?;
+    let ledger = checkpoint::models::ModelLedger::new(restored_models.ledger.clone());
+    let Some(cp) = &plan.config.checkpoint else {
+        unreachable!("checked above")
+    };
     let config = checkpoint::CheckpointConfig {
+        models: ledger.clone(),
         dir: cp.dir.clone(),
         interval: cp.interval,
         retain: cp.retain,
@@ -677,6 +705,7 @@ fn restore(plan: &Plan) -> Result<Restored, StartError> {
         endpoints.into_iter().map(Some).collect(),
         Some(handle),
         recovered.epoch,
+        (Some((dir, ledger)), restored_models),
     ))
 }
 

@@ -524,6 +524,14 @@ async fn housekeeping(
                     let _ = exit.try_send(());
                 }
                 ShardCommand::Reload(swap) => shard.swap_plan(*swap),
+                ShardCommand::InstallModel(swap, reply) => {
+                    // Housekeeping never runs inside a request: the next
+                    // request on this shard is scored by the new model.
+                    let (step, version) = (swap.step.clone(), swap.version.clone());
+                    let found = shard.router.borrow().borrow_mut().install_model(*swap);
+                    tracing::debug!(shard = shard.index, step, version, found, "model installed");
+                    let _ = reply.send((shard.index, found));
+                }
             }
         }
         if let Some(ep) = &shard.checkpoint {

@@ -267,3 +267,100 @@ fn iris_config_names_the_species() {
         resp.text()
     );
 }
+
+/// A service scoring `model` on one array column `features` of `n`
+/// elements, replying with `columns`.
+fn array_service(n: usize, score: &str, columns: &str) -> String {
+    format!(
+        r#"
+[service]
+name = "score"
+base_port = 0
+shards = 1
+
+[[route]]
+path = "/score"
+request = {{ features = {{ type = "array<float64>", len = {n} }} }}
+  [[route.step]]
+  score = {{ {score}, inputs = ["features"], nulls = "nan" }}
+  [route.reply]
+  columns = [{columns}]
+"#
+    )
+    .replace("tests/", &format!("{}/tests/", env!("CARGO_MANIFEST_DIR")))
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Vector outputs from an array input, over sockets: each element within
+/// 1e-5 of the library's own (onnxruntime's, XGBoost's, LightGBM's).
+fn vectors(name: &str, score: &str, output: &str) {
+    let doc = expected(name);
+    let n = doc["features"].as_u64().unwrap() as usize;
+    let svc = start(&array_service(n, score, r#""proba""#));
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    for (r, row) in doc["rows"].as_array().unwrap().iter().enumerate() {
+        let resp = c.post("/score", &format!(r#"{{"features":{row}}}"#));
+        assert_eq!(resp.status, 200, "{name} row {r}: {}", resp.text());
+        let got = floats(&resp.json()["proba"]);
+        let want = floats(&doc["outputs"][output][r]);
+        assert_eq!(got.len(), want.len(), "{name} row {r}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(close(*g, *w), "{name} row {r}: {got:?} vs {want:?}");
+        }
+    }
+}
+
+#[test]
+fn vector_outputs_from_an_array_input_match_each_library() {
+    vectors(
+        "iris",
+        r#"model = "tests/models/iris.onnx", outputs = { proba = "probabilities" }"#,
+        "probabilities",
+    );
+    vectors(
+        "digits_mlp",
+        r#"model = "tests/models/digits_mlp.onnx", outputs = { proba = "probabilities" }"#,
+        "probabilities",
+    );
+    vectors(
+        "xgb_multi",
+        r#"model = "tests/models/xgb_multi.json", outputs = { proba = "probabilities" }"#,
+        "prediction",
+    );
+    vectors(
+        "lgb_multi",
+        r#"model = "tests/models/lgb_multi.txt", outputs = { proba = "probabilities" }"#,
+        "prediction",
+    );
+}
+
+#[test]
+fn an_array_input_of_the_wrong_length_is_a_422() {
+    // No `len` on the field: the step itself checks the length.
+    let toml = array_service(
+        4,
+        r#"model = "tests/models/iris.onnx", outputs = { proba = "probabilities" }"#,
+        r#""proba""#,
+    )
+    .replace(", len = 4", "");
+    let svc = start(&toml);
+    let mut c = Client::connect(svc.shard_addrs()[0]);
+    let resp = c.post("/score", r#"{"features":[1.0, 2.0, 3.0]}"#);
+    assert_eq!(resp.status, 422, "{}", resp.text());
+    assert!(
+        resp.text()
+            .contains("features: expected 4 elements (the model's features), found 3"),
+        "{}",
+        resp.text()
+    );
+    let resp = c.post("/score", r#"{"features":[5.1, 3.5, 1.4, 0.2]}"#);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(floats(&resp.json()["proba"]).len(), 3);
+}

@@ -11,6 +11,7 @@ fn color(server: ServerKind) -> RGBColor {
         ServerKind::Axum => RGBColor(31, 119, 180),
         ServerKind::Actix => RGBColor(44, 160, 44),
         ServerKind::Floor => RGBColor(90, 90, 90),
+        ServerKind::FastapiOnnx => RGBColor(148, 103, 189),
     }
 }
 

@@ -429,7 +429,7 @@ fn baselines_in(r: &ScenarioResult) -> Vec<ServerKind> {
     if !servers.contains(&ServerKind::Coreline) {
         return Vec::new();
     }
-    ServerKind::ALL[1..]
+    ServerKind::EVERY[1..]
         .iter()
         .copied()
         .filter(|s| servers.contains(s))
@@ -437,7 +437,7 @@ fn baselines_in(r: &ScenarioResult) -> Vec<ServerKind> {
 }
 
 fn servers_in(r: &ScenarioResult) -> Vec<ServerKind> {
-    ServerKind::ALL
+    ServerKind::EVERY
         .iter()
         .copied()
         .filter(|s| r.runs.iter().any(|x| x.server == *s))
@@ -807,7 +807,7 @@ pub fn render(
                 Kind::Capacity => capacity_table(&mut md, r),
                 Kind::Scaling => scaling_table(&mut md, r),
                 Kind::Forwarding => forwarding_table(&mut md, r),
-                Kind::Sweep | Kind::Fixed => rate_table(&mut md, r),
+                Kind::Sweep | Kind::Fixed | Kind::Model => rate_table(&mut md, r),
                 Kind::Slo => slo_table(&mut md, r),
                 Kind::Crosscheck => crosscheck_table(&mut md, r),
                 Kind::Checkpoint => checkpoint_table(&mut md, r),

@@ -44,6 +44,10 @@ pub enum ServerKind {
     Actix,
     /// The leanest epoll responder.
     Floor,
+    /// FastAPI + onnxruntime under uvicorn (Python), serving the digits MLP:
+    /// the "model" scenario's baseline. Only scenarios that name it run it.
+    #[serde(rename = "fastapi_onnx")]
+    FastapiOnnx,
 }
 
 impl ServerKind {
@@ -55,6 +59,15 @@ impl ServerKind {
         ServerKind::Floor,
     ];
 
+    /// Every server, also those only some scenarios name.
+    pub const EVERY: [ServerKind; 5] = [
+        ServerKind::Coreline,
+        ServerKind::Axum,
+        ServerKind::Actix,
+        ServerKind::Floor,
+        ServerKind::FastapiOnnx,
+    ];
+
     /// Lowercase name, as in files and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -62,16 +75,19 @@ impl ServerKind {
             ServerKind::Axum => "axum",
             ServerKind::Actix => "actix",
             ServerKind::Floor => "floor",
+            ServerKind::FastapiOnnx => "fastapi_onnx",
         }
     }
 
     /// Parses a lowercase name.
     pub fn parse(s: &str) -> Result<ServerKind> {
-        ServerKind::ALL
+        ServerKind::EVERY
             .into_iter()
             .find(|k| k.name() == s)
             .with_context(|| {
-                format!("unknown server `{s}`; expected coreline, axum, actix or floor")
+                format!(
+                    "unknown server `{s}`; expected coreline, axum, actix, floor or fastapi_onnx"
+                )
             })
     }
 }
@@ -96,6 +112,10 @@ pub enum Kind {
     Forwarding,
     /// Closed-loop throughput of 1…n−1 coreline shards.
     Scaling,
+    /// A model route against the FastAPI + onnxruntime baseline: each
+    /// server's capacity, both at `fractions[0]` of the baseline's capacity,
+    /// and coreline alone at `fractions[1]` of it.
+    Model,
 }
 
 /// Which port a keyed request goes to.

@@ -32,6 +32,8 @@ pub struct Binaries {
     pub actix: Option<PathBuf>,
     /// `baseline-floor`.
     pub floor: Option<PathBuf>,
+    /// `python3`, when it can import what `baselines/fastapi_onnx` needs.
+    pub fastapi_onnx: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -42,6 +44,7 @@ impl Binaries {
             ServerKind::Axum => &self.axum,
             ServerKind::Actix => &self.actix,
             ServerKind::Floor => &self.floor,
+            ServerKind::FastapiOnnx => &self.fastapi_onnx,
         };
         path.as_deref()
             .with_context(|| format!("no binary for {} (not built)", kind.name()))
@@ -109,7 +112,19 @@ pub fn build(
             }
         });
     }
-    if servers.iter().any(|&s| s != ServerKind::Coreline) {
+    if servers.contains(&ServerKind::FastapiOnnx) {
+        match fastapi_onnx_missing() {
+            None => bins.fastapi_onnx = Some(PathBuf::from("python3")),
+            Some(why) => eprintln!(
+                "WARNING: the fastapi_onnx baseline cannot run ({why}); scenarios that need it are SKIPPED. \
+                 Install it with: python3 -m pip install -r latency-tests/baselines/fastapi_onnx/requirements.txt"
+            ),
+        }
+    }
+    if servers
+        .iter()
+        .any(|&s| !matches!(s, ServerKind::Coreline | ServerKind::FastapiOnnx))
+    {
         let manifest = workspace.join("latency-tests/baselines/Cargo.toml");
         let mut cmd = cargo();
         cmd.current_dir(workspace)
@@ -126,6 +141,30 @@ pub fn build(
         }
     }
     Ok(bins)
+}
+
+/// Why the FastAPI + onnxruntime baseline cannot run here (no python3, or
+/// a module it imports is missing), or `None` when it can.
+pub fn fastapi_onnx_missing() -> Option<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import fastapi, uvicorn, onnxruntime, numpy, pydantic",
+        ])
+        .output();
+    match out {
+        Err(e) => Some(format!("python3: {e}")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            Some(
+                err.lines()
+                    .last()
+                    .unwrap_or("python3 cannot import fastapi, uvicorn, onnxruntime, numpy")
+                    .to_owned(),
+            )
+        }
+    }
 }
 
 /// Reads `[service] base_port` and `shards` from a coreline config.
@@ -162,6 +201,7 @@ pub fn baseline_port(kind: ServerKind, i: usize) -> u16 {
         ServerKind::Axum => 28900,
         ServerKind::Actix => 28910,
         ServerKind::Floor => 28920,
+        ServerKind::FastapiOnnx => 28930,
     };
     base + i as u16
 }
@@ -270,7 +310,16 @@ pub fn start(
                 let port = baseline_port(kind, i);
                 let core = cores[i % cores.len()];
                 let mut cmd = Command::new(bin);
-                cmd.args(["--port", &port.to_string(), "--core", &core.to_string()]);
+                if kind == ServerKind::FastapiOnnx {
+                    // One uvicorn worker; the model is tests/models/digits_mlp.onnx.
+                    cmd.arg(
+                        Path::new(env!("CARGO_MANIFEST_DIR"))
+                            .join("baselines/fastapi_onnx/server.py"),
+                    )
+                    .args(["--port", &port.to_string()]);
+                } else {
+                    cmd.args(["--port", &port.to_string(), "--core", &core.to_string()]);
+                }
                 pin_child(&mut cmd, &[core]);
                 commands.push(cmd);
                 port

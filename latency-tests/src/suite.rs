@@ -744,6 +744,19 @@ impl Suite {
             result.skipped = Some(why);
             return result;
         }
+        if sc.servers.contains(&ServerKind::FastapiOnnx)
+            && self.servers.contains(&ServerKind::FastapiOnnx)
+            && self.bins.fastapi_onnx.is_none()
+        {
+            let why = format!(
+                "SKIPPED: the FastAPI + onnxruntime baseline cannot run here ({}); install it with \
+                 `python3 -m pip install -r latency-tests/baselines/fastapi_onnx/requirements.txt`",
+                server::fastapi_onnx_missing().unwrap_or_else(|| "not found at build time".into())
+            );
+            eprintln!("scenario {} {why}", sc.name);
+            result.skipped = Some(why);
+            return result;
+        }
         let outcome = match sc.kind {
             Kind::Capacity => self.capacity_scenario(sc, &mut result),
             Kind::Sweep | Kind::Fixed => self.rate_scenario(sc, &mut result),
@@ -752,6 +765,7 @@ impl Suite {
             Kind::Checkpoint => self.checkpoint_scenario(sc, &mut result),
             Kind::Forwarding => self.forwarding_scenario(sc, &mut result),
             Kind::Scaling => self.scaling_scenario(sc, &mut result),
+            Kind::Model => self.model_scenario(sc, &mut result),
         };
         if let Err(e) = outcome {
             eprintln!("scenario {} FAILED: {e:#}", sc.name);
@@ -759,6 +773,68 @@ impl Suite {
         }
         result.seconds = started.elapsed().as_secs_f64();
         result
+    }
+
+    /// The model route against FastAPI + onnxruntime: each server's
+    /// closed-loop capacity (kept out of the hello capacities), then both at
+    /// `fractions[0]` of the baseline's median capacity, then coreline alone
+    /// at `fractions[1]` of it (the issue: ≥ 10× its highest rate holding
+    /// p99 ≤ 1 ms, and ≤ 0.2× its p99 at 50% of its capacity).
+    fn model_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let servers = self.servers_of(sc);
+        let baseline = ServerKind::FastapiOnnx;
+        if !servers.contains(&baseline) || !servers.contains(&ServerKind::Coreline) {
+            bail!("a model scenario needs servers = [\"coreline\", \"fastapi_onnx\"]");
+        }
+        let [half, many] = sc.fractions[..] else {
+            bail!(
+                "a model scenario needs fractions = [share of the baseline's capacity for both, multiple of it for coreline]"
+            );
+        };
+        result.points.push(("closed".into(), None));
+        let mut capacity = Vec::new();
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for &server in &servers {
+                let mode = Mode::Closed {
+                    depth: sc.load.depth,
+                };
+                let run = self.measure(sc, server, rep, "closed", mode, &pool)?;
+                if server == baseline {
+                    capacity.push(run.summary.achieved_rate);
+                }
+                result.runs.push(run);
+            }
+        }
+        let base = Spread::of(&capacity)
+            .context("the baseline's capacity was not measured")?
+            .median;
+        let rate_at = |f: f64| ((f * base) / 100.0).round().max(1.0) * 100.0;
+        let points = [
+            (format!("{half}x_fastapi"), rate_at(half), servers.clone()),
+            (
+                format!("{many}x_fastapi"),
+                rate_at(many),
+                vec![ServerKind::Coreline],
+            ),
+        ];
+        for (label, rate, _) in &points {
+            result.points.push((label.clone(), Some(*rate)));
+        }
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            for (label, rate, on) in &points {
+                for &server in on {
+                    let mode = Mode::Open {
+                        rate: *rate,
+                        arrival: sc.load.arrival,
+                    };
+                    let run = self.measure(sc, server, rep, label, mode, &pool)?;
+                    result.runs.push(run);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn capacity_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {

@@ -52,6 +52,8 @@ pub struct CheckpointConfig {
     /// An epoch whose shards have not all answered after this long fails
     /// (a stuck or dead shard). Default 30 s.
     pub epoch_timeout: Duration,
+    /// The models swapped in, written into each manifest. Default: empty.
+    pub models: super::models::ModelLedger,
 }
 
 impl CheckpointConfig {
@@ -63,6 +65,7 @@ impl CheckpointConfig {
             retain: 3,
             full_every: 10,
             epoch_timeout: Duration::from_secs(30),
+            models: super::models::ModelLedger::default(),
         }
     }
 
@@ -259,6 +262,10 @@ struct Loop {
     waiting: Vec<Sender<Result<u64, CommitError>>>,
     stopping: Option<Vec<Sender<Result<u64, CommitError>>>>,
     verdicts: HashMap<u64, Verdict>,
+    /// Generation of the model ledger the last committed manifest recorded.
+    models_committed: u64,
+    /// Generation of the ledger the manifest being committed records.
+    models_in_flight: u64,
 }
 
 impl Coordinator {
@@ -348,6 +355,8 @@ impl Coordinator {
             waiting: Vec::new(),
             stopping: None,
             verdicts: HashMap::new(),
+            models_committed: 0,
+            models_in_flight: 0,
         };
         thread::Builder::new()
             .name("coreline-checkpoint".into())
@@ -550,6 +559,7 @@ impl Loop {
         let epoch = flight.plan.epoch;
         if flight.errors.is_empty()
             && !flight.changed
+            && self.config.models.snapshot().1 == self.models_committed
             && flight.plan.kind == SnapshotKind::Delta
             && let Some(last) = self.last_committed
         {
@@ -575,6 +585,7 @@ impl Loop {
                 );
                 self.last_committed = Some(epoch);
                 self.force_full = false;
+                self.models_committed = self.models_in_flight;
                 self.deltas_since_full = match kind {
                     SnapshotKind::Full => 0,
                     SnapshotKind::Delta => self.deltas_since_full + 1,
@@ -650,7 +661,7 @@ impl Loop {
         flight.then_stop
     }
 
-    fn commit(&self, flight: &InFlight) -> Result<(u64, u64), String> {
+    fn commit(&mut self, flight: &InFlight) -> Result<(u64, u64), String> {
         let edir = manifest::epoch_dir(&self.config.dir, flight.plan.epoch);
         for &shard in &flight.unsynced {
             let path = edir.join(manifest::shard_file_name(shard));
@@ -675,6 +686,11 @@ impl Loop {
             created_unix_ms: unix_ms(),
             tables: self.descs.clone(),
             files,
+            models: {
+                let (models, generation) = self.config.models.snapshot();
+                self.models_in_flight = generation;
+                models
+            },
             checksum: None,
         };
         manifest::commit(&self.config.dir, &manifest).map_err(|e| e.to_string())?;

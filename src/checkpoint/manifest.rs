@@ -208,6 +208,10 @@ pub struct Manifest {
     pub tables: Vec<TableDesc>,
     /// One entry per shard, in shard order.
     pub files: Vec<FileEntry>,
+    /// Models swapped in with `PUT /models`: step name → file in
+    /// `models/` (see [`super::models`]). Absent when none was swapped.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
     /// `crc32:<hex>` of the manifest as written without this field, so that
     /// a flipped byte that still parses (a digit of a CRC, an epoch number)
     /// is caught. Absent in manifests of older builds, which are trusted.

@@ -45,6 +45,7 @@
 
 pub mod file;
 pub mod manifest;
+pub mod models;
 
 mod coordinator;
 mod recover;

@@ -12,6 +12,38 @@ pub enum LinearLink {
     Logistic,
 }
 
+/// A linear model as JSON: `{"weights": [...], "bias": 0.1, "link":
+/// "identity" | "logistic"}` (bias and link optional), the body of a
+/// `PUT /models/<step>?format=linear`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinearFile {
+    weights: Vec<f64>,
+    #[serde(default)]
+    bias: f64,
+    link: Option<String>,
+}
+
+/// Parses a linear model file (see [`LinearFile`]).
+pub(crate) fn parse(path: &std::path::Path, text: &str) -> Result<Linear, ModelError> {
+    let file: LinearFile = serde_json::from_str(text).map_err(|e| ModelError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "not a linear model: {e} (a linear model is {{\"weights\": [...], \"bias\": 0.1, \"link\": \"identity\" | \"logistic\"}})"
+        ),
+    })?;
+    let link = match file.link.as_deref() {
+        None | Some("identity") => LinearLink::Identity,
+        Some("logistic") => LinearLink::Logistic,
+        Some(other) => {
+            return Err(ModelError::Linear(format!(
+                "link: expected \"identity\" or \"logistic\", found {other:?}"
+            )));
+        }
+    };
+    Linear::new(file.weights, file.bias, link)
+}
+
 /// `weights · x + bias` with a [`LinearLink`].
 #[derive(Debug, Clone)]
 pub struct Linear {

@@ -25,6 +25,7 @@ pub mod lightgbm;
 pub mod linear;
 pub mod onnx;
 pub mod tree;
+pub mod version;
 pub mod xgboost;
 
 use std::fmt;
@@ -227,7 +228,9 @@ pub struct Model {
 
 impl Model {
     /// Loads a model file; the format comes from the extension: `.onnx`,
-    /// `.json` (XGBoost `save_model`), `.txt` (LightGBM `save_model`).
+    /// `.json` (XGBoost `save_model`), `.txt` (LightGBM `save_model`),
+    /// `.linear` (a linear model as JSON, `{"weights": [...], "bias": b,
+    /// "link": "identity" | "logistic"}`, the form `PUT /models` stores).
     pub fn load(path: &Path) -> Result<Model, ModelError> {
         let start = Instant::now();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -249,6 +252,7 @@ impl Model {
             }
             "json" => (Kind::Trees(xgboost::parse(path, &read()?)?), "XGBoost"),
             "txt" => (Kind::Trees(lightgbm::parse(path, &read()?)?), "LightGBM"),
+            "linear" => (Kind::Linear(linear::parse(path, &read()?)?), "linear"),
             _ => {
                 return Err(ModelError::UnknownFormat {
                     path: path.to_path_buf(),

@@ -31,7 +31,7 @@ pub use changed::{Changed, ChangedConfig};
 pub use filter::{Filter, FilterConfig};
 pub use keyed::{Inputs, KeyedUpdate, read_state, run_on_owner};
 pub use read::{KeyQuery, Read};
-pub use score::{ModelSource, Score, ScoreConfig};
+pub use score::{ModelSource, ModelSwap, Score, ScoreConfig, version_column};
 pub use select::{Select, SelectConfig};
 pub use with_column::{WithColumn, WithColumnConfig};
 

@@ -128,6 +128,26 @@ pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
             routes[ri] = Some(plan_read(route, read, &tables));
         }
     }
+    // `PUT /models/<name>` and `model_version('<name>')` find a score step
+    // by name: names are unique in the service.
+    let mut names: Vec<&str> = Vec::new();
+    for (ri, route) in routes.iter().enumerate() {
+        let Some(route) = route else { continue };
+        for (si, step) in route.steps.iter().enumerate() {
+            if let Operator::Score(score) = step {
+                if names.contains(&score.name()) {
+                    return Err(ConfigError::at(
+                        &config.source,
+                        score.name_span(),
+                        &crate::config::step_key(ri, si, "score.name"),
+                        format!("another score step is already called \"{}\"", score.name()),
+                    )
+                    .with_expected("a unique `name = \"...\"` for each score step"));
+                }
+                names.push(score.name());
+            }
+        }
+    }
     Ok(Plan {
         config,
         routes: routes
@@ -137,6 +157,29 @@ pub fn plan(config: ServiceConfig) -> Result<Plan, ConfigError> {
         table_keys: tables.iter().map(|(_, k)| *k).collect(),
         tables: tables.into_iter().map(|(t, _)| t).collect(),
     })
+}
+
+impl Plan {
+    /// The `score` steps of every route, in file order.
+    pub fn score_steps(&self) -> impl Iterator<Item = &crate::operator::Score> {
+        self.routes.iter().flat_map(|r| {
+            r.steps.iter().filter_map(|s| match s {
+                Operator::Score(score) => Some(score),
+                _ => None,
+            })
+        })
+    }
+
+    /// The `score` step called `name`.
+    pub fn score_step_mut(&mut self, name: &str) -> Option<&mut crate::operator::Score> {
+        self.routes
+            .iter_mut()
+            .flat_map(|r| r.steps.iter_mut())
+            .find_map(|s| match s {
+                Operator::Score(score) if score.name() == name => Some(score),
+                _ => None,
+            })
+    }
 }
 
 /// A `read` route: key, then the values a key's state holds (aggregate

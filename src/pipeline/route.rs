@@ -196,6 +196,16 @@ impl RoutePlan {
 }
 
 impl Route {
+    /// The `score` step called `name`, if this route has it.
+    pub(super) fn score_step_mut(&mut self, name: &str) -> Option<&mut crate::operator::Score> {
+        self.ops.iter_mut().find_map(|op| match op {
+            crate::operator::Operator::Score(score) if score.name() == name => Some(score),
+            _ => None,
+        })
+    }
+}
+
+impl Route {
     /// Runs one request through the route: input, steps, reply. Writes the
     /// JSON response body into `body`.
     pub fn handle(

@@ -75,6 +75,18 @@ impl Router {
             .collect()
     }
 
+    /// Installs a checked model in the `score` step it names; false if no
+    /// step has that name. Called between two requests.
+    pub fn install_model(&mut self, swap: crate::operator::ModelSwap) -> bool {
+        for route in &mut self.routes {
+            if let Some(score) = route.score_step_mut(&swap.step) {
+                score.install(swap);
+                return true;
+            }
+        }
+        false
+    }
+
     /// Number of routes (also the index metrics use for unmatched requests).
     pub fn len(&self) -> usize {
         self.routes.len()

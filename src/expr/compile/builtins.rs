@@ -5,7 +5,7 @@
 
 use sqlparser::ast::{
     self, CeilFloorKind, DateTimeField, FunctionArg, FunctionArgExpr, FunctionArguments,
-    ObjectNamePart,
+    ObjectNamePart, Value, ValueWithSpan,
 };
 
 use crate::expr::ExprError;
@@ -74,9 +74,37 @@ const WINDOW_FUNCTIONS: &[&str] = &[
 /// forms `substring`/`substr`/`trim`/`ceil`/`floor` parsed by sqlparser).
 const FUNCTIONS: &str = "abs, array, cardinality, ceil, ceiling, char_length, character_length, \
 coalesce, concat, element_at, exp, floor, greatest, if, ifnull, lcase, least, length, ln, lower, \
-ltrim, mod, nvl, pow, power, round, rtrim, size, sqrt, substr, substring, trim, ucase, upper";
+ltrim, mod, model_version, nvl, pow, power, round, rtrim, size, sqrt, substr, substring, trim, ucase, \
+upper";
 
 impl Compiler<'_> {
+    /// `model_version('step')`: the version of the model the `score` step
+    /// `step` scored this row with (the hidden column that step writes).
+    fn model_version(&self, arg: &Ast) -> Result<Typed> {
+        let Ast::Value(ValueWithSpan {
+            value: Value::SingleQuotedString(step),
+            ..
+        }) = arg
+        else {
+            return Err(self.error(
+                arg,
+                "model_version() takes the name of a score step as a string literal, e.g. model_version('iris')",
+            ));
+        };
+        let column = crate::operator::version_column(step);
+        let Some(i) = self.columns.index_of_hidden(&column) else {
+            return Err(self.error(
+                arg,
+                format!("model_version('{step}'): no score step named \"{step}\" runs before this expression in this route"),
+            ));
+        };
+        Ok(Typed {
+            node: Node::Str(StrNode::Col(i)),
+            nullable: false,
+            konst: false,
+        })
+    }
+
     pub(super) fn function(&mut self, f: &ast::Function, e: &Ast) -> Result<Typed> {
         let name = match f.name.0.as_slice() {
             // sqlparser reads `user`, `current_date`, ... as calls without
@@ -169,6 +197,10 @@ impl Compiler<'_> {
             Err(self.error(e, format!("{ctx} takes {expected}, found {}", args.len())))
         };
         match name.as_str() {
+            "model_version" => {
+                arity(1, 1)?;
+                self.model_version(args[0])
+            }
             "length" | "char_length" | "character_length" => {
                 arity(1, 1)?;
                 self.str_fn(args[0], &ctx, |s| Node::Int(IntNode::Length(Box::new(s))))
