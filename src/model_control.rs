@@ -47,7 +47,9 @@ struct Active {
 /// The admin side of model swaps, shared by the admin thread and the swap
 /// threads it starts.
 pub struct ModelControl {
-    plan: Arc<Plan>,
+    /// The plan being served: replaced by each hot reload
+    /// ([`ModelControl::follow_reload`]).
+    plan: Mutex<Arc<Plan>>,
     shards: Vec<Sender<ShardCommand>>,
     /// Where swapped-in files are kept (`<checkpoint dir>` or a temporary
     /// directory); files go in its `models/`.
@@ -147,7 +149,7 @@ impl ModelControl {
             ),
         };
         ModelControl {
-            plan,
+            plan: Mutex::new(plan),
             shards,
             store,
             ledger,
@@ -156,8 +158,71 @@ impl ModelControl {
         }
     }
 
-    fn step(&self, name: &str) -> Option<&Score> {
-        self.plan.score_steps().find(|s| s.name() == name)
+    fn plan(&self) -> Arc<Plan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Held by a hot reload from compiling to swapping, so that a model swap
+    /// never interleaves with it.
+    pub fn lock_swaps(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.swapping.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A hot reload's new `plan` keeps the live models: each step whose
+    /// active model did not come from the configuration (a `PUT`, or the
+    /// checkpoint at start-up) gets that model installed again, so a reload
+    /// changes pipelines, not models. A step the new plan no longer has is
+    /// dropped from the list; a kept model that no longer fits its step
+    /// (its inputs or outputs changed) refuses the reload.
+    pub fn carry_into(&self, plan: &mut Plan) -> Result<(), String> {
+        let active = self
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (step, a) in active.iter().filter(|(_, a)| a.origin != "config") {
+            let Some(score) = plan.score_step_mut(step) else {
+                continue;
+            };
+            let model = Model::load(Path::new(&a.file))
+                .map_err(|e| format!("the live model of step \"{step}\" ({}): {e}", a.file))?;
+            let swap = score
+                .prepare(model, a.version.clone(), a.file.clone())
+                .map_err(|e| {
+                    format!(
+                        "the live model of step \"{step}\" (version {}) does not fit the reloaded step: {e}; PUT a fitting model first",
+                        a.version
+                    )
+                })?;
+            score.install(swap);
+        }
+        Ok(())
+    }
+
+    /// After a hot reload: `plan` is served. Steps it no longer has leave
+    /// the list; new steps, and steps whose model came from the
+    /// configuration, show the new configuration's model.
+    pub fn follow_reload(&self, plan: Arc<Plan>) {
+        let now = unix_ms();
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = BTreeMap::new();
+        for s in plan.score_steps() {
+            let entry = match active.remove(s.name()) {
+                Some(a) if a.origin != "config" => a,
+                Some(a) if a.version == s.version() => a,
+                _ => Active {
+                    version: s.version().to_string(),
+                    format: s.format(),
+                    file: s.file().to_string(),
+                    loaded_unix_ms: now,
+                    origin: "config",
+                },
+            };
+            next.insert(s.name().to_string(), entry);
+        }
+        *active = next;
+        drop(active);
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
     }
 
     /// `GET /models`: each score step's active version, format, file and
@@ -181,8 +246,9 @@ impl ModelControl {
         content_type: Option<&str>,
         body: &[u8],
     ) -> (u16, Vec<u8>) {
-        let Some(score) = self.step(step) else {
-            let names: Vec<&str> = self.plan.score_steps().map(Score::name).collect();
+        let plan = self.plan();
+        let Some(score) = plan.score_steps().find(|s| s.name() == step) else {
+            let names: Vec<&str> = plan.score_steps().map(Score::name).collect();
             return error(
                 404,
                 &format!(

@@ -105,6 +105,9 @@ pub struct Reloader {
     /// The plan being served and its generation; the lock also serialises
     /// reloads. Never touched by a shard.
     current: Mutex<(Arc<Plan>, u64)>,
+    /// Live model control, when the admin port serves it: a reload keeps
+    /// the live models and never interleaves with a swap.
+    models: std::sync::OnceLock<Arc<crate::model_control::ModelControl>>,
 }
 
 impl Reloader {
@@ -115,7 +118,14 @@ impl Reloader {
             path: plan.config.source.path.clone(),
             shards,
             current: Mutex::new((plan, 0)),
+            models: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps live-swapped models across reloads (see
+    /// [`ModelControl::carry_into`](crate::model_control::ModelControl::carry_into)).
+    pub fn attach_models(&self, models: Arc<crate::model_control::ModelControl>) {
+        let _ = self.models.set(models);
     }
 
     /// The plan being served.
@@ -147,7 +157,13 @@ impl Reloader {
         if !changes.is_empty() {
             return Err(ReloadError::NeedsRestart(changes));
         }
-        let plan = crate::pipeline::plan(config).map_err(|e| ReloadError::Config(e.to_string()))?;
+        let mut plan =
+            crate::pipeline::plan(config).map_err(|e| ReloadError::Config(e.to_string()))?;
+        let models = self.models.get();
+        let _no_swaps = models.map(|m| m.lock_swaps());
+        if let Some(m) = models {
+            m.carry_into(&mut plan).map_err(ReloadError::Config)?;
+        }
         let tables = table_changes(&current.0, &plan);
         if !tables.is_empty() {
             return Err(ReloadError::Tables(tables));
@@ -192,6 +208,9 @@ impl Reloader {
         let swap = sent_at.elapsed();
         // Whatever the shards said, those that answered serve it now.
         *current = (Arc::new(plan), generation);
+        if let Some(m) = models {
+            m.follow_reload(current.0.clone());
+        }
         if answered < self.shards.len() {
             return Err(ReloadError::Shards(format!(
                 "only {answered} of {} shards took the new plan within {SWAP_WAIT:?}; the others take it when they next run their housekeeping",

@@ -488,10 +488,12 @@ impl Service {
                 checkpoint,
                 &restored,
             );
+            let control = Arc::new(control);
+            reloader.attach_models(control.clone());
             service.admin = Some(
                 Admin::new(plan, senders, service.coordinator.clone())
                     .with_reloader(reloader)
-                    .with_models(Arc::new(control))
+                    .with_models(control)
                     .spawn(listener),
             );
         }

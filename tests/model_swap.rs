@@ -327,3 +327,40 @@ request = {{ features = {{ type = "array<float64>", len = 30 }} }}
         "{err}"
     );
 }
+
+/// A hot reload changes the pipeline, not the models: a model swapped in
+/// with `PUT` keeps serving after `POST /reload` (the reply gains a column
+/// here), and `GET /models` still lists it as the `put` version.
+#[test]
+fn a_reload_keeps_the_live_model() {
+    let dir = TempDir::new("model-swap-reload");
+    let cfg = config(&dir, 2);
+    let rows = rows();
+    let new = version_of("lgb_binary.txt");
+    let expected = predictions("lgb_binary.txt", &rows);
+    let p = Proc::spawn(&cfg);
+    let lgb = std::fs::read(fixture("lgb_binary.txt")).unwrap();
+    let r = put(&p, "/models/cancer", &lgb, true);
+    assert_eq!(r.status, 200, "{}", r.text());
+    all_from(&p, &rows, &new, &expected);
+
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        r#"columns = ["id", "p", "v"]"#,
+        r#"columns = ["id", "p", "v", "reloaded"]"#,
+    );
+    let text = text.replace(
+        "  [route.reply]",
+        "  [[route.step]]\n  with_column = { name = \"reloaded\", expr = \"true\" }\n  [route.reply]",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let r = p.admin_post("/reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    all_from(&p, &rows, &new, &expected);
+    let mut c = Client::connect(p.shards[0]);
+    let j = c.post("/score", &body(0, &rows[0])).json();
+    assert_eq!(j["reloaded"], true, "{j}");
+    let m = models(&p);
+    assert_eq!(m["models"][0]["version"], new.as_str(), "{m}");
+    assert_eq!(m["models"][0]["origin"], "put", "{m}");
+    p.stop();
+}
