@@ -382,7 +382,7 @@ fn unknown_keys_anywhere() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route]]\npath = \"/b\"\nrequest = {}\n[[route.step]]\nfiltr = { expr = \"a\" }\n"
         )),
         "configs/x.toml:11:1: route[1].step[0].filtr: unknown field `filtr`; \
-             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`"
+             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`, `upsert`, `delete`, `lookup`"
     );
     assert_eq!(
         error(&with_service(
@@ -392,7 +392,7 @@ fn unknown_keys_anywhere() {
     );
     assert_eq!(
         error(&with_service("[extra]\n")),
-        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `route`"
+        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `route`, `table`"
     );
 }
 
