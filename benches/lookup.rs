@@ -8,6 +8,11 @@
 //!   row: key from the row, table probe, three float columns written into
 //!   the row. Keys cycle through the table in a scrambled order.
 //! - `lookup/get/<keys>`: the table probe alone (`DeclaredTable::get`).
+//!
+//! First run (2-core machine, load average ~10 from other builds): step
+//! 23.6 ns / get 13.6 ns at 1,000 keys; 99 / 81 ns at 100,000; 473 / 254 ns
+//! at 1,000,000: every lookup of the scrambled walk misses the cache once
+//! the table outgrows it (a row is `width` `Slot`s of ~80 bytes each).
 
 use std::hint::black_box;
 

@@ -368,7 +368,7 @@ fn unknown_keys_anywhere() {
     assert_eq!(
         error("[service]\nname = \"x\"\nbase_port = 1\nbogus = 1\n"),
         "configs/x.toml:4:1: service.bogus: unknown field `bogus`; \
-             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`, `lame_duck`, `log_format`, `access_log`"
+             expected one of `name`, `host`, `base_port`, `shards`, `cores`, `admin_port`, `admin_host`, `spin_before_park`, `lame_duck`, `log_format`, `access_log`, `admin_token_file`"
     );
     assert_eq!(
         error(&with_service(
@@ -382,7 +382,7 @@ fn unknown_keys_anywhere() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route]]\npath = \"/b\"\nrequest = {}\n[[route.step]]\nfiltr = { expr = \"a\" }\n"
         )),
         "configs/x.toml:11:1: route[1].step[0].filtr: unknown field `filtr`; \
-             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`"
+             expected one of `with_column`, `filter`, `select`, `aggregate`, `changed`, `score`, `upsert`, `delete`, `lookup`"
     );
     assert_eq!(
         error(&with_service(
@@ -392,7 +392,7 @@ fn unknown_keys_anywhere() {
     );
     assert_eq!(
         error(&with_service("[extra]\n")),
-        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `fleet`, `route`"
+        "configs/x.toml:4:2: extra: unknown field `extra`; expected one of `service`, `limits`, `checkpoint`, `fleet`, `route`, `table`"
     );
 }
 
@@ -562,14 +562,14 @@ fn steps_need_exactly_one_operator() {
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\n"
         )),
         "configs/x.toml:7:1: route[0].step[0]: step has no operator; \
-             expected exactly one of with_column, filter, select, aggregate, changed, score"
+             expected exactly one of with_column, filter, select, aggregate, changed, score, upsert, delete, lookup"
     );
     assert_eq!(
         error(&with_service(
             "[[route]]\npath = \"/a\"\nrequest = {}\n[[route.step]]\nfilter = { expr = \"a\" }\nselect = { columns = [\"a\"] }\n"
         )),
         "configs/x.toml:9:10: route[0].step[0].select: step has both filter and select; \
-             expected exactly one of with_column, filter, select, aggregate, changed, score"
+             expected exactly one of with_column, filter, select, aggregate, changed, score, upsert, delete, lookup"
     );
 }
 
@@ -775,7 +775,7 @@ fn read_routes() {
             "[[route]]\nmethod = \"GET\"\npath = \"/r\"\nread = \"x\"\n"
         )),
         "configs/x.toml:7:8: route[0].read: unknown keyed state \"x\"; \
-             expected the name of an aggregate or changed step (this service has none)"
+             expected the name of an aggregate or changed step or a [[table]] (this service has none)"
     );
 }
 
