@@ -1031,3 +1031,42 @@ fn a_flipped_checksum_field_name_is_caught() {
         Err(super::manifest::ManifestError::Invalid(_))
     ));
 }
+
+/// A footer that declares a record batch past the end of the file is
+/// refused before arrow-ipc allocates the declared body (the `checkpoint`
+/// fuzz target's 140 kB input made it allocate 8 GiB).
+#[test]
+fn a_footer_block_past_the_end_is_refused_before_reading() {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from(vec![1i64, 2, 3])) as ArrayRef],
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    {
+        let mut w = FileWriter::try_new(&mut bytes, &schema).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    assert_eq!(super::file::check_blocks(&bytes), Ok(()));
+    assert!(super::file::check_blocks(&bytes[..8]).is_err());
+
+    // Find the block's body length in the footer and make it 8 GiB.
+    let len = bytes.len();
+    let footer_len =
+        arrow_ipc::reader::read_footer_length(bytes[len - 10..].try_into().unwrap()).unwrap();
+    let start = len - 10 - footer_len;
+    let body = arrow_ipc::root_as_footer(&bytes[start..len - 10])
+        .unwrap()
+        .recordBatches()
+        .unwrap()
+        .get(0)
+        .bodyLength();
+    let at = (start..len - 10 - 8)
+        .find(|&i| bytes[i..i + 8] == body.to_le_bytes())
+        .expect("the body length is in the footer");
+    bytes[at..at + 8].copy_from_slice(&(8i64 << 30).to_le_bytes());
+    let err = super::file::check_blocks(&bytes).unwrap_err();
+    assert!(err.contains("does not lie inside the file"), "{err}");
+}
