@@ -171,6 +171,29 @@ impl<'a> Planner<'a> {
         self.tables.len() - 1
     }
 
+    /// A table step's `table` and `key`: the declared table (state id and
+    /// spec) and the key column's slot, refused unless the key column has
+    /// the table's key type.
+    pub fn table_and_key(
+        &self,
+        table: &Spanned<String>,
+        key: &Spanned<String>,
+    ) -> Result<(usize, DeclaredSpec, usize), ConfigError> {
+        let (id, spec) = self.declared_table(table, "table")?;
+        let (slot, key_type) = self.key_column(key, "key")?;
+        if key_type != spec.key_type {
+            return Err(self.error(
+                key.span.clone(),
+                "key",
+                format!(
+                    "key column \"{}\" is {key_type}, but table {:?} is keyed by {}",
+                    key.value, table.value, spec.key_type
+                ),
+            ));
+        }
+        Ok((id, spec, slot))
+    }
+
     /// The declared `[[table]]` named by the step's `field`: its state id
     /// and spec, or an error listing the declared tables.
     pub fn declared_table(

@@ -70,18 +70,7 @@ pub(crate) fn delete_on_owner(
 impl Delete {
     /// Resolves the table and the key column.
     pub fn plan(config: &DeleteConfig, p: &mut Planner<'_>) -> Result<Delete, ConfigError> {
-        let (table, spec) = p.declared_table(&config.table, "table")?;
-        let (key, key_type) = p.key_column(&config.key, "key")?;
-        if key_type != spec.key_type {
-            return Err(p.error(
-                config.key.span.clone(),
-                "key",
-                format!(
-                    "key column \"{}\" is {key_type}, but table {:?} is keyed by {}",
-                    config.key.value, config.table.value, spec.key_type
-                ),
-            ));
-        }
+        let (table, spec, key) = p.table_and_key(&config.table, &config.key)?;
         Ok(Delete {
             table,
             table_name: config.table.value.clone(),

@@ -135,18 +135,7 @@ pub struct Lookup {
 impl Lookup {
     /// Resolves the table, key and columns; adds the columns to the row.
     pub fn plan(config: &LookupConfig, p: &mut Planner<'_>) -> Result<Lookup, ConfigError> {
-        let (table, spec) = p.declared_table(&config.table, "table")?;
-        let (key, key_type) = p.key_column(&config.key, "key")?;
-        if key_type != spec.key_type {
-            return Err(p.error(
-                config.key.span.clone(),
-                "key",
-                format!(
-                    "key column \"{}\" is {key_type}, but table {:?} is keyed by {}",
-                    config.key.value, config.table.value, spec.key_type
-                ),
-            ));
-        }
+        let (table, spec, key) = p.table_and_key(&config.table, &config.key)?;
         let wanted: Vec<usize> = match &config.columns {
             None => (0..spec.columns.len()).collect(),
             Some(names) => {

@@ -107,18 +107,7 @@ impl Upsert {
     /// Resolves the table and key, compiles and type-checks every `set`
     /// expression, and adds the table's columns to the row.
     pub fn plan(config: &UpsertConfig, p: &mut Planner<'_>) -> Result<Upsert, ConfigError> {
-        let (table, spec) = p.declared_table(&config.table, "table")?;
-        let (key, key_type) = p.key_column(&config.key, "key")?;
-        if key_type != spec.key_type {
-            return Err(p.error(
-                config.key.span.clone(),
-                "key",
-                format!(
-                    "key column \"{}\" is {key_type}, but table {:?} is keyed by {}",
-                    config.key.value, config.table.value, spec.key_type
-                ),
-            ));
-        }
+        let (table, spec, key) = p.table_and_key(&config.table, &config.key)?;
         let mut set: Vec<Option<Expr>> = vec![None; spec.columns.len()];
         for (col, text) in &config.set {
             let field = format!("set.{}", col.value);
