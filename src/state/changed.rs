@@ -83,27 +83,11 @@ impl ChangedTable {
     }
 
     /// Coerces `value` to the declared type: int64 is accepted for float64;
-    /// anything else of the wrong type is an error.
+    /// anything else of the wrong type is an error (the rule of declared
+    /// tables, [`super::declared::coerce`]).
     #[inline]
     fn coerce<'v>(&self, value: Val<'v>) -> Result<Val<'v>, UpdateError> {
-        let got = match (self.value_type, value) {
-            (_, Val::Null)
-            | (ColumnType::Utf8, Val::Str(_))
-            | (ColumnType::Int64, Val::Int(_))
-            | (ColumnType::Float64, Val::Float(_))
-            | (ColumnType::Boolean, Val::Bool(_)) => return Ok(value),
-            (ColumnType::Float64, Val::Int(i)) => return Ok(Val::Float(i as f64)),
-            (_, Val::Str(_)) => "utf8",
-            (_, Val::Int(_)) => "int64",
-            (_, Val::Float(_)) => "float64",
-            (_, Val::Bool(_)) => "bool",
-            (_, Val::Array(a)) => a.ty().name(),
-        };
-        Err(UpdateError::Input {
-            output: 0,
-            expected: self.value_type,
-            got,
-        })
+        super::declared::coerce(self.value_type, 0, value)
     }
 
     /// Records `value` as the key's latest and returns `true` when it differs

@@ -135,7 +135,7 @@ pub struct DeclaredTable {
 /// Checks (and coerces: int64 is accepted for float64) one value for a
 /// column of type `ty`; `i` is the column index, for the error.
 #[inline]
-fn coerce(ty: ColumnType, i: usize, value: Val<'_>) -> Result<Val<'_>, UpdateError> {
+pub(super) fn coerce(ty: ColumnType, i: usize, value: Val<'_>) -> Result<Val<'_>, UpdateError> {
     let got = match (ty, value) {
         (_, Val::Null)
         | (ColumnType::Utf8, Val::Str(_))
