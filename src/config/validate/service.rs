@@ -23,28 +23,16 @@ impl Validator<'_> {
         let name = self
             .non_empty(raw.name, "service.name", "service name")?
             .value;
-        let host = match raw.host {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(host) => host.get_ref().parse().map_err(|_| {
-                self.err(
-                    host.span(),
-                    "service.host",
-                    format!("invalid IP address {:?}", host.get_ref()),
-                )
-                .with_expected("an IP address such as 127.0.0.1, 0.0.0.0 or ::1")
-            })?,
-        };
-        let admin_host = match raw.admin_host {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(h) => h.get_ref().parse().map_err(|_| {
-                self.err(
-                    h.span(),
-                    "service.admin_host",
-                    format!("invalid IP address {:?}", h.get_ref()),
-                )
-                .with_expected("an IP address such as 127.0.0.1 or ::1")
-            })?,
-        };
+        let host = self.ip(
+            raw.host,
+            "service.host",
+            "an IP address such as 127.0.0.1, 0.0.0.0 or ::1",
+        )?;
+        let admin_host = self.ip(
+            raw.admin_host,
+            "service.admin_host",
+            "an IP address such as 127.0.0.1 or ::1",
+        )?;
         let base_port = self.port(&raw.base_port, "service.base_port")?;
 
         let pinned = match &raw.cores {
@@ -175,6 +163,21 @@ impl Validator<'_> {
                 Some(f) => Some(self.admin_token(f)?),
             },
         })
+    }
+
+    /// An IP address (`host`, `admin_host`); 127.0.0.1 when absent.
+    fn ip(&self, value: Option<TomlSpanned<String>>, key: &str, expected: &str) -> Checked<IpAddr> {
+        match value {
+            None => Ok(IpAddr::from([127, 0, 0, 1])),
+            Some(v) => v.get_ref().parse().map_err(|_| {
+                self.err(
+                    v.span(),
+                    key,
+                    format!("invalid IP address {:?}", v.get_ref()),
+                )
+                .with_expected(expected)
+            }),
+        }
     }
 
     /// Reads `admin_token_file` (relative to the config file): its first
