@@ -94,6 +94,16 @@ impl Conn {
     }
 }
 
+/// What a waiting connection's worker sent, once it has: its answer, or
+/// `lost()` when it stopped without one; `None` while it is still working.
+fn outcome<T>(rx: &crossbeam_channel::Receiver<T>, lost: impl FnOnce() -> T) -> Option<T> {
+    match rx.try_recv() {
+        Ok(answer) => Some(answer),
+        Err(crossbeam_channel::TryRecvError::Empty) => None,
+        Err(crossbeam_channel::TryRecvError::Disconnected) => Some(lost()),
+    }
+}
+
 /// What [`Admin::read`] decided for a connection.
 enum Step {
     /// Keep it.
@@ -216,52 +226,37 @@ impl Admin {
                 }
                 Step::Keep
             }
-            Phase::Checkpoint(rx) => match rx.try_recv() {
-                Ok(result) => {
+            Phase::Checkpoint(rx) => {
+                if let Some(result) = outcome(rx, || Err(crate::checkpoint::CommitError::Stopped)) {
                     let (status, body) = checkpoint_answer(result);
                     c.respond(status, ContentType::Json, &body, false, None);
-                    Step::Keep
                 }
-                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    let (status, body) =
-                        checkpoint_answer(Err(crate::checkpoint::CommitError::Stopped));
-                    c.respond(status, ContentType::Json, &body, false, None);
-                    Step::Keep
-                }
-            },
-            Phase::Reload(rx) => match rx.try_recv() {
-                Ok(result) => {
+                Step::Keep
+            }
+            Phase::Reload(rx) => {
+                let lost = || {
+                    Err(ReloadError::Shards(
+                        "the reload thread stopped without an answer".to_string(),
+                    ))
+                };
+                if let Some(result) = outcome(rx, lost) {
                     let (status, body) = reload_answer(result);
                     c.respond(status, ContentType::Json, &body, false, None);
-                    Step::Keep
                 }
-                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    let (status, body) = reload_answer(Err(ReloadError::Shards(
-                        "the reload thread stopped without an answer".to_string(),
-                    )));
-                    c.respond(status, ContentType::Json, &body, false, None);
-                    Step::Keep
-                }
-            },
-            Phase::Model(rx) => match rx.try_recv() {
-                Ok((status, body)) => {
-                    c.respond(status, ContentType::Json, &body, false, None);
-                    Step::Keep
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => Step::Keep,
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    c.respond(
+                Step::Keep
+            }
+            Phase::Model(rx) => {
+                let lost = || {
+                    (
                         500,
-                        ContentType::Json,
-                        &error_body("the model swap thread stopped without an answer"),
-                        false,
-                        None,
-                    );
-                    Step::Keep
+                        error_body("the model swap thread stopped without an answer"),
+                    )
+                };
+                if let Some((status, body)) = outcome(rx, lost) {
+                    c.respond(status, ContentType::Json, &body, false, None);
                 }
-            },
+                Step::Keep
+            }
             Phase::Writing => {
                 if c.writing_since.is_some_and(|t| now >= t + WRITE_TIMEOUT) {
                     return Step::Close;
