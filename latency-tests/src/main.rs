@@ -28,6 +28,7 @@ mod server;
 mod soak;
 mod stats;
 mod suite;
+mod swap;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
