@@ -91,6 +91,7 @@
 //! | who may call a mutating admin endpoint? | `src/admin/guard.rs` (`Guard::check`) |
 //! | where is `/metrics` rendered? | `src/metrics/prometheus.rs` (`Scrape`); `/stats` in `src/metrics/stats.rs` |
 //! | where is a declared `[[table]]` read and written? | `src/operator/{upsert,delete,lookup}.rs` over `src/state/declared.rs`; replicated writes through `forward::sequencer` |
+//! | where does a table kind live? | `src/state/<kind>.rs` (`KindSpec`, `KeyedTable`, `StepTable`), one registry line in `src/state/mod.rs` (`table_kinds!`, `src/state/kind.rs`) |
 //! | how does a table kind reach the checkpoint? | `src/state/mod.rs` (`KeyedTable`, `TableSpec::state_columns`), `src/state/log.rs` (`DeltaLog`) |
 //! | where is a model scored? | `src/operator/score.rs` over `src/model/` |
 #![deny(missing_docs)]

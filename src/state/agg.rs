@@ -23,7 +23,11 @@ use hashbrown::HashTable;
 use super::key::{Key, KeyError, spread, table_hash};
 use super::log::DeltaLog;
 use super::slots::{Entry, find_slot, insert_key};
-use super::{KeyedTable, StateColumn, StateError, UpdateError};
+use super::kind::{KindSpec, StepTable};
+use super::{
+    KeyedTable, OutputDesc, Outputs, ShardState, StateColumn, StateError, TableDesc, TableKind,
+    TableSpec, UpdateError,
+};
 use crate::row::{ColumnType, Val};
 
 /// An aggregate function of an `aggregate` step's output.
@@ -294,6 +298,121 @@ impl AggOutput {
             AggFn::Ewma(a) => format!("ewma({col}, {a})"),
             f => format!("{}({col})", f.name()),
         }
+    }
+}
+
+/// What an `aggregate` step declares: its outputs, in order.
+pub type AggregateSpec = Vec<AggOutput>;
+
+impl TableSpec {
+    /// An `aggregate` table.
+    pub fn aggregate(name: impl Into<String>, outputs: Vec<AggOutput>) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            kind: TableKind::Aggregate(outputs),
+        }
+    }
+}
+
+impl KindSpec for AggregateSpec {
+    type Table = AggregateTable;
+
+    fn build(&self, name: String, logging: bool) -> AggregateTable {
+        AggregateTable::new(name, self.clone(), logging)
+    }
+
+    /// Outputs non-empty, with unique names.
+    fn validate(&self, table: &str) -> Result<(), StateError> {
+        let error = |message: String| StateError::Outputs {
+            table: table.to_string(),
+            message,
+        };
+        if self.is_empty() {
+            return Err(error(
+                "no outputs; declare at least one, e.g. `n = \"count()\"`".into(),
+            ));
+        }
+        for (j, o) in self.iter().enumerate() {
+            if self[..j].iter().any(|p| p.name == o.name) {
+                return Err(error(format!("two outputs are named `{}`", o.name)));
+            }
+        }
+        Ok(())
+    }
+
+    fn state_columns(&self, table: &str) -> Vec<StateColumn> {
+        self.iter().flat_map(|o| o.state_columns(table)).collect()
+    }
+
+    fn read_values(&self) -> Vec<(String, ColumnType, bool)> {
+        self.iter()
+            .map(|o| (o.name.clone(), o.output_type(), o.func == AggFn::FirstSeen))
+            .collect()
+    }
+
+    /// Outputs are matched by name (a new one starts empty, a dropped one
+    /// is ignored) and must keep their function and type.
+    fn reconcile(
+        &self,
+        table: &str,
+        written: &AggregateSpec,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
+        for co in self {
+            match written.iter().find(|wo| wo.name == co.name) {
+                Some(wo) => {
+                    if wo.func.name() != co.func.name() || wo.output_type() != co.output_type() {
+                        return Err(format!(
+                            "output `{}` is `{}` ({}) in the checkpoint but `{}` ({}) in the configuration",
+                            co.name,
+                            wo.spec(),
+                            wo.output_type(),
+                            co.spec(),
+                            co.output_type()
+                        ));
+                    }
+                }
+                None => warnings.push(format!(
+                    "aggregate `{table}` output `{}` is new; it starts empty for restored keys",
+                    co.name
+                )),
+            }
+        }
+        for wo in written {
+            if !self.iter().any(|co| co.name == wo.name) {
+                warnings.push(format!(
+                    "aggregate `{table}` output `{}` is not declared any more; its state is ignored",
+                    wo.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self, desc: &mut TableDesc) {
+        desc.outputs = self
+            .iter()
+            .map(|o| OutputDesc {
+                name: o.name.clone(),
+                spec: o.spec(),
+                input_type: o.input_type.map(|t| t.name().to_string()),
+                output_type: o.output_type().name().to_string(),
+            })
+            .collect();
+    }
+
+    fn from_desc(desc: &TableDesc) -> Result<AggregateSpec, String> {
+        let mut outputs = Vec::with_capacity(desc.outputs.len());
+        for o in &desc.outputs {
+            let input = match &o.input_type {
+                Some(t) => Some(desc.column_type(t)?),
+                None => None,
+            };
+            let out = AggOutput::parse(o.name.clone(), &o.spec, |_| input)
+                .map_err(|e| format!("table `{}`: {e}", desc.name))?;
+            outputs.push(out);
+        }
+        Ok(outputs)
     }
 }
 
@@ -732,6 +851,14 @@ impl AggregateTable {
 }
 
 impl KeyedTable for AggregateTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     fn swap_log(&mut self, spare: &mut DeltaLog) {
         let slots = self.keys.len();
         self.log.swap(spare, slots);
@@ -761,6 +888,33 @@ impl KeyedTable for AggregateTable {
         for (k, v) in self.iter() {
             f(k, &mut v.iter());
         }
+    }
+}
+
+impl StepTable for AggregateTable {
+    #[inline]
+    fn update_step<'v>(
+        &mut self,
+        key: Val<'_>,
+        now_ms: impl FnOnce() -> i64,
+        input: impl Fn(usize) -> Val<'v>,
+    ) -> Result<Outputs<'_>, UpdateError> {
+        self.update(key, now_ms(), input).map(Outputs::Values)
+    }
+}
+
+impl ShardState {
+    /// The aggregate table with state id `id`; `None` if out of range or of
+    /// another kind.
+    #[inline]
+    pub fn aggregate(&self, id: usize) -> Option<&AggregateTable> {
+        self.step_table(id)
+    }
+
+    /// Mutable [`ShardState::aggregate`].
+    #[inline]
+    pub fn aggregate_mut(&mut self, id: usize) -> Option<&mut AggregateTable> {
+        self.step_table_mut(id)
     }
 }
 
