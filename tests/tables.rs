@@ -450,10 +450,14 @@ fn tables_survive_kill_9_after_a_committed_epoch_and_a_rescale() {
 
 /// `POST /checkpoint` with the given extra header lines; the status.
 fn post_checkpoint(p: &Proc, headers: &str) -> (u16, String) {
+    post_admin_path(p, "/checkpoint", headers)
+}
+
+/// `POST <path>` on the admin port with the given extra header lines.
+fn post_admin_path(p: &Proc, path: &str, headers: &str) -> (u16, String) {
     let mut c = Client::connect(p.admin.expect("admin port"));
     c.send(
-        format!("POST /checkpoint HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\n\r\n").as_bytes(),
     );
     let r = c.response();
     (r.status, r.text().to_string())
@@ -483,6 +487,21 @@ fn admin_token_guards_mutating_admin_requests() {
         401
     );
     let (status, body) = post_checkpoint(&p, "Authorization: Bearer s3cret-token-0123456789\r\n");
+    assert_eq!(status, 200, "{body}");
+    // A reload re-reads the token file: the token rotates without a restart.
+    tmp.write("admin.token", "n3w-token-abcdefghijklmnop\n");
+    let (status, body) = post_admin_path(
+        &p,
+        "/reload",
+        "Authorization: Bearer s3cret-token-0123456789\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        post_checkpoint(&p, "Authorization: Bearer s3cret-token-0123456789\r\n").0,
+        401
+    );
+    let (status, body) =
+        post_checkpoint(&p, "Authorization: Bearer n3w-token-abcdefghijklmnop\r\n");
     assert_eq!(status, 200, "{body}");
     p.stop();
 

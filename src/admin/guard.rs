@@ -95,9 +95,10 @@ fn bearer(head: &[u8]) -> Option<&[u8]> {
 }
 
 impl Admin {
-    /// Who may mutate, given the configuration and the bound address.
+    /// Who may mutate, given the configuration being served (a reload that
+    /// changes `admin_token_file` rotates the token) and the bound address.
     pub(super) fn guard(&self) -> Guard {
-        match (&self.plan.config.service.admin_token, self.addr) {
+        match (&self.plan().config.service.admin_token, self.addr) {
             (Some(t), _) => Guard::Token(t.clone()),
             (None, Some(a)) if !a.ip().is_loopback() => Guard::Closed(a.ip()),
             (None, _) => Guard::Loopback,
