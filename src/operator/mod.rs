@@ -323,7 +323,6 @@ step_kinds! {
         "upsert" => Upsert(upsert::{Upsert, UpsertConfig, RawUpsert}),
         "delete" => Delete(delete::{Delete, DeleteConfig, RawDelete}),
         "lookup" => Lookup(lookup::{Lookup, LookupConfig, RawLookup}),
-        "last" => Last(last::{Last, LastConfig, RawLast}),
     }
     internal {
         Read(read::Read),

@@ -97,7 +97,6 @@ kind::table_kinds! {
     steps {
         "aggregate" => Aggregate(agg::{AggregateSpec, AggregateTable}),
         "changed" => Changed(changed::{ChangedSpec, ChangedTable}),
-        "last" => Last(last::{LastSpec, LastTable}),
     }
     declared {
         "table" => Declared(declared::{DeclaredSpec, DeclaredTable}),
