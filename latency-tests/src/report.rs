@@ -45,6 +45,26 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The cells every per-point table of coreline's runs shares: achieved
+/// rate, p50, p90, p99, p99.9, max (median and range over repetitions),
+/// errors, generator lag and CPU stall.
+fn coreline_run_cells(r: &ScenarioResult, point: &str, runs: &[&RunSummary]) -> String {
+    let val =
+        |f: fn(&RunSummary) -> f64| spread(Spread::of(&r.values(point, ServerKind::Coreline, f)));
+    [
+        val(|s| s.achieved_rate),
+        val(|s| s.p50_us),
+        val(|s| s.p90_us),
+        val(|s| s.p99_us),
+        val(|s| s.p999_us),
+        val(|s| s.max_us),
+        errors_cell(runs),
+        val(|s| s.lag_p99_us),
+        val(|s| s.cpu_stall_pct),
+    ]
+    .join(" | ")
+}
+
 fn spread(s: Option<Spread>) -> String {
     match s {
         None => "—".into(),
@@ -413,20 +433,11 @@ fn point_table(md: &mut String, r: &ScenarioResult) {
         if runs.is_empty() {
             continue;
         }
-        let val = |f: fn(&RunSummary) -> f64| Spread::of(&r.values(point, ServerKind::Coreline, f));
         let _ = writeln!(
             md,
-            "| {point} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {point} | {} | {} |",
             rate.map_or("closed".into(), |x| format!("{x:.0}")),
-            spread(val(|s| s.achieved_rate)),
-            spread(val(|s| s.p50_us)),
-            spread(val(|s| s.p90_us)),
-            spread(val(|s| s.p99_us)),
-            spread(val(|s| s.p999_us)),
-            spread(val(|s| s.max_us)),
-            errors_cell(&runs),
-            spread(val(|s| s.lag_p99_us)),
-            spread(val(|s| s.cpu_stall_pct)),
+            coreline_run_cells(r, point, &runs),
         );
     }
 }
@@ -497,22 +508,12 @@ fn checkpoint_table(md: &mut String, r: &ScenarioResult) {
         if runs.is_empty() {
             continue;
         }
-        let val =
-            |f: fn(&RunSummary) -> f64| Spread::of(&r.values(&v.label, ServerKind::Coreline, f));
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | `{}` | {} |",
             v.label,
             v.config,
-            spread(val(|s| s.achieved_rate)),
-            spread(val(|s| s.p50_us)),
-            spread(val(|s| s.p90_us)),
-            spread(val(|s| s.p99_us)),
-            spread(val(|s| s.p999_us)),
-            spread(val(|s| s.max_us)),
-            errors_cell(&runs),
-            spread(val(|s| s.lag_p99_us)),
-            spread(val(|s| s.cpu_stall_pct)),
+            coreline_run_cells(r, &v.label, &runs),
         );
     }
     if let Some((with, without, w, wo)) = checkpoint_p99s(r) {
