@@ -48,21 +48,30 @@ fn num(v: f64) -> String {
 /// The cells every per-point table of coreline's runs shares: achieved
 /// rate, p50, p90, p99, p99.9, max (median and range over repetitions),
 /// errors, generator lag and CPU stall.
-fn coreline_run_cells(r: &ScenarioResult, point: &str, runs: &[&RunSummary]) -> String {
+fn coreline_run_cells(r: &ScenarioResult, point: &str) -> Option<String> {
+    let runs: Vec<&RunSummary> = r
+        .runs
+        .iter()
+        .filter(|x| x.point == point)
+        .map(|x| &x.summary)
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
     let val =
         |f: fn(&RunSummary) -> f64| spread(Spread::of(&r.values(point, ServerKind::Coreline, f)));
-    [
+    let cells = [
         val(|s| s.achieved_rate),
         val(|s| s.p50_us),
         val(|s| s.p90_us),
         val(|s| s.p99_us),
         val(|s| s.p999_us),
         val(|s| s.max_us),
-        errors_cell(runs),
+        errors_cell(&runs),
         val(|s| s.lag_p99_us),
         val(|s| s.cpu_stall_pct),
-    ]
-    .join(" | ")
+    ];
+    Some(cells.join(" | "))
 }
 
 fn spread(s: Option<Spread>) -> String {
@@ -424,20 +433,13 @@ p99 swapping ÷ steady: **{}** (per repetition: {}); goal {}: **{}**. Serving er
 fn point_table(md: &mut String, r: &ScenarioResult) {
     md.push_str("| point | rate | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (point, rate) in &r.points {
-        let runs: Vec<&RunSummary> = r
-            .runs
-            .iter()
-            .filter(|x| &x.point == point)
-            .map(|x| &x.summary)
-            .collect();
-        if runs.is_empty() {
+        let Some(cells) = coreline_run_cells(r, point) else {
             continue;
-        }
+        };
         let _ = writeln!(
             md,
-            "| {point} | {} | {} |",
+            "| {point} | {} | {cells} |",
             rate.map_or("closed".into(), |x| format!("{x:.0}")),
-            coreline_run_cells(r, point, &runs),
         );
     }
 }
@@ -499,22 +501,10 @@ fn checkpoint_table(md: &mut String, r: &ScenarioResult) {
     );
     md.push_str("| variant | config | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for v in &s.variants {
-        let runs: Vec<&RunSummary> = r
-            .runs
-            .iter()
-            .filter(|x| x.point == v.label)
-            .map(|x| &x.summary)
-            .collect();
-        if runs.is_empty() {
+        let Some(cells) = coreline_run_cells(r, &v.label) else {
             continue;
-        }
-        let _ = writeln!(
-            md,
-            "| {} | `{}` | {} |",
-            v.label,
-            v.config,
-            coreline_run_cells(r, &v.label, &runs),
-        );
+        };
+        let _ = writeln!(md, "| {} | `{}` | {cells} |", v.label, v.config,);
     }
     if let Some((with, without, w, wo)) = checkpoint_p99s(r) {
         let per: Vec<String> = w
