@@ -18,11 +18,8 @@
 //! updates (requests), not values. Integer sums saturate at the `i64` bounds
 //! instead of wrapping.
 
-use hashbrown::HashTable;
-
-use super::key::{Key, KeyError, spread, table_hash};
-use super::log::DeltaLog;
-use super::slots::{Entry, find_slot, insert_key};
+use super::key::{Key, KeyError, table_hash};
+use super::slots::Slots;
 use super::kind::{KindSpec, StepTable};
 use super::{
     KeyedTable, OutputDesc, Outputs, ShardState, StateColumn, StateError, TableDesc, TableKind,
@@ -281,17 +278,11 @@ impl<'a> AggValues<'a> {
 /// not allocate; a new key allocates its owned copy (and amortized growth).
 #[derive(Debug)]
 pub struct AggregateTable {
-    name: String,
+    pub(crate) slots: Slots,
     outputs: Vec<AggOutput>,
     ops: Box<[Op]>,
-    index: HashTable<Entry>,
-    keys: Vec<Key>,
+    /// `ops.len()` accumulators per slot.
     accs: Vec<Acc>,
-    /// Per slot: where the key's record sits in the current delta log (valid
-    /// only if `log.slots[mark] == slot`, which makes a stale mark harmless).
-    marks: Vec<u32>,
-    log: DeltaLog,
-    logging: bool,
 }
 
 impl AggregateTable {
@@ -299,21 +290,16 @@ impl AggregateTable {
         let ops: Box<[Op]> = outputs.iter().map(Op::of).collect();
         let width = ops.iter().map(|op| op.state_width()).sum();
         AggregateTable {
-            name,
+            slots: Slots::new(name, width, logging),
             outputs,
             ops,
-            index: HashTable::new(),
-            keys: Vec::new(),
             accs: Vec::new(),
-            marks: Vec::new(),
-            log: DeltaLog::new(width),
-            logging,
         }
     }
 
     /// The step name this table belongs to.
     pub fn name(&self) -> &str {
-        &self.name
+        self.slots.name()
     }
 
     /// The outputs, in declared order.
@@ -323,21 +309,19 @@ impl AggregateTable {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.slots.len()
     }
 
     /// True when no key was ever updated.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.slots.len() == 0
     }
 
     /// Reserves room for `additional` more keys, so that growing the index
     /// (an O(keys) rehash) happens now rather than under a request.
     pub fn reserve(&mut self, additional: usize) {
-        self.index.reserve(additional, |e| spread(e.hash));
-        self.keys.reserve(additional);
+        self.slots.reserve(additional);
         self.accs.reserve(additional * self.ops.len());
-        self.marks.reserve(additional);
     }
 
     #[cfg(test)]
@@ -370,7 +354,7 @@ impl AggregateTable {
             })?;
         }
         let hash = table_hash(key);
-        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+        let slot = match self.slots.find(key, hash) {
             Some(slot) => slot,
             None => self.insert(key, hash, now_ms)?,
         };
@@ -390,7 +374,7 @@ impl AggregateTable {
     /// route). `None` for an unknown (or null/float) key.
     pub fn get(&self, key: Val<'_>) -> Option<AggValues<'_>> {
         Key::check(key).ok()?;
-        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let slot = self.slots.find(key, table_hash(key))?;
         let w = self.ops.len();
         Some(AggValues {
             ops: &self.ops,
@@ -401,7 +385,7 @@ impl AggregateTable {
     /// Every key with its values, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (Val<'_>, AggValues<'_>)> {
         let w = self.ops.len();
-        self.keys.iter().enumerate().map(move |(slot, k)| {
+        self.slots.keys.iter().enumerate().map(move |(slot, k)| {
             (
                 k.as_val(),
                 AggValues {
@@ -413,15 +397,7 @@ impl AggregateTable {
     }
 
     fn insert(&mut self, key: Val<'_>, hash: u32, now_ms: i64) -> Result<usize, UpdateError> {
-        let new_keys = self.logging.then_some(&mut self.log.new_keys);
-        let slot = insert_key(
-            &mut self.index,
-            &mut self.keys,
-            &mut self.marks,
-            new_keys,
-            key,
-            hash,
-        )?;
+        let slot = self.slots.insert(key, hash)?;
         self.accs.extend(self.ops.iter().map(|op| op.init(now_ms)));
         Ok(slot)
     }
@@ -431,7 +407,7 @@ impl AggregateTable {
     /// that, so the log holds at most one record per key.
     #[inline]
     fn log_slot(&mut self, slot: usize) {
-        if !self.logging {
+        if !self.slots.logging() {
             return;
         }
         let w = self.ops.len();
@@ -441,7 +417,7 @@ impl AggregateTable {
             .iter()
             .zip(accs)
             .flat_map(|(op, acc)| op.state_values(*acc).into_iter().flatten());
-        self.log.record(&mut self.marks, slot, values);
+        self.slots.record(slot, values);
     }
 
     /// Sets `key`'s accumulators to `accs` (recovery), inserting the key if
@@ -449,7 +425,7 @@ impl AggregateTable {
     pub(crate) fn restore(&mut self, key: Val<'_>, accs: &[Acc]) -> Result<(), UpdateError> {
         Key::check(key)?;
         let hash = table_hash(key);
-        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+        let slot = match self.slots.find(key, hash) {
             Some(slot) => slot,
             None => self.insert(key, hash, 0)?,
         };
@@ -461,24 +437,19 @@ impl AggregateTable {
 
     #[cfg(test)]
     pub(crate) fn accs_of(&self, key: Val<'_>) -> Option<&[Acc]> {
-        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let slot = self.slots.find(key, table_hash(key))?;
         let w = self.ops.len();
         Some(&self.accs[slot * w..slot * w + w])
     }
 }
 
 impl KeyedTable for AggregateTable {
-    fn name(&self) -> &str {
-        &self.name
+    fn slots(&self) -> &Slots {
+        &self.slots
     }
 
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn swap_log(&mut self, spare: &mut DeltaLog) {
-        let slots = self.keys.len();
-        self.log.swap(spare, slots);
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
     }
 
     fn restore(

@@ -7,11 +7,8 @@
 //! change; null after 3 is). Floats compare by `==`, except that NaN equals
 //! NaN, so a NaN stream does not fire on every request.
 
-use hashbrown::HashTable;
-
-use super::key::{Key, spread, table_hash};
-use super::log::DeltaLog;
-use super::slots::{Entry, find_slot, insert_key};
+use super::key::{Key, table_hash};
+use super::slots::Slots;
 use super::kind::{KindSpec, StepTable};
 use super::{
     KeyedTable, Outputs, ShardState, StateColumn, TableDesc, TableKind, TableSpec, UpdateError,
@@ -88,14 +85,9 @@ impl KindSpec for ChangedSpec {
 /// not allocate unless its text value outgrows the key's buffer.
 #[derive(Debug)]
 pub struct ChangedTable {
-    name: String,
+    pub(crate) slots: Slots,
     value_type: ColumnType,
-    index: HashTable<Entry>,
-    keys: Vec<Key>,
     vals: Vec<Slot>,
-    marks: Vec<u32>,
-    log: DeltaLog,
-    logging: bool,
 }
 
 fn same(a: Val<'_>, b: Val<'_>) -> bool {
@@ -108,20 +100,15 @@ fn same(a: Val<'_>, b: Val<'_>) -> bool {
 impl ChangedTable {
     pub(crate) fn new(name: String, value_type: ColumnType, logging: bool) -> ChangedTable {
         ChangedTable {
-            name,
+            slots: Slots::new(name, 1, logging),
             value_type,
-            index: HashTable::new(),
-            keys: Vec::new(),
             vals: Vec::new(),
-            marks: Vec::new(),
-            log: DeltaLog::new(1),
-            logging,
         }
     }
 
     /// The step name this table belongs to.
     pub fn name(&self) -> &str {
-        &self.name
+        self.slots.name()
     }
 
     /// The declared type of the watched value.
@@ -131,21 +118,19 @@ impl ChangedTable {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.slots.len()
     }
 
     /// True when no key was ever updated.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.slots.len() == 0
     }
 
     /// Reserves room for `additional` more keys (see
     /// [`AggregateTable::reserve`](super::AggregateTable::reserve)).
     pub fn reserve(&mut self, additional: usize) {
-        self.index.reserve(additional, |e| spread(e.hash));
-        self.keys.reserve(additional);
+        self.slots.reserve(additional);
         self.vals.reserve(additional);
-        self.marks.reserve(additional);
     }
 
     /// Coerces `value` to the declared type: int64 is accepted for float64;
@@ -163,7 +148,7 @@ impl ChangedTable {
         Key::check(key)?;
         let value = self.coerce(value)?;
         let hash = table_hash(key);
-        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+        let slot = match self.slots.find(key, hash) {
             Some(slot) => {
                 if same(self.vals[slot].get(), value) {
                     return Ok(false);
@@ -181,28 +166,21 @@ impl ChangedTable {
     /// unknown key; `Some(Val::Null)` when the last value seen was null.
     pub fn get(&self, key: Val<'_>) -> Option<Val<'_>> {
         Key::check(key).ok()?;
-        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let slot = self.slots.find(key, table_hash(key))?;
         Some(self.vals[slot].get())
     }
 
     /// Every key with its last value, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (Val<'_>, Val<'_>)> {
-        self.keys
+        self.slots
+            .keys
             .iter()
             .zip(&self.vals)
             .map(|(k, v)| (k.as_val(), v.get()))
     }
 
     fn insert(&mut self, key: Val<'_>, hash: u32, value: Val<'_>) -> Result<usize, UpdateError> {
-        let new_keys = self.logging.then_some(&mut self.log.new_keys);
-        let slot = insert_key(
-            &mut self.index,
-            &mut self.keys,
-            &mut self.marks,
-            new_keys,
-            key,
-            hash,
-        )?;
+        let slot = self.slots.insert(key, hash)?;
         let mut stored = Slot::default();
         stored.set(value);
         self.vals.push(stored);
@@ -211,11 +189,9 @@ impl ChangedTable {
 
     #[inline]
     fn log_slot(&mut self, slot: usize, value: Val<'_>) {
-        if !self.logging {
-            return;
+        if self.slots.logging() {
+            self.slots.record(slot, std::iter::once(value));
         }
-        self.log
-            .record(&mut self.marks, slot, std::iter::once(value));
     }
 
     /// Sets the key's last value (recovery), logged like an update.
@@ -223,7 +199,7 @@ impl ChangedTable {
         Key::check(key)?;
         let value = self.coerce(value)?;
         let hash = table_hash(key);
-        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+        let slot = match self.slots.find(key, hash) {
             Some(slot) => {
                 self.vals[slot].set(value);
                 slot
@@ -236,17 +212,12 @@ impl ChangedTable {
 }
 
 impl KeyedTable for ChangedTable {
-    fn name(&self) -> &str {
-        &self.name
+    fn slots(&self) -> &Slots {
+        &self.slots
     }
 
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn swap_log(&mut self, spare: &mut DeltaLog) {
-        let slots = self.keys.len();
-        self.log.swap(spare, slots);
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
     }
 
     fn restore(
@@ -301,6 +272,7 @@ impl ShardState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::DeltaLog;
 
     #[test]
     fn first_value_and_changes_fire() {
@@ -342,17 +314,17 @@ mod tests {
             .unwrap();
         t.update(Val::Str("k"), Val::Str("short")).unwrap();
         t.update(Val::Str("j"), Val::Str("x")).unwrap();
-        assert_eq!(t.log.slots, vec![0, 1]);
-        assert_eq!(t.log.val(0, 0).unwrap(), Val::Str("short"));
-        assert_eq!(t.log.val(1, 0).unwrap(), Val::Str("x"));
+        assert_eq!(t.slots.log.slots, vec![0, 1]);
+        assert_eq!(t.slots.log.val(0, 0).unwrap(), Val::Str("short"));
+        assert_eq!(t.slots.log.val(1, 0).unwrap(), Val::Str("x"));
         let mut spare = DeltaLog::default();
         t.swap_log(&mut spare);
         assert_eq!(spare.slots.len(), 2);
         assert_eq!(spare.new_keys.len(), 2);
         // After the swap the key is logged afresh, not overwritten in the old log.
         t.update(Val::Str("k"), Val::Str("again")).unwrap();
-        assert_eq!(t.log.slots, vec![0]);
-        assert_eq!(t.log.slot_base, 2);
+        assert_eq!(t.slots.log.slots, vec![0]);
+        assert_eq!(t.slots.log.slot_base, 2);
         assert_eq!(spare.val(0, 0).unwrap(), Val::Str("short"));
     }
 }

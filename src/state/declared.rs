@@ -11,11 +11,8 @@
 //! key on every shard (the write path in `forward.rs` keeps the copies
 //! equal); the table itself is the same structure either way.
 
-use hashbrown::HashTable;
-
-use super::key::{Key, spread, table_hash};
-use super::log::DeltaLog;
-use super::slots::{Entry, find_slot, insert_key};
+use super::key::{Key, table_hash};
+use super::slots::Slots;
 use super::kind::KindSpec;
 use super::{ColumnDesc, KeyedTable, StateColumn, StateError, TableDesc, TableKind, TableSpec, UpdateError};
 use crate::row::{ColumnType, Slot, Val};
@@ -193,17 +190,12 @@ impl KindSpec for DeclaredSpec {
 /// The rows of one declared table on one shard.
 #[derive(Debug)]
 pub struct DeclaredTable {
-    name: String,
+    pub(crate) slots: Slots,
     types: Box<[ColumnType]>,
-    index: HashTable<Entry>,
-    keys: Vec<Key>,
     /// `width` values per slot.
     vals: Vec<Slot>,
     present: Vec<bool>,
     live: usize,
-    marks: Vec<u32>,
-    log: DeltaLog,
-    logging: bool,
 }
 
 /// Checks (and coerces: int64 is accepted for float64) one value for a
@@ -234,22 +226,17 @@ impl DeclaredTable {
     pub(crate) fn new(name: String, spec: &DeclaredSpec, logging: bool) -> DeclaredTable {
         let types: Box<[ColumnType]> = spec.columns.iter().map(|(_, t)| *t).collect();
         DeclaredTable {
-            name,
-            log: DeltaLog::new(types.len() + 1),
+            slots: Slots::new(name, types.len() + 1, logging),
             types,
-            index: HashTable::new(),
-            keys: Vec::new(),
             vals: Vec::new(),
             present: Vec::new(),
             live: 0,
-            marks: Vec::new(),
-            logging,
         }
     }
 
     /// The table's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.slots.name()
     }
 
     /// Number of keys with a row.
@@ -284,7 +271,7 @@ impl DeclaredTable {
         }
         let w = self.types.len();
         let hash = table_hash(key);
-        let slot = match find_slot(&self.index, &self.keys, key, hash) {
+        let slot = match self.slots.find(key, hash) {
             Some(slot) => {
                 if !self.present[slot] {
                     self.vals[slot * w..slot * w + w]
@@ -313,7 +300,7 @@ impl DeclaredTable {
     /// Removes `key`'s row; `false` if it had none.
     pub fn delete(&mut self, key: Val<'_>) -> Result<bool, UpdateError> {
         Key::check(key)?;
-        let Some(slot) = find_slot(&self.index, &self.keys, key, table_hash(key)) else {
+        let Some(slot) = self.slots.find(key, table_hash(key)) else {
             return Ok(false);
         };
         if !self.present[slot] {
@@ -329,7 +316,7 @@ impl DeclaredTable {
     #[inline]
     pub fn get(&self, key: Val<'_>) -> Option<&[Slot]> {
         Key::check(key).ok()?;
-        let slot = find_slot(&self.index, &self.keys, key, table_hash(key))?;
+        let slot = self.slots.find(key, table_hash(key))?;
         if !self.present[slot] {
             return None;
         }
@@ -340,7 +327,8 @@ impl DeclaredTable {
     /// Every key with a row, and the row, in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (Val<'_>, &[Slot])> {
         let w = self.types.len();
-        self.keys
+        self.slots
+            .keys
             .iter()
             .enumerate()
             .filter(|(s, _)| self.present[*s])
@@ -348,15 +336,7 @@ impl DeclaredTable {
     }
 
     fn insert(&mut self, key: Val<'_>, hash: u32) -> Result<usize, UpdateError> {
-        let new_keys = self.logging.then_some(&mut self.log.new_keys);
-        let slot = insert_key(
-            &mut self.index,
-            &mut self.keys,
-            &mut self.marks,
-            new_keys,
-            key,
-            hash,
-        )?;
+        let slot = self.slots.insert(key, hash)?;
         self.vals
             .extend(std::iter::repeat_with(Slot::default).take(self.types.len()));
         self.present.push(false);
@@ -365,7 +345,7 @@ impl DeclaredTable {
 
     #[inline]
     fn log_slot(&mut self, slot: usize) {
-        if !self.logging {
+        if !self.slots.logging() {
             return;
         }
         let w = self.types.len();
@@ -375,22 +355,22 @@ impl DeclaredTable {
             .iter()
             .map(|s| if present { s.get() } else { Val::Null })
             .chain(std::iter::once(Val::Bool(present)));
-        self.log.record(&mut self.marks, slot, values);
+        self.slots.record(slot, values);
     }
 }
 
 impl KeyedTable for DeclaredTable {
-    fn name(&self) -> &str {
-        &self.name
+    fn slots(&self) -> &Slots {
+        &self.slots
     }
 
+    fn slots_mut(&mut self) -> &mut Slots {
+        &mut self.slots
+    }
+
+    /// Keys with a row: a deleted key keeps its slot.
     fn len(&self) -> usize {
         self.live
-    }
-
-    fn swap_log(&mut self, spare: &mut DeltaLog) {
-        let slots = self.keys.len();
-        self.log.swap(spare, slots);
     }
 
     fn restore(
@@ -432,9 +412,7 @@ impl KeyedTable for DeclaredTable {
 impl DeclaredTable {
     /// Reserves room for `additional` more keys.
     pub fn reserve(&mut self, additional: usize) {
-        self.index.reserve(additional, |e| spread(e.hash));
-        self.keys.reserve(additional);
-        self.marks.reserve(additional);
+        self.slots.reserve(additional);
         self.present.reserve(additional);
     }
 }
@@ -442,6 +420,7 @@ impl DeclaredTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::DeltaLog;
 
     fn spec() -> DeclaredSpec {
         DeclaredSpec {

@@ -9,10 +9,12 @@
 //! stores them), `width` values per record: scalars inline, text in the
 //! log's byte arena. Swapping a table's log for an empty recycled one is the
 //! whole shard-side capture; all buffers keep their capacity when cleared,
-//! and clearing is O(1) because every element type is `Copy`. The shared
-//! parts of a table (slots, new keys, dirty marks) are in `slots.rs`.
+//! and clearing is O(1) because every element type is `Copy`. The keys an
+//! epoch created are kept in one arena ([`NewKeys`]); a slot's dirty mark
+//! ([`mark`]) keeps one record per changed key. The table side (index,
+//! keys, marks, this log) is [`Slots`](super::slots::Slots).
 
-use super::slots::{NewKeys, mark, shrink};
+use super::key::Key;
 use crate::row::Val;
 
 /// A value as stored in a log record: scalar bits inline, text in the log's
@@ -201,6 +203,93 @@ impl Capture {
             log.shrink();
             log.clear();
         }
+    }
+}
+
+/// The dirty mark of `slot`: where its record sits in the current delta log
+/// (`Some(position)`: overwrite it), or `None` after appending the slot to
+/// `log_slots` (append its record). A mark is trusted only if the log entry
+/// at its position names the same slot, so stale marks from earlier epochs
+/// need no clearing.
+#[inline]
+pub(crate) fn mark(marks: &mut [u32], log_slots: &mut Vec<u32>, slot: usize) -> Option<usize> {
+    let pos = marks[slot] as usize;
+    if log_slots.get(pos) == Some(&(slot as u32)) {
+        Some(pos)
+    } else {
+        marks[slot] = log_slots.len() as u32;
+        log_slots.push(slot as u32);
+        None
+    }
+}
+
+/// One key created in this epoch, as stored in a log's key arena.
+#[derive(Debug, Clone, Copy)]
+enum KeyRec {
+    Str { start: usize, len: usize },
+    Int(i64),
+    Bool(bool),
+}
+
+/// Keys created during one epoch, in slot order, copied into one arena.
+#[derive(Debug, Default)]
+pub(crate) struct NewKeys {
+    recs: Vec<KeyRec>,
+    text: String,
+}
+
+impl NewKeys {
+    pub(crate) fn push(&mut self, key: Val<'_>) {
+        let rec = match key {
+            Val::Str(s) => {
+                let start = self.text.len();
+                self.text.push_str(s);
+                KeyRec::Str {
+                    start,
+                    len: s.len(),
+                }
+            }
+            Val::Int(i) => KeyRec::Int(i),
+            Val::Bool(b) => KeyRec::Bool(b),
+            // Tables reject these before logging.
+            Val::Null | Val::Float(_) | Val::Array(_) => return,
+        };
+        self.recs.push(rec);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.recs.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Key> + '_ {
+        self.recs.iter().map(|r| match *r {
+            KeyRec::Str { start, len } => Key::Str(self.text[start..start + len].into()),
+            KeyRec::Int(i) => Key::Int(i),
+            KeyRec::Bool(b) => Key::Bool(b),
+        })
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.recs.clear();
+        self.text.clear();
+    }
+
+    pub(crate) fn shrink(&mut self) {
+        shrink(&mut self.recs);
+        if self.text.capacity() > 4 * self.text.len().max(SHRINK_FLOOR) {
+            self.text.shrink_to(2 * self.text.len().max(SHRINK_FLOOR));
+        }
+    }
+}
+
+/// Buffers below this many elements are never shrunk.
+const SHRINK_FLOOR: usize = 1024;
+
+/// Gives memory back after an unusually large epoch (for example the one
+/// carrying a restored state): capacity above 4x the last use is cut to 2x.
+pub(crate) fn shrink<T>(v: &mut Vec<T>) {
+    if v.capacity() > 4 * v.len().max(SHRINK_FLOOR) {
+        v.shrink_to(2 * v.len().max(SHRINK_FLOOR));
     }
 }
 

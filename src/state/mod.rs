@@ -111,6 +111,7 @@ pub use log::Capture;
 
 pub(crate) use key::{Key, key_type_name};
 pub(crate) use log::DeltaLog;
+pub(crate) use slots::Slots;
 
 use kind::{KindSpec, StepOf, StepTable};
 
@@ -145,12 +146,22 @@ impl StateColumn {
 /// recovery see tables only through this trait (recovery and capture are
 /// not on the request path, so `dyn` costs nothing there).
 pub(crate) trait KeyedTable {
+    /// The shared part: name, slots, index, dirty marks, delta log.
+    fn slots(&self) -> &Slots;
+    /// The shared part, mutably.
+    fn slots_mut(&mut self) -> &mut Slots;
     /// The table's (step's) name.
-    fn name(&self) -> &str;
+    fn name(&self) -> &str {
+        self.slots().name()
+    }
     /// Number of keys with state.
-    fn len(&self) -> usize;
+    fn len(&self) -> usize {
+        self.slots().len()
+    }
     /// Swaps the active delta log with `spare` (cleared first); O(1).
-    fn swap_log(&mut self, spare: &mut DeltaLog);
+    fn swap_log(&mut self, spare: &mut DeltaLog) {
+        self.slots_mut().swap_log(spare);
+    }
     /// Sets `key`'s state from its state columns (`None`: the column is not
     /// in the file), logged like an update.
     fn restore(

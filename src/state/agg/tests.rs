@@ -1,6 +1,7 @@
 //! Unit tests of aggregate specs, accumulators and the table.
 
 use super::*;
+use crate::state::DeltaLog;
 
 fn out(name: &str, spec: &str, ty: ColumnType) -> AggOutput {
     AggOutput::parse(name, spec, |_| Some(ty)).unwrap()
@@ -198,12 +199,12 @@ fn integer_sum_saturates() {
 
 fn capacities(t: &AggregateTable) -> [usize; 6] {
     [
-        t.index.capacity(),
-        t.keys.capacity(),
+        t.slots.index.capacity(),
+        t.slots.keys.capacity(),
         t.accs.capacity(),
-        t.marks.capacity(),
-        t.log.slots.capacity(),
-        t.log.cells_capacity(),
+        t.slots.marks.capacity(),
+        t.slots.log.slots.capacity(),
+        t.slots.log.cells_capacity(),
     ]
 }
 
@@ -237,7 +238,7 @@ fn warm_updates_of_existing_keys_grow_nothing() {
         t.update(Val::Str(k), 0, |_| Val::Null).unwrap();
     }
     assert_eq!(capacities(&t), before);
-    assert_eq!(t.log.slots.len(), 500);
+    assert_eq!(t.slots.log.slots.len(), 500);
 }
 
 #[test]
