@@ -85,9 +85,14 @@ pub struct ShardSetup {
     pub fleet: Option<crate::fleet::Place>,
 }
 
-/// How often the housekeeping task runs: commands are picked up within this
-/// delay. Timeout sweeps run at their own, coarser interval.
-const TICK: Duration = Duration::from_millis(2);
+/// How often the housekeeping task runs: commands (pings, snapshots,
+/// reloads, model installs, shutdown) and checkpoint barriers are picked up
+/// within this delay, and timeouts are swept no more often. Every tick is a
+/// reactor pass with a timer re-armed, about 15k instructions (callgrind,
+/// idle shard): at 2 ms an idle shard woke 500 times a second, and under
+/// valgrind that idle work swamped `latency-tests/callgrind/instructions.sh`
+/// (the same binary measured 4k and 47k per request in two runs).
+const TICK: Duration = Duration::from_millis(10);
 
 /// Runs a shard on the current thread until it is told to shut down: pins
 /// the thread, builds the executor, serves. `ready` receives `Ok(())` once
