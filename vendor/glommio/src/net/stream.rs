@@ -215,12 +215,13 @@ impl Timeout {
     }
 }
 
-// coreline patch 3: `GLOMMIO_READ_POLL=oneshot` restores upstream's read
-// (a one-shot poll per read that finds the socket empty); default `multishot`.
+// coreline patch 3: `GLOMMIO_READ_POLL=multishot` selects the multishot
+// read; the default, `oneshot`, is upstream's read (a one-shot poll per read
+// that finds the socket empty) until the multishot one is measured.
 lazy_static::lazy_static! {
     static ref MULTISHOT_READ: bool = match std::env::var("GLOMMIO_READ_POLL").as_deref() {
-        Ok("oneshot") => false,
-        Ok("multishot") | Err(_) => true,
+        Ok("multishot") => true,
+        Ok("oneshot") | Err(_) => false,
         Ok(other) => panic!("GLOMMIO_READ_POLL={other}: expected multishot or oneshot"),
     };
 }
@@ -323,7 +324,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     }
 
     /// Upstream's read: a one-shot readiness poll per read that finds the
-    /// socket empty (coreline patch 3 keeps it, selected by
+    /// socket empty (coreline patch 3 keeps it as the default,
     /// `GLOMMIO_READ_POLL=oneshot`, so one binary measures both).
     fn poll_read_oneshot(
         &mut self,
