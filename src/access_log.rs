@@ -313,28 +313,17 @@ fn write(r: &Record) {
     };
     let cut = if r.path.is_cut() { "…" } else { "" };
     let id = r.request_id.as_str();
-    if id.is_empty() {
-        tracing::info!(
-            target: "coreline::access",
-            method,
-            path = format_args!("{path}{cut}"),
-            status = r.status,
-            latency_us,
-            shard = r.shard,
-            "answered"
-        );
-    } else {
-        tracing::info!(
-            target: "coreline::access",
-            method,
-            path = format_args!("{path}{cut}"),
-            status = r.status,
-            latency_us,
-            shard = r.shard,
-            request_id = id,
-            "answered"
-        );
-    }
+    // An `Option` field that is `None` is left out of the line.
+    tracing::info!(
+        target: "coreline::access",
+        method,
+        path = format_args!("{path}{cut}"),
+        status = r.status,
+        latency_us,
+        shard = r.shard,
+        request_id = (!id.is_empty()).then_some(id),
+        "answered"
+    );
 }
 
 #[cfg(test)]

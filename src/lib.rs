@@ -29,7 +29,8 @@
 //! - [`operator`]: the step kinds, one file each, and their registry.
 //! - [`schema`]: a route's request schema; JSON body straight into a row.
 //! - [`expr`]: SQL expressions parsed with `sqlparser`, compiled to an
-//!   evaluator that does no lookup or allocation per request.
+//!   evaluator that does no lookup or allocation per request (the typed
+//!   nodes in `expr/node/`).
 //! - [`row`]: column types, column sets and the reusable [`row::Row`].
 //! - [`reply`]: row columns to a JSON object; the one JSON string escaper.
 //! - [`state`]: keyed tables (slot index, delta logs), owner hashing.
@@ -44,9 +45,12 @@
 //! - [`reload`]: hot reload (`SIGHUP`, `POST /reload`): re-read, check,
 //!   compile off the shards, swap on every shard between two requests.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/stats`, `/health`,
-//!   `/ready`, `/checkpoint`).
-//! - [`metrics`]: per-shard latency histograms and counters, and their
-//!   Prometheus and JSON renderings.
+//!   `/ready`, `/checkpoint`, `/reload`, `/models`): its thread and handle
+//!   (`mod.rs`), who may mutate (`guard.rs`), the `poll(2)` loop and one
+//!   connection (`connection.rs`), what each path answers (`endpoints.rs`).
+//! - [`metrics`]: per-shard latency histograms and counters (`mod.rs`), and
+//!   their Prometheus (`prometheus.rs`) and JSON (`stats.rs`) renderings;
+//!   the `process_*` figures (`process.rs`).
 //! - [`model`]: trained models (XGBoost, LightGBM, ONNX, linear) scored
 //!   per row with reusable buffers (the `score` step).
 //! - [`model_control`]: models as control data: `PUT /models/<step>` swaps
@@ -60,8 +64,9 @@
 //! - [`openapi`]: the OpenAPI 3.1 document of a plan's routes.
 //! - [`export`]: a checkpoint's rows as JSON lines, CSV or Parquet
 //!   (`coreline state`).
-//! - [`config`]: the TOML file into a validated [`config::ServiceConfig`];
-//!   errors carry file, line and column.
+//! - [`config`]: the TOML file into a validated [`config::ServiceConfig`]
+//!   (serde mirror in `raw.rs`, checks in `validate/`); errors carry file,
+//!   line and column.
 //! - [`sys`]: the few system calls made directly; the only `unsafe`.
 //!
 //! # Where to look
@@ -79,7 +84,14 @@
 //! | where is an epoch taken? | `src/shard.rs` (`housekeeping` polls `ShardCheckpoint`), `src/state/mod.rs` (`ShardState::capture`) |
 //! | where is an epoch committed? | `src/checkpoint/coordinator.rs` |
 //! | where is a config error rendered? | `src/config/error.rs` |
+//! | where is `[service]`, `[limits]`, `[checkpoint]` or `[fleet]` checked? | `src/config/validate/service.rs` |
+//! | where is a `[[route]]` checked? | `src/config/validate/route.rs` (`Validator::route`) |
+//! | where is an expression evaluated? | `src/expr/node/mod.rs` (`Eval`), with comparisons in `predicate.rs` and `CASE`/`coalesce` in `choice.rs` |
+//! | where is an admin path answered? | `src/admin/endpoints.rs` (`Admin::route`); its socket in `src/admin/connection.rs` |
+//! | who may call a mutating admin endpoint? | `src/admin/guard.rs` (`Guard::check`) |
+//! | where is `/metrics` rendered? | `src/metrics/prometheus.rs` (`Scrape`); `/stats` in `src/metrics/stats.rs` |
 //! | where is a declared `[[table]]` read and written? | `src/operator/{upsert,delete,lookup}.rs` over `src/state/declared.rs`; replicated writes through `forward::sequencer` |
+//! | where does a table kind live? | `src/state/<kind>.rs` (`KindSpec`, `KeyedTable`, `StepTable`), one registry line in `src/state/mod.rs` (`table_kinds!`, `src/state/kind.rs`) |
 //! | how does a table kind reach the checkpoint? | `src/state/mod.rs` (`KeyedTable`, `TableSpec::state_columns`), `src/state/log.rs` (`DeltaLog`) |
 //! | where is a model scored? | `src/operator/score.rs` over `src/model/` |
 #![deny(missing_docs)]

@@ -127,6 +127,6 @@ pub fn run_when_idle() {
     // SAFETY: setpriority(2) takes plain integers and touches no memory.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     if rc != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "cannot lower the checkpoint writer's priority");
+        tracing::warn!(error = %io::Error::last_os_error(), "cannot lower a background thread's priority (checkpoint writer, model swap, reload)");
     }
 }

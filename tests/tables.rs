@@ -1,7 +1,9 @@
 //! Declared `[[table]]`s over real processes: replicated writes visible on
 //! every port as soon as they are answered, partitioned writes and lookups
 //! forwarded to the owner, tables restored after `kill -9` (also with
-//! another shard count), bad control input refused with 422 and no change.
+//! another shard count), bad control input refused with 422 and no change,
+//! and in a fleet a partitioned table's key of another instance answered
+//! 421 naming the owner.
 
 mod common;
 
@@ -244,6 +246,114 @@ fn partitioned_upserts_and_lookups_run_on_the_owner() {
     p.stop();
 }
 
+/// `n` consecutive free ports.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = a.local_addr().unwrap().port();
+        if base.checked_add(n).is_none() {
+            continue;
+        }
+        drop(a);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// A fleet of two instances of two shards, each started with
+/// `--instance-index`: an upsert, a lookup or a read of a partitioned
+/// table's key that the other instance owns is answered 421 naming the
+/// owner (address, instance, shard) and changes nothing; the owner serves
+/// it from either of its ports (a hop inside the instance). A replicated
+/// table is per instance: both instances take its writes.
+#[test]
+fn a_partitioned_table_key_of_another_fleet_instance_is_answered_421() {
+    let tmp = TempDir::new("tables-fleet");
+    let shards = 2;
+    let first = free_ports(2 * shards as u16);
+    let bases = [first, first + shards as u16];
+    let text = std::fs::read_to_string(config(&tmp, shards)).unwrap();
+    let procs: Vec<Proc> = (0..2)
+        .map(|i| {
+            let fleet = format!(
+                "[fleet]\ninstances = [\"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n\n[checkpoint]",
+                bases[0], bases[1]
+            );
+            let own = text
+                .replacen("base_port = 0", &format!("base_port = {}", bases[i]), 1)
+                .replacen("[checkpoint]", &fleet, 1);
+            let cfg = tmp.write(&format!("fleet{i}.toml"), &own);
+            Proc::try_spawn_args(&cfg, &["--instance-index", &i.to_string()])
+                .unwrap_or_else(|log| panic!("instance {i} did not start:\n{log}"))
+        })
+        .collect();
+    let place = coreline::fleet::Place {
+        index: 0,
+        members: bases
+            .iter()
+            .map(|b| coreline::fleet::parse_member(&format!("127.0.0.1:{b}")).unwrap())
+            .collect(),
+        shards,
+    };
+    let mut seen = [false; 2];
+    for user in 0..40i64 {
+        let (inst, shard) = place.owner(Val::Int(user));
+        seen[inst] = true;
+        let owner = format!("127.0.0.1:{}", bases[inst] + shard as u16);
+        let (mine, other) = (&procs[inst], &procs[1 - inst]);
+        // Every port of the other instance refuses, naming the owner.
+        // (A fresh connection each: whether a 421 keeps it open is not
+        // what this test is about.)
+        for addr in &other.shards {
+            for (path, body) in [
+                ("/profiles", format!(r#"{{"user":{user},"score":1.0}}"#)),
+                ("/whois", format!(r#"{{"user":{user}}}"#)),
+            ] {
+                let r = Client::connect(*addr).post(path, &body);
+                assert_eq!(r.status, 421, "{path} {user} on {addr}: {}", r.text());
+                let j = r.json();
+                assert_eq!(j["owner"], owner.as_str(), "{j}");
+                assert_eq!(j["owner_instance"], inst, "{j}");
+                assert_eq!(j["owner_shard"], shard, "{j}");
+                assert_eq!(j["field"], "user", "{j}");
+            }
+            let r = Client::connect(*addr).get(&format!("/profiles?key={user}"));
+            assert_eq!(r.status, 421, "read {user} on {addr}: {}", r.text());
+            assert_eq!(r.json()["owner"], owner.as_str());
+        }
+        // The refused upsert changed nothing: the owner has no row yet.
+        let mut c = Client::connect(mine.shards[1 - shard]);
+        let r = c.post("/whois", &format!(r#"{{"user":{user}}}"#));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["score"], serde_json::Value::Null, "{}", r.text());
+        // The owner takes it, through its other shard (forwarded inside).
+        let r = c.post(
+            "/profiles",
+            &format!(r#"{{"user":{user},"score":{user}.5}}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let mut c = Client::connect(mine.shards[shard]);
+        let r = c.post("/whois", &format!(r#"{{"user":{user}}}"#));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["score"], (user as f64 + 0.5) * 2.0);
+    }
+    assert_eq!(seen, [true, true], "40 keys cover both instances");
+    // A replicated table is not owned by an instance: each takes its writes.
+    for p in &procs {
+        let mut c = Client::connect(p.shards[1]);
+        let r = c.post("/limits", r#"{"tenant":"acme","max":3}"#);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let (status, j) = check(&mut c, "acme", 2);
+        assert_eq!(status, 200, "{j}");
+        assert_eq!(j["max"], 3, "{j}");
+        assert_eq!(j["ok"], true, "{j}");
+    }
+    for p in procs {
+        p.stop();
+    }
+}
+
 #[test]
 fn bad_control_input_is_refused_and_changes_nothing() {
     let tmp = TempDir::new("tables-bad");
@@ -340,10 +450,14 @@ fn tables_survive_kill_9_after_a_committed_epoch_and_a_rescale() {
 
 /// `POST /checkpoint` with the given extra header lines; the status.
 fn post_checkpoint(p: &Proc, headers: &str) -> (u16, String) {
+    post_admin_path(p, "/checkpoint", headers)
+}
+
+/// `POST <path>` on the admin port with the given extra header lines.
+fn post_admin_path(p: &Proc, path: &str, headers: &str) -> (u16, String) {
     let mut c = Client::connect(p.admin.expect("admin port"));
     c.send(
-        format!("POST /checkpoint HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\n\r\n")
-            .as_bytes(),
+        format!("POST {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: 0\r\n\r\n").as_bytes(),
     );
     let r = c.response();
     (r.status, r.text().to_string())
@@ -373,6 +487,21 @@ fn admin_token_guards_mutating_admin_requests() {
         401
     );
     let (status, body) = post_checkpoint(&p, "Authorization: Bearer s3cret-token-0123456789\r\n");
+    assert_eq!(status, 200, "{body}");
+    // A reload re-reads the token file: the token rotates without a restart.
+    tmp.write("admin.token", "n3w-token-abcdefghijklmnop\n");
+    let (status, body) = post_admin_path(
+        &p,
+        "/reload",
+        "Authorization: Bearer s3cret-token-0123456789\r\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        post_checkpoint(&p, "Authorization: Bearer s3cret-token-0123456789\r\n").0,
+        401
+    );
+    let (status, body) =
+        post_checkpoint(&p, "Authorization: Bearer n3w-token-abcdefghijklmnop\r\n");
     assert_eq!(status, 200, "{body}");
     p.stop();
 

@@ -88,13 +88,14 @@ pub fn fresh_config(src: &Path, run_dir: &Path) -> Result<RunConfig> {
     })
 }
 
-fn admin_port(text: &str) -> Result<u16> {
+/// `[service] admin_port` of a coreline config's text.
+pub fn admin_port(text: &str) -> Result<u16> {
     let table: toml::Table = toml::from_str(text)?;
     let port = table
         .get("service")
         .and_then(|s| s.get("admin_port"))
         .and_then(|p| p.as_integer())
-        .context("the checkpoint scenario needs an integer admin_port")?;
+        .context("the scenario needs an integer admin_port")?;
     u16::try_from(port).context("admin_port out of range")
 }
 
@@ -301,15 +302,31 @@ pub fn prefill(cfg: &PrefillConfig) -> Result<PrefillStats> {
     Ok(stats)
 }
 
-/// One blocking HTTP/1.1 request (`Connection: close`); returns status and body.
+/// One blocking HTTP/1.1 request (`Connection: close`) without a body;
+/// returns status and body.
 pub fn http(port: u16, method: &str, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    http_with_body(port, method, path, &[], timeout)
+}
+
+/// One blocking HTTP/1.1 request (`Connection: close`, with the admin
+/// header `X-Coreline-Admin: 1`) sending `body`; returns status and body.
+pub fn http_with_body(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .with_context(|| format!("{method} {path}: connecting to port {port}"))?;
     s.set_read_timeout(Some(timeout))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coreline-Admin: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Coreline-Admin: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request)?;
     let mut buf = Vec::new();
     loop {
         let mut chunk = [0u8; 16 * 1024];

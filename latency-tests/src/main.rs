@@ -28,6 +28,7 @@ mod server;
 mod soak;
 mod stats;
 mod suite;
+mod swap;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -441,8 +442,15 @@ fn run_suite(args: &SuiteArgs) -> Result<()> {
     )?;
     println!("\nHeadline targets:");
     for t in report::targets(&results) {
+        let sep = if t.unit == "×" { "" } else { " " };
         let m = t.measured.map_or("—".to_owned(), |m| {
-            format!("{:.2}× ({:.2}–{:.2})", m.median, m.min, m.max)
+            format!(
+                "{:.2}{sep}{u} ({:.2}–{:.2})",
+                m.median,
+                m.min,
+                m.max,
+                u = t.unit
+            )
         });
         println!(
             "  {:58} goal {:7} measured {:24} {}",

@@ -45,6 +45,35 @@ fn num(v: f64) -> String {
     }
 }
 
+/// The cells every per-point table of coreline's runs shares: achieved
+/// rate, p50, p90, p99, p99.9, max (median and range over repetitions),
+/// errors, generator lag and CPU stall.
+fn coreline_run_cells(r: &ScenarioResult, point: &str) -> Option<String> {
+    let runs: Vec<&RunSummary> = r
+        .runs
+        .iter()
+        .filter(|x| x.point == point)
+        .map(|x| &x.summary)
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    let val =
+        |f: fn(&RunSummary) -> f64| spread(Spread::of(&r.values(point, ServerKind::Coreline, f)));
+    let cells = [
+        val(|s| s.achieved_rate),
+        val(|s| s.p50_us),
+        val(|s| s.p90_us),
+        val(|s| s.p99_us),
+        val(|s| s.p999_us),
+        val(|s| s.max_us),
+        errors_cell(&runs),
+        val(|s| s.lag_p99_us),
+        val(|s| s.cpu_stall_pct),
+    ];
+    Some(cells.join(" | "))
+}
+
 fn spread(s: Option<Spread>) -> String {
     match s {
         None => "—".into(),
@@ -223,6 +252,32 @@ pub fn targets(results: &[ScenarioResult]) -> Vec<Target> {
         ));
     }
     out.push(checkpoint_target(results));
+    if let Some(r) = results.iter().find(|r| r.scenario.kind == Kind::ModelSwap) {
+        out.push(model_swap_target(r));
+    }
+    for r in results.iter().filter(|r| r.skipped.is_none()) {
+        if let Some(goal) = r.scenario.goal_p50_us {
+            out.push(target_in(
+                &format!("p50: {}", r.scenario.title),
+                goal,
+                "µs",
+                false,
+                Spread::of(&first_point(Some(r), ServerKind::Coreline, |s| s.p50_us)),
+                match &r.error {
+                    Some(e) => format!("scenario `{}` failed: {e}", r.scenario.name),
+                    None => format!(
+                        "scenario `{}`, one value per repetition{}",
+                        r.scenario.name,
+                        if crate::suite::shared_core_note(&r.scenario).is_some() {
+                            "; server and generator share a core"
+                        } else {
+                            ""
+                        }
+                    ),
+                },
+            ));
+        }
+    }
     if let Some(r) = results.iter().find(|r| r.scenario.kind == Kind::Forwarding) {
         let (owner, other) = forward_p50s(r);
         out.push(target_in(
@@ -273,6 +328,120 @@ fn forwarding_table(md: &mut String, r: &ScenarioResult) {
         ratio_iqr(diff(|s| s.p50_us), "µs"),
         ratio_iqr(diff(|s| s.p99_us), "µs"),
     );
+}
+
+/// Issue 9: serving p99 while the model is swapped ÷ steady p99.
+const SWAP_P99_RATIO_GOAL: f64 = 1.2;
+
+/// p99 per repetition at the `swapping` and `steady` points.
+fn swap_p99s(r: &ScenarioResult) -> (Vec<f64>, Vec<f64>) {
+    let p99 = |p: &str| r.values(p, ServerKind::Coreline, |s| s.p99_us);
+    (p99("swapping"), p99("steady"))
+}
+
+/// Serving errors (every run) and failed swaps of a model_swap scenario.
+fn swap_errors(r: &ScenarioResult) -> (u64, u64) {
+    (
+        r.runs.iter().map(|x| x.summary.errors).sum(),
+        r.swaps.iter().map(|x| x.stats.failures).sum(),
+    )
+}
+
+/// The p99 ratio against its goal; any serving error or failed swap misses
+/// it whatever the ratio (the goal is a swap nobody notices).
+fn model_swap_target(r: &ScenarioResult) -> Target {
+    let (swapping, steady) = swap_p99s(r);
+    let mut t = target(
+        "serving p99 while the model is swapped every interval ÷ steady p99",
+        SWAP_P99_RATIO_GOAL,
+        false,
+        paired_ratio(&swapping, &steady),
+        match &r.error {
+            Some(e) => format!("model_swap scenario failed: {e}"),
+            None => format!(
+                "scenario `{}`, {} swaps, paired per repetition",
+                r.scenario.name,
+                r.swaps.iter().map(|x| x.stats.swaps).sum::<u64>()
+            ),
+        },
+    );
+    let (errors, failed) = swap_errors(r);
+    if errors + failed > 0 {
+        t.status = format!("missed ({errors} serving errors, {failed} failed swaps)");
+    }
+    t
+}
+
+/// A model_swap scenario: both points, the paired p99 ratio with its
+/// verdict, and what the swaps did.
+fn model_swap_table(md: &mut String, r: &ScenarioResult) {
+    if let Some(sw) = &r.scenario.swap {
+        let _ = writeln!(
+            md,
+            "Point `swapping`: `PUT /models/{}` every {} ms on the admin port, alternating {} (the config serves the first), from just before the warm-up to the end of the load; `steady`: no swaps. Interleaved steady, swapping per repetition with the same seed.
+",
+            sw.step,
+            sw.interval_ms,
+            sw.models
+                .iter()
+                .map(|m| format!("`{m}`"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+        );
+    }
+    point_table(md, r);
+    let (swapping, steady) = swap_p99s(r);
+    let per: Vec<String> = swapping
+        .iter()
+        .zip(&steady)
+        .map(|(a, b)| format!("{:.2}×", a / b))
+        .collect();
+    let t = model_swap_target(r);
+    let (errors, failed) = swap_errors(r);
+    let _ = writeln!(
+        md,
+        "
+p99 swapping ÷ steady: **{}** (per repetition: {}); goal {}: **{}**. Serving errors (both points): {errors}; failed swaps: {failed}.
+",
+        ratio_iqr(paired_ratio(&swapping, &steady), "×"),
+        per.join(", "),
+        t.goal,
+        t.status,
+    );
+    md.push_str(
+        "| rep | swaps done | failed | PUT p50 ms | PUT max ms | first failure |
+|---|---|---|---|---|---|
+",
+    );
+    for s in &r.swaps {
+        let put = Spread::of(&s.stats.put_ms);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            s.rep + 1,
+            s.stats.swaps,
+            s.stats.failures,
+            put.map_or("—".into(), |p| num(p.median)),
+            put.map_or("—".into(), |p| num(p.max)),
+            s.stats.first_failure.as_deref().unwrap_or("—"),
+        );
+    }
+}
+
+/// One row per point (label first) for coreline-only scenarios whose points
+/// are variants at one rate.
+fn point_table(md: &mut String, r: &ScenarioResult) {
+    md.push_str("| point | rate | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (point, rate) in &r.points {
+        let Some(cells) = coreline_run_cells(r, point) else {
+            continue;
+        };
+        let _ = writeln!(
+            md,
+            "| {point} | {} | {cells} |",
+            rate.map_or("closed".into(), |x| format!("{x:.0}")),
+        );
+    }
 }
 
 /// The p99 of each variant of a checkpoint scenario's pair, per repetition.
@@ -332,32 +501,10 @@ fn checkpoint_table(md: &mut String, r: &ScenarioResult) {
     );
     md.push_str("| variant | config | achieved/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | errors | gen lag p99 µs | cpu stall % |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for v in &s.variants {
-        let runs: Vec<&RunSummary> = r
-            .runs
-            .iter()
-            .filter(|x| x.point == v.label)
-            .map(|x| &x.summary)
-            .collect();
-        if runs.is_empty() {
+        let Some(cells) = coreline_run_cells(r, &v.label) else {
             continue;
-        }
-        let val =
-            |f: fn(&RunSummary) -> f64| Spread::of(&r.values(&v.label, ServerKind::Coreline, f));
-        let _ = writeln!(
-            md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            v.label,
-            v.config,
-            spread(val(|s| s.achieved_rate)),
-            spread(val(|s| s.p50_us)),
-            spread(val(|s| s.p90_us)),
-            spread(val(|s| s.p99_us)),
-            spread(val(|s| s.p999_us)),
-            spread(val(|s| s.max_us)),
-            errors_cell(&runs),
-            spread(val(|s| s.lag_p99_us)),
-            spread(val(|s| s.cpu_stall_pct)),
-        );
+        };
+        let _ = writeln!(md, "| {} | `{}` | {cells} |", v.label, v.config,);
     }
     if let Some((with, without, w, wo)) = checkpoint_p99s(r) {
         let per: Vec<String> = w
@@ -752,7 +899,7 @@ pub fn render(
         );
     }
     md.push_str(
-        "## Headline targets (issues 3 and 10: 1 coreline shard vs 1-worker baselines, hello workload; issue 4: checkpoints under load)\n\nA target is met or missed only when the interquartile range of its paired ratios lies on one side of the goal; otherwise it is inconclusive.\n\n",
+        "## Headline targets (issues 3 and 10: 1 coreline shard vs 1-worker baselines, hello workload; issue 4: checkpoints under load; issue 9: model swaps, replicated upserts)\n\nA target is met or missed only when the interquartile range of its paired ratios lies on one side of the goal; otherwise it is inconclusive.\n\n",
     );
     md.push_str("| target | goal | measured: median of paired ratios (interquartile range, range) | status | source |\n|---|---|---|---|---|\n");
     for t in targets {
@@ -803,6 +950,9 @@ pub fn render(
                 let _ = writeln!(md, "**Not run here** ({why}).");
                 continue;
             }
+            if let Some(note) = crate::suite::shared_core_note(s) {
+                let _ = writeln!(md, "Note: {note}.\n");
+            }
             match s.kind {
                 Kind::Capacity => capacity_table(&mut md, r),
                 Kind::Scaling => scaling_table(&mut md, r),
@@ -811,6 +961,7 @@ pub fn render(
                 Kind::Slo => slo_table(&mut md, r),
                 Kind::Crosscheck => crosscheck_table(&mut md, r),
                 Kind::Checkpoint => checkpoint_table(&mut md, r),
+                Kind::ModelSwap => model_swap_table(&mut md, r),
             }
             if images {
                 match s.kind {
@@ -818,7 +969,7 @@ pub fn render(
                         let _ =
                             writeln!(md, "\n![p99 vs offered rate](p99_vs_rate_{}.svg)", s.name);
                     }
-                    Kind::Fixed | Kind::Checkpoint | Kind::Forwarding => {
+                    Kind::Fixed | Kind::Checkpoint | Kind::Forwarding | Kind::ModelSwap => {
                         let _ = writeln!(md, "\n![percentile spectrum](spectrum_{}.svg)", s.name);
                     }
                     _ => {}
@@ -858,7 +1009,7 @@ fn plots(out: &Path, results: &[ScenarioResult]) -> Vec<String> {
                     &series,
                 )
             }
-            Kind::Checkpoint => {
+            Kind::Checkpoint | Kind::ModelSwap => {
                 let series: Vec<_> = r
                     .points
                     .iter()
@@ -1058,6 +1209,7 @@ mod tests {
             slo: Vec::new(),
             crosscheck: Vec::new(),
             checkpoint: Vec::new(),
+            swaps: Vec::new(),
             error: None,
             skipped: None,
             seconds: 1.0,

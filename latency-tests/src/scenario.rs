@@ -18,7 +18,13 @@
 //!   next port (point `other`, so the shard forwards it), interleaved: what a
 //!   cross-shard forward adds;
 //! - `scaling`: closed-loop throughput of coreline with 1…n−1 shards on cores
-//!   0…k−1 and the generator on the last core (skipped below 3 cores).
+//!   0…k−1 and the generator on the last core (skipped below 3 cores);
+//! - `model_swap`: coreline only, a model route at one rate, points `steady`
+//!   and `swapping` interleaved; during `swapping` a side task `PUT`s the
+//!   `[swap]` model files in turn on the admin port (see `swap`).
+//!
+//! `goal_p50_us` (any open-loop kind) adds a headline target: the p50 of the
+//! scenario's first point, over its repetitions, against that many µs.
 //!
 //! `min_cores` skips a scenario, with a note in the report, on a machine with
 //! fewer cores.
@@ -116,6 +122,9 @@ pub enum Kind {
     /// server's capacity, both at `fractions[0]` of the baseline's capacity,
     /// and coreline alone at `fractions[1]` of it.
     Model,
+    /// A model route at one rate, steady vs while its model is swapped live.
+    #[serde(rename = "model_swap")]
+    ModelSwap,
 }
 
 /// Which port a keyed request goes to.
@@ -165,6 +174,21 @@ impl Default for Prefill {
             read_path: "/counts".into(),
         }
     }
+}
+
+/// The side task of a `model_swap` scenario: which step's model it swaps,
+/// with which files, how often.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swap {
+    /// Score step (`PUT /models/<step>` on the admin port).
+    pub step: String,
+    /// Model files, relative to `latency-tests/`, `PUT` in turn starting with
+    /// the second (the config serves the first): at least two different
+    /// files of the same shape, so that every `PUT` is a real swap.
+    pub models: Vec<String>,
+    /// Milliseconds from one `PUT`'s start to the next.
+    pub interval_ms: u64,
 }
 
 /// Which measured capacity fractions refer to.
@@ -296,6 +320,10 @@ struct File {
     #[serde(default)]
     min_cores: usize,
     #[serde(default)]
+    swap: Option<Swap>,
+    #[serde(default)]
+    goal_p50_us: Option<f64>,
+    #[serde(default)]
     load: Load,
     #[serde(default)]
     params: Params,
@@ -351,6 +379,10 @@ pub struct Scenario {
     pub prefill: Prefill,
     /// Distinct keys prefilled before each run (checkpoint; 0 = none).
     pub keys: u64,
+    /// The model swaps of a `model_swap` scenario.
+    pub swap: Option<Swap>,
+    /// A p50 goal for the first point, µs (a headline target).
+    pub goal_p50_us: Option<f64>,
 }
 
 /// The `{keys}` marker in a body template, replaced by the key count.
@@ -408,6 +440,8 @@ impl Scenario {
             variants: file.coreline_variants,
             prefill: file.prefill,
             keys,
+            swap: file.swap,
+            goal_p50_us: file.goal_p50_us,
         };
         s.validate(origin)?;
         Ok(s)
@@ -416,7 +450,7 @@ impl Scenario {
     fn validate(&self, origin: &str) -> Result<()> {
         let needs_rates = matches!(
             self.kind,
-            Kind::Sweep | Kind::Fixed | Kind::Checkpoint | Kind::Forwarding
+            Kind::Sweep | Kind::Fixed | Kind::Checkpoint | Kind::Forwarding | Kind::ModelSwap
         );
         if needs_rates && self.rates.is_empty() && self.fractions.is_empty() {
             bail!(
@@ -439,8 +473,10 @@ impl Scenario {
         if self.kind == Kind::Checkpoint {
             self.validate_checkpoint(origin)?;
         }
-        if matches!(self.kind, Kind::Forwarding | Kind::Scaling)
-            && self.servers != [ServerKind::Coreline]
+        if matches!(
+            self.kind,
+            Kind::Forwarding | Kind::Scaling | Kind::ModelSwap
+        ) && self.servers != [ServerKind::Coreline]
         {
             bail!(
                 "scenario {origin}: a {:?} scenario runs coreline only: servers = [\"coreline\"]",
@@ -454,6 +490,34 @@ impl Scenario {
             .with_context(|| format!("scenario {origin}: load.body_template"))?;
         if self.kind != Kind::Checkpoint && !self.variants.is_empty() {
             bail!("scenario {origin}: coreline_variants is only for kind = \"checkpoint\"");
+        }
+        match (&self.swap, self.kind) {
+            (None, Kind::ModelSwap) => bail!(
+                "scenario {origin}: a model_swap scenario needs a [swap] table (step, models, interval_ms)"
+            ),
+            (Some(_), k) if k != Kind::ModelSwap => {
+                bail!("scenario {origin}: [swap] is only for kind = \"model_swap\"")
+            }
+            (Some(s), _) => {
+                let distinct = s
+                    .models
+                    .iter()
+                    .enumerate()
+                    .all(|(i, m)| !s.models[..i].contains(m));
+                if s.step.is_empty() || s.models.len() < 2 || !distinct || s.interval_ms == 0 {
+                    bail!(
+                        "scenario {origin}: [swap] needs a step, at least two different models and interval_ms ≥ 1"
+                    );
+                }
+            }
+            (None, _) => {}
+        }
+        if let Some(g) = self.goal_p50_us
+            && !(g > 0.0 && needs_rates)
+        {
+            bail!(
+                "scenario {origin}: goal_p50_us must be positive, on an open-loop kind (fixed, sweep, …)"
+            );
         }
         Ok(())
     }
@@ -668,6 +732,30 @@ mod tests {
         assert_eq!(cfg.service.shards, 2);
         assert_eq!(cfg.service.cores, Some(vec![0, 1]));
         assert_eq!(cfg.routes.len(), 1);
+    }
+
+    #[test]
+    fn model_swap_scenarios_need_a_swap_table_and_goals_an_open_loop() {
+        let text = "name='m'\ntitle='t'\nkind='model_swap'\nservers=['coreline']\n[params]\nrates=[100.0]\n";
+        let e = Scenario::parse(text, "m.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("needs a [swap] table"), "{e:#}");
+        let ok = format!("{text}[swap]\nstep='s'\nmodels=['a.json','b.txt']\ninterval_ms=100\n");
+        let s = Scenario::parse(&ok, "m.toml", true).unwrap();
+        assert_eq!(s.swap.as_ref().map(|s| s.models.len()), Some(2));
+        let same = ok.replace("'b.txt'", "'a.json'");
+        assert!(Scenario::parse(&same, "m.toml", false).is_err());
+        let axum = ok.replace("servers=['coreline']", "servers=['axum']");
+        assert!(Scenario::parse(&axum, "m.toml", false).is_err());
+        let fixed = ok.replace("model_swap", "fixed");
+        let e = Scenario::parse(&fixed, "m.toml", false).unwrap_err();
+        assert!(format!("{e:#}").contains("only for kind"), "{e:#}");
+        let goal = "name='g'\ntitle='t'\nkind='fixed'\ngoal_p50_us=50.0\n[params]\nrates=[1.0]\n";
+        assert_eq!(
+            Scenario::parse(goal, "g.toml", false).unwrap().goal_p50_us,
+            Some(50.0)
+        );
+        let closed = "name='g'\ntitle='t'\nkind='capacity'\ngoal_p50_us=50.0\n";
+        assert!(Scenario::parse(closed, "g.toml", false).is_err());
     }
 
     #[test]

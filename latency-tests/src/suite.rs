@@ -16,6 +16,7 @@ use crate::generator::{self, Balance, LoadConfig, Mode, RunStats};
 use crate::scenario::{KeyPort, Kind, RateOf, Scenario, ServerKind};
 use crate::server::{self, Binaries, GENERATOR_CORE};
 use crate::stats::Spread;
+use crate::swap::{SwapStats, Swapper};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -178,6 +179,15 @@ pub struct CkptRecord {
     pub run_dir: String,
 }
 
+/// The model swaps of one `swapping` run of a model_swap scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapRecord {
+    /// Repetition.
+    pub rep: usize,
+    /// What the side task did (warm-up included).
+    pub stats: SwapStats,
+}
+
 /// What a checkpoint run learned in each attempt.
 #[derive(Debug, Clone, Default)]
 struct CkptAttempt {
@@ -231,6 +241,40 @@ impl RunHooks for ConfigHook {
         Ok(())
     }
     fn after(&self, _: &server::Running) -> Result<()> {
+        Ok(())
+    }
+    fn stopped(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A `swapping` run: model swaps on the admin port from just before the
+/// load (warm-up included) until it ends.
+struct SwapHooks<'a> {
+    swap: &'a crate::scenario::Swap,
+    admin_port: u16,
+    models: &'a [Vec<u8>],
+    running: std::cell::RefCell<Option<Swapper>>,
+    /// Each attempt's statistics.
+    attempts: std::cell::RefCell<Vec<SwapStats>>,
+}
+
+impl RunHooks for SwapHooks<'_> {
+    fn config(&self, _: usize) -> Result<Option<PathBuf>> {
+        Ok(None)
+    }
+    fn before(&self, _: &server::Running) -> Result<()> {
+        *self.running.borrow_mut() = Some(Swapper::start(
+            self.admin_port,
+            &self.swap.step,
+            self.models.to_vec(),
+            Duration::from_millis(self.swap.interval_ms),
+        ));
+        Ok(())
+    }
+    fn after(&self, _: &server::Running) -> Result<()> {
+        let swapper = self.running.borrow_mut().take().context("no swapper ran")?;
+        self.attempts.borrow_mut().push(swapper.finish()?);
         Ok(())
     }
     fn stopped(&self) -> Result<()> {
@@ -440,6 +484,8 @@ pub struct ScenarioResult {
     pub crosscheck: Vec<CrossRecord>,
     /// Prefill and checkpoint statistics (checkpoint scenarios).
     pub checkpoint: Vec<CkptRecord>,
+    /// Model swaps of each `swapping` run (model_swap scenarios).
+    pub swaps: Vec<SwapRecord>,
     /// Why the scenario stopped early, if it did.
     pub error: Option<String>,
     /// Why the scenario did not run on this machine, if it did not.
@@ -729,6 +775,7 @@ impl Suite {
             slo: Vec::new(),
             crosscheck: Vec::new(),
             checkpoint: Vec::new(),
+            swaps: Vec::new(),
             error: None,
             skipped: None,
             seconds: 0.0,
@@ -743,6 +790,9 @@ impl Suite {
             eprintln!("scenario {} {why}", sc.name);
             result.skipped = Some(why);
             return result;
+        }
+        if let Some(note) = shared_core_note(sc) {
+            eprintln!("scenario {}: note: {note}", sc.name);
         }
         if sc.servers.contains(&ServerKind::FastapiOnnx)
             && self.servers.contains(&ServerKind::FastapiOnnx)
@@ -766,6 +816,7 @@ impl Suite {
             Kind::Forwarding => self.forwarding_scenario(sc, &mut result),
             Kind::Scaling => self.scaling_scenario(sc, &mut result),
             Kind::Model => self.model_scenario(sc, &mut result),
+            Kind::ModelSwap => self.model_swap_scenario(sc, &mut result),
         };
         if let Err(e) = outcome {
             eprintln!("scenario {} FAILED: {e:#}", sc.name);
@@ -833,6 +884,81 @@ impl Suite {
                     result.runs.push(run);
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Points `steady` and `swapping` interleaved per repetition at one
+    /// rate; during `swapping` a side task swaps the step's model on the
+    /// admin port every `interval_ms` (see `swap`).
+    fn model_swap_scenario(&mut self, sc: &Scenario, result: &mut ScenarioResult) -> Result<()> {
+        let swap = sc
+            .swap
+            .as_ref()
+            .context("a model_swap scenario needs [swap]")?;
+        let rate = *self
+            .rates(sc, &[ServerKind::Coreline])?
+            .first()
+            .context("model_swap: no rate")?;
+        let config = self.root.join(&sc.coreline_config);
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("reading {}", config.display()))?;
+        let admin_port = ckpt::admin_port(&text)
+            .with_context(|| format!("{}: [service] admin_port", config.display()))?;
+        let models: Vec<Vec<u8>> = swap
+            .models
+            .iter()
+            .map(|m| {
+                let path = self.root.join(m);
+                std::fs::read(&path).with_context(|| format!("reading model {}", path.display()))
+            })
+            .collect::<Result<_>>()?;
+        for label in ["steady", "swapping"] {
+            result.points.push((label.into(), Some(rate)));
+        }
+        let mode = Mode::Open {
+            rate,
+            arrival: sc.load.arrival,
+        };
+        for rep in 0..sc.repeats {
+            let pool = request_pool(sc, seed_of(rep))?;
+            let run = self.measure(sc, ServerKind::Coreline, rep, "steady", mode, &pool)?;
+            result.runs.push(run);
+            let hooks = SwapHooks {
+                swap,
+                admin_port,
+                models: &models,
+                running: Default::default(),
+                attempts: Default::default(),
+            };
+            let run = self.measure_with(
+                sc,
+                ServerKind::Coreline,
+                rep,
+                "swapping",
+                mode,
+                &pool,
+                &hooks,
+            )?;
+            let stats = hooks.attempts.borrow()[run.attempt].clone();
+            let put = Spread::of(&stats.put_ms);
+            eprintln!(
+                "  [{}] {:8} {:>14} rep {}: {} swaps, {} failed{}; PUT p50 {:.1} ms, max {:.1} ms",
+                sc.name,
+                "coreline",
+                "swapping",
+                rep + 1,
+                stats.swaps,
+                stats.failures,
+                stats
+                    .first_failure
+                    .as_deref()
+                    .map_or(String::new(), |f| format!(" (first: {f})")),
+                put.map_or(f64::NAN, |p| p.median),
+                put.map_or(f64::NAN, |p| p.max),
+            );
+            result.swaps.push(SwapRecord { rep, stats });
+            result.runs.push(run);
         }
         Ok(())
     }
@@ -1207,6 +1333,18 @@ impl Suite {
         }
         Ok(())
     }
+}
+
+/// Says so when the server may run on the generator's core (e.g. 2 shards
+/// on a 2-core machine): server and generator then share a CPU.
+pub fn shared_core_note(sc: &Scenario) -> Option<String> {
+    sc.server_cores.contains(&GENERATOR_CORE).then(|| {
+        format!(
+            "the server runs on cores {:?}, which include the generator's core {GENERATOR_CORE}, on a {}-core machine: server and generator share a CPU, so latencies include that contention",
+            sc.server_cores,
+            machine_cores()
+        )
+    })
 }
 
 /// Cumulative µs in which some task waited for a CPU (`/proc/pressure/cpu`).

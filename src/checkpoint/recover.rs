@@ -103,14 +103,7 @@ pub fn recover_with(
     tables: &[TableSpec],
     on_damage: OnDamage,
 ) -> Result<Recovered, CheckpointError> {
-    if shards == 0 {
-        return Err(CheckpointError::Config(
-            "shard count must be at least 1".into(),
-        ));
-    }
-    validate_tables(tables)?;
-    Layout::new(tables).map_err(CheckpointError::Config)?;
-    let mut scan = Scan::new(dir)?;
+    let mut scan = scan_checked(dir, shards, tables)?;
     let empty = |skipped, set_aside| -> Result<Recovered, CheckpointError> {
         Ok(Recovered {
             epoch: 0,
@@ -139,6 +132,23 @@ pub fn recover_with(
     restore_from(scan, dir, shards, tables, true)
 }
 
+/// What [`recover_with`] and [`read_state`] both start with: a shard count
+/// of at least one and well-formed tables, then the scan of `dir`.
+fn scan_checked<'d>(
+    dir: &'d Path,
+    shards: usize,
+    tables: &[TableSpec],
+) -> Result<Scan<'d>, CheckpointError> {
+    if shards == 0 {
+        return Err(CheckpointError::Config(
+            "shard count must be at least 1".into(),
+        ));
+    }
+    validate_tables(tables)?;
+    Layout::new(tables).map_err(CheckpointError::Config)?;
+    Scan::new(dir)
+}
+
 /// Reads the state as of committed epoch `epoch` (or the newest) the way
 /// [`recover`] does — the same scan, per-shard chain choice and checks —
 /// but without changing the directory: damaged epochs are skipped, not
@@ -151,14 +161,7 @@ pub fn read_state(
     tables: &[TableSpec],
     epoch: Option<u64>,
 ) -> Result<Recovered, CheckpointError> {
-    if shards == 0 {
-        return Err(CheckpointError::Config(
-            "shard count must be at least 1".into(),
-        ));
-    }
-    validate_tables(tables)?;
-    Layout::new(tables).map_err(CheckpointError::Config)?;
-    let mut scan = Scan::new(dir)?;
+    let mut scan = scan_checked(dir, shards, tables)?;
     if let Some(n) = epoch {
         if !scan.manifests.contains_key(&n) {
             let committed: Vec<String> = scan.manifests.keys().map(u64::to_string).collect();

@@ -21,7 +21,9 @@
 //! - `error.rs`: spans, [`Source`], [`ConfigError`] and the dotted keys;
 //! - `model.rs`: the validated model ([`ServiceConfig`] and its parts);
 //! - `raw.rs`: the serde mirror of the file;
-//! - `validate.rs`: the validator from the mirror to the model.
+//! - `validate/`: the validator from the mirror to the model: the shared
+//!   checks and [`StepChecker`] (`mod.rs`), the process-wide sections
+//!   (`service.rs`) and the routes (`route.rs`).
 //!
 //! Expressions, column names and aggregate specs are *not* checked here: the
 //! pipeline compiler does that and reports through [`ConfigError::at`] with

@@ -6,12 +6,11 @@
 use serde::Deserialize;
 use toml::Spanned as TomlSpanned;
 
-use super::keyed::unexpected_reply;
+use super::keyed::{declared_on_owner, key_route, refuse, unexpected_reply};
 use super::{Ctx, Flow, Step};
 use crate::config::{ConfigError, Spanned, StepChecker};
-use crate::forward::{KeyedOp, KeyedReply, Owned, SEQUENCER};
+use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::plan::Planner;
-use crate::reply::write_error_json;
 use crate::row::{Columns, Row, Val};
 use crate::state::{Scope, ShardState, TableSpec};
 
@@ -57,10 +56,7 @@ pub(crate) fn delete_on_owner(
     table: usize,
     key: Val<'_>,
 ) -> Result<(), (u16, String)> {
-    let Some(t) = state.declared_table_mut(table) else {
-        return Err((500, format!("table #{table} is missing on this shard")));
-    };
-    match t.delete(key) {
+    match declared_on_owner(state, table)?.delete(key) {
         Ok(true) => Ok(()),
         Ok(false) => Err((422, "the key has no row in the table; nothing deleted".into())),
         Err(e) => Err((422, format!("delete refused: {e}"))),
@@ -84,33 +80,14 @@ impl Delete {
 impl Step for Delete {
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
         let key = row.get(self.key);
-        if key.is_null() {
-            body.clear();
-            write_error_json(
-                body,
-                &format!("key field \"{}\" is null; delete needs a key", self.key_name),
-                Some(&self.key_name),
-            );
-            return Flow::Reply(422);
-        }
-        let owner = match self.scope {
-            Scope::Replicated => SEQUENCER,
-            // A fleet: a key another instance owns is answered 421 there.
-            Scope::Partitioned => match ctx.owner(key, &self.key_name, body) {
-                Ok(owner) => owner,
-                Err(status) => return Flow::Reply(status),
-            },
-        };
-        if self.scope == Scope::Replicated || owner != ctx.shard {
-            return Flow::Forward(owner);
+        match key_route(ctx, key, &self.key_name, self.scope, "delete", body) {
+            Ok(None) => {}
+            Ok(Some(owner)) => return Flow::Forward(owner),
+            Err(flow) => return flow,
         }
         match delete_on_owner(ctx.state, self.table, key) {
             Ok(()) => Flow::Continue,
-            Err((status, message)) => {
-                body.clear();
-                write_error_json(body, &message, Some(&self.key_name));
-                Flow::Reply(status)
-            }
+            Err((status, message)) => refuse(body, status, &message, Some(&self.key_name)),
         }
     }
 

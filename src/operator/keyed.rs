@@ -11,11 +11,11 @@
 //! [`KeyedUpdate::accept`] writes the outputs into the row and the pipeline
 //! goes on from the next step.
 
-use crate::forward::{KeyedOp, KeyedReply, Owned};
+use crate::forward::{KeyedOp, KeyedReply, Owned, SEQUENCER};
 use crate::operator::{Ctx, Flow};
 use crate::reply::write_error_json;
 use crate::row::{Row, Val};
-use crate::state::{Outputs, ShardState};
+use crate::state::{DeclaredTable, Outputs, Scope, ShardState};
 
 /// Where a keyed step's inputs come from.
 #[derive(Debug, Clone, Copy)]
@@ -69,24 +69,11 @@ impl KeyedUpdate {
         inputs: Inputs<'_>,
     ) -> Flow {
         let key = row.get(self.key);
-        if key.is_null() {
-            error_body.clear();
-            write_error_json(
-                error_body,
-                &format!(
-                    "key field \"{}\" is null; a keyed step needs a key",
-                    self.key_name
-                ),
-                Some(&self.key_name),
-            );
-            return Flow::Reply(422);
-        }
-        let owner = match ctx.owner(key, &self.key_name, error_body) {
-            Ok(owner) => owner,
-            Err(status) => return Flow::Reply(status),
-        };
-        if owner != ctx.shard {
-            return Flow::Forward(owner);
+        let scope = Scope::Partitioned;
+        match key_route(ctx, key, &self.key_name, scope, "a keyed step", error_body) {
+            Ok(None) => {}
+            Ok(Some(owner)) => return Flow::Forward(owner),
+            Err(flow) => return flow,
         }
         let (state, now) = ctx.state_and_clock();
         let result = update_on_owner(state, self.table, key, now, |i| inputs.get(row, i));
@@ -97,11 +84,7 @@ impl KeyedUpdate {
                 }
                 Flow::Continue
             }
-            Err((status, message)) => {
-                error_body.clear();
-                write_error_json(error_body, &message, None);
-                Flow::Reply(status)
-            }
+            Err((status, message)) => refuse(error_body, status, &message, None),
         }
     }
 
@@ -119,16 +102,71 @@ impl KeyedUpdate {
 
     /// Writes the owner's reply into the row.
     pub fn accept(&self, row: &mut Row, reply: KeyedReply, error_body: &mut Vec<u8>) -> Flow {
-        match reply {
-            KeyedReply::Values(Some(values)) => {
-                for (&out, v) in self.outs.iter().zip(&values) {
-                    row.slot_mut(out).set(v.as_val());
-                }
-                Flow::Continue
-            }
-            other => unexpected_reply(other, error_body),
-        }
+        accept_values(&self.outs, row, reply, error_body)
     }
+}
+
+/// Answers the request with `status` and the JSON error `message` (naming
+/// `field`, when given): the one way a keyed step refuses.
+#[inline]
+pub(crate) fn refuse(body: &mut Vec<u8>, status: u16, message: &str, field: Option<&str>) -> Flow {
+    body.clear();
+    write_error_json(body, message, field);
+    Flow::Reply(status)
+}
+
+/// Where a keyed step (`what`, for the error) runs for `key`, the value of
+/// the row's column `key_name`: `Ok(None)` here, `Ok(Some(shard))` on that
+/// shard (the key's owner; the sequencer for every write of a replicated
+/// table, `scope`), `Err` the refusal written into `body`: a null key
+/// (422), or a key another instance of the fleet owns (421).
+#[inline]
+pub(crate) fn key_route(
+    ctx: &Ctx<'_>,
+    key: Val<'_>,
+    key_name: &str,
+    scope: Scope,
+    what: &str,
+    body: &mut Vec<u8>,
+) -> Result<Option<usize>, Flow> {
+    if key.is_null() {
+        let message = format!("key field \"{key_name}\" is null; {what} needs a key");
+        return Err(refuse(body, 422, &message, Some(key_name)));
+    }
+    let owner = match scope {
+        Scope::Replicated => return Ok(Some(SEQUENCER)),
+        Scope::Partitioned => ctx.owner(key, key_name, body).map_err(Flow::Reply)?,
+    };
+    Ok((owner != ctx.shard).then_some(owner))
+}
+
+/// Writes the values of an owner's reply into the row's slots `outs`, in
+/// order (or answers a failed or misshapen reply).
+pub(crate) fn accept_values(
+    outs: &[usize],
+    row: &mut Row,
+    reply: KeyedReply,
+    error_body: &mut Vec<u8>,
+) -> Flow {
+    match reply {
+        KeyedReply::Values(Some(values)) => {
+            for (&out, v) in outs.iter().zip(&values) {
+                row.slot_mut(out).set(v.as_val());
+            }
+            Flow::Continue
+        }
+        other => unexpected_reply(other, error_body),
+    }
+}
+
+/// The declared table with state id `table`, for an owner-side write.
+pub(crate) fn declared_on_owner(
+    state: &mut ShardState,
+    table: usize,
+) -> Result<&mut DeclaredTable, (u16, String)> {
+    state
+        .declared_table_mut(table)
+        .ok_or_else(|| (500, format!("table #{table} is missing on this shard")))
 }
 
 /// The owner-side update of a keyed step, written once: a local step and a
@@ -155,20 +193,14 @@ pub(crate) fn update_on_owner<'s, 'v>(
 /// The answer to a reply of the wrong shape: 500, or the owner's own
 /// failure status and message.
 pub(crate) fn unexpected_reply(reply: KeyedReply, error_body: &mut Vec<u8>) -> Flow {
-    error_body.clear();
     match reply {
-        KeyedReply::Failed(status, message) => {
-            write_error_json(error_body, &message, None);
-            Flow::Reply(status)
-        }
-        other => {
-            write_error_json(
-                error_body,
-                &format!("owner shard sent an unexpected reply: {other:?}"),
-                None,
-            );
-            Flow::Reply(500)
-        }
+        KeyedReply::Failed(status, message) => refuse(error_body, status, &message, None),
+        other => refuse(
+            error_body,
+            500,
+            &format!("owner shard sent an unexpected reply: {other:?}"),
+            None,
+        ),
     }
 }
 

@@ -11,12 +11,11 @@
 use serde::Deserialize;
 use toml::Spanned as TomlSpanned;
 
-use super::keyed::unexpected_reply;
+use super::keyed::{refuse, unexpected_reply};
 use super::{Ctx, Flow, Step};
 use crate::config::{ConfigError, Spanned, StepChecker};
 use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::plan::Planner;
-use crate::reply::write_error_json;
 use crate::row::{Column, Columns, Row};
 use crate::state::{Scope, TableSpec};
 
@@ -187,11 +186,7 @@ impl Lookup {
                 }
                 Flow::Continue
             }
-            Missing::Answer(status, message) => {
-                body.clear();
-                write_error_json(body, message, Some(&self.key_name));
-                Flow::Reply(*status)
-            }
+            Missing::Answer(status, message) => refuse(body, *status, message, Some(&self.key_name)),
         }
     }
 }

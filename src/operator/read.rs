@@ -4,6 +4,7 @@
 //! reply then encodes `{"key": …, <value>: …}`. Not a step kind of the file:
 //! a route's `read = "<state>"` plans it.
 
+use super::keyed::{refuse, unexpected_reply};
 use super::{Ctx, Flow, Step, read_state};
 use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::reply::{write_error_json, write_json_value};
@@ -29,13 +30,8 @@ impl Read {
 fn not_found(body: &mut Vec<u8>, key: Val<'_>) -> Flow {
     let mut k = Vec::new();
     write_json_value(&mut k, key);
-    body.clear();
-    write_error_json(
-        body,
-        &format!("no state for key {}", String::from_utf8_lossy(&k)),
-        Some("key"),
-    );
-    Flow::Reply(404)
+    let message = format!("no state for key {}", String::from_utf8_lossy(&k));
+    refuse(body, 404, &message, Some("key"))
 }
 
 impl Step for Read {
@@ -81,11 +77,7 @@ impl Step for Read {
                 Flow::Continue
             }
             KeyedReply::Values(None) => not_found(body, row.get(0)),
-            KeyedReply::Failed(status, message) => {
-                body.clear();
-                write_error_json(body, &message, None);
-                Flow::Reply(status)
-            }
+            other => unexpected_reply(other, body),
         }
     }
 }

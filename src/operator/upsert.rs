@@ -11,14 +11,13 @@
 use serde::Deserialize;
 use toml::Spanned as TomlSpanned;
 
-use super::keyed::unexpected_reply;
+use super::keyed::{accept_values, declared_on_owner, key_route, refuse};
 use super::{Ctx, Flow, Step};
 use crate::config::raw::Ordered;
 use crate::config::{ConfigError, Spanned, StepChecker};
 use crate::expr::Expr;
-use crate::forward::{KeyedOp, KeyedReply, Owned, SEQUENCER};
+use crate::forward::{KeyedOp, KeyedReply, Owned};
 use crate::plan::Planner;
-use crate::reply::write_error_json;
 use crate::row::{Column, ColumnType, Columns, Row, Slot, Val};
 use crate::state::{Scope, ShardState, TableSpec};
 
@@ -92,10 +91,9 @@ pub(crate) fn upsert_on_owner<'s, 'v>(
     key: Val<'_>,
     set: impl Fn(usize) -> Option<Val<'v>>,
 ) -> Result<&'s [Slot], (u16, String)> {
-    let Some(t) = state.declared_table_mut(table) else {
-        return Err((500, format!("table #{table} is missing on this shard")));
-    };
-    t.upsert(key, set).map_err(|e| (422, format!("upsert refused: {e}")))
+    declared_on_owner(state, table)?
+        .upsert(key, set)
+        .map_err(|e| (422, format!("upsert refused: {e}")))
 }
 
 /// Checks that a value of type `got` may be stored in a column of `want`.
@@ -165,29 +163,16 @@ impl Step for Upsert {
     #[inline]
     fn apply(&mut self, row: &mut Row, ctx: &mut Ctx<'_>, body: &mut Vec<u8>) -> Flow {
         let key = row.get(self.key);
-        if key.is_null() {
-            body.clear();
-            write_error_json(
-                body,
-                &format!("key field \"{}\" is null; upsert needs a key", self.key_name),
-                Some(&self.key_name),
-            );
-            return Flow::Reply(422);
-        }
+        let forward = match key_route(ctx, key, &self.key_name, self.scope, "upsert", body) {
+            Ok(forward) => forward,
+            Err(flow) => return flow,
+        };
         for (expr, slot) in self.set.iter_mut().zip(self.scratch.iter_mut()) {
             if let Some(e) = expr {
                 slot.set(e.eval(row));
             }
         }
-        let owner = match self.scope {
-            Scope::Replicated => SEQUENCER,
-            // A fleet: a key another instance owns is answered 421 there.
-            Scope::Partitioned => match ctx.owner(key, &self.key_name, body) {
-                Ok(owner) => owner,
-                Err(status) => return Flow::Reply(status),
-            },
-        };
-        if self.scope == Scope::Replicated || owner != ctx.shard {
+        if let Some(owner) = forward {
             return Flow::Forward(owner);
         }
         let (set, scratch) = (&self.set, &self.scratch);
@@ -203,11 +188,7 @@ impl Step for Upsert {
                 }
                 Flow::Continue
             }
-            Err((status, message)) => {
-                body.clear();
-                write_error_json(body, &message, None);
-                Flow::Reply(status)
-            }
+            Err((status, message)) => refuse(body, status, &message, None),
         }
     }
 
@@ -234,14 +215,6 @@ impl Step for Upsert {
     }
 
     fn accept(&self, row: &mut Row, reply: KeyedReply, body: &mut Vec<u8>) -> Flow {
-        match reply {
-            KeyedReply::Values(Some(values)) => {
-                for (&out, v) in self.outs.iter().zip(&values) {
-                    row.slot_mut(out).set(v.as_val());
-                }
-                Flow::Continue
-            }
-            other => unexpected_reply(other, body),
-        }
+        accept_values(&self.outs, row, reply, body)
     }
 }

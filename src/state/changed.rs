@@ -12,8 +12,74 @@ use hashbrown::HashTable;
 use super::key::{Key, spread, table_hash};
 use super::log::DeltaLog;
 use super::slots::{Entry, find_slot, insert_key};
-use super::{KeyedTable, UpdateError};
+use super::kind::{KindSpec, StepTable};
+use super::{
+    KeyedTable, Outputs, ShardState, StateColumn, TableDesc, TableKind, TableSpec, UpdateError,
+};
 use crate::row::{ColumnType, Slot, Val};
+
+/// What a `changed` step declares: the type of its watched value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangedSpec {
+    /// The value expression's type.
+    pub value_type: ColumnType,
+}
+
+impl TableSpec {
+    /// A `changed` table.
+    pub fn changed(name: impl Into<String>, value_type: ColumnType) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            kind: TableKind::Changed(ChangedSpec { value_type }),
+        }
+    }
+}
+
+impl KindSpec for ChangedSpec {
+    type Table = ChangedTable;
+
+    fn build(&self, name: String, logging: bool) -> ChangedTable {
+        ChangedTable::new(name, self.value_type, logging)
+    }
+
+    /// One column, `<table>.value`.
+    fn state_columns(&self, table: &str) -> Vec<StateColumn> {
+        vec![StateColumn::new(format!("{table}.value"), self.value_type)]
+    }
+
+    fn read_values(&self) -> Vec<(String, ColumnType, bool)> {
+        vec![("value".to_string(), self.value_type, false)]
+    }
+
+    fn reconcile(
+        &self,
+        _table: &str,
+        written: &ChangedSpec,
+        _warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (wt, ct) = (written.value_type, self.value_type);
+        if wt != ct {
+            return Err(format!(
+                "the watched value is {wt} in the checkpoint but {ct} in the configuration"
+            ));
+        }
+        Ok(())
+    }
+
+    fn describe(&self, desc: &mut TableDesc) {
+        desc.value_type = Some(self.value_type.name().to_string());
+    }
+
+    fn from_desc(desc: &TableDesc) -> Result<ChangedSpec, String> {
+        let t = desc
+            .value_type
+            .as_deref()
+            .ok_or_else(|| format!("changed table `{}` has no value_type", desc.name))?;
+        Ok(ChangedSpec {
+            value_type: desc.column_type(t)?,
+        })
+    }
+}
 
 /// The last value per key of one `changed` step on one shard.
 ///
@@ -170,6 +236,14 @@ impl ChangedTable {
 }
 
 impl KeyedTable for ChangedTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
     fn swap_log(&mut self, spare: &mut DeltaLog) {
         let slots = self.keys.len();
         self.log.swap(spare, slots);
@@ -193,6 +267,34 @@ impl KeyedTable for ChangedTable {
         for (k, v) in self.iter() {
             f(k, &mut std::iter::once(v));
         }
+    }
+}
+
+impl StepTable for ChangedTable {
+    #[inline]
+    fn update_step<'v>(
+        &mut self,
+        key: Val<'_>,
+        _now_ms: impl FnOnce() -> i64,
+        input: impl Fn(usize) -> Val<'v>,
+    ) -> Result<Outputs<'_>, UpdateError> {
+        self.update(key, input(0))
+            .map(|changed| Outputs::One(Val::Bool(changed)))
+    }
+}
+
+impl ShardState {
+    /// The changed table with state id `id`; `None` if out of range or of
+    /// another kind.
+    #[inline]
+    pub fn changed(&self, id: usize) -> Option<&ChangedTable> {
+        self.step_table(id)
+    }
+
+    /// Mutable [`ShardState::changed`].
+    #[inline]
+    pub fn changed_mut(&mut self, id: usize) -> Option<&mut ChangedTable> {
+        self.step_table_mut(id)
     }
 }
 

@@ -16,7 +16,8 @@ use hashbrown::HashTable;
 use super::key::{Key, spread, table_hash};
 use super::log::DeltaLog;
 use super::slots::{Entry, find_slot, insert_key};
-use super::{KeyedTable, StateColumn, UpdateError};
+use super::kind::KindSpec;
+use super::{ColumnDesc, KeyedTable, StateColumn, StateError, TableDesc, TableKind, TableSpec, UpdateError};
 use crate::row::{ColumnType, Slot, Val};
 
 /// Where a declared table's rows live.
@@ -62,9 +63,36 @@ pub struct DeclaredSpec {
     pub scope: Scope,
 }
 
-impl DeclaredSpec {
-    /// The checkpoint columns: one per value column, then `#present`.
-    pub(crate) fn state_columns(&self, table: &str) -> Vec<StateColumn> {
+impl TableSpec {
+    /// A declared `[[table]]`.
+    pub fn declared(name: impl Into<String>, spec: DeclaredSpec) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            kind: TableKind::Declared(spec),
+        }
+    }
+}
+
+impl KindSpec for DeclaredSpec {
+    type Table = DeclaredTable;
+
+    fn build(&self, name: String, logging: bool) -> DeclaredTable {
+        DeclaredTable::new(name, self, logging)
+    }
+
+    /// At least one column.
+    fn validate(&self, table: &str) -> Result<(), StateError> {
+        if self.columns.is_empty() {
+            return Err(StateError::Outputs {
+                table: table.to_string(),
+                message: "no columns; declare at least one".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One per value column, then `#present`.
+    fn state_columns(&self, table: &str) -> Vec<StateColumn> {
         let mut cols: Vec<StateColumn> = self
             .columns
             .iter()
@@ -77,10 +105,16 @@ impl DeclaredSpec {
         cols
     }
 
-    /// Whether a checkpoint written with `written` restores into `self`:
-    /// same key type and scope; columns are matched by name (a new column
+    fn read_values(&self) -> Vec<(String, ColumnType, bool)> {
+        self.columns
+            .iter()
+            .map(|(n, t)| (n.clone(), *t, false))
+            .collect()
+    }
+
+    /// Same key type and scope; columns are matched by name (a new column
     /// starts null, a dropped one is ignored) and must keep their type.
-    pub(crate) fn reconcile(
+    fn reconcile(
         &self,
         name: &str,
         written: &DeclaredSpec,
@@ -113,6 +147,46 @@ impl DeclaredSpec {
             }
         }
         Ok(())
+    }
+
+    fn replicated(&self) -> bool {
+        self.scope == Scope::Replicated
+    }
+
+    fn describe(&self, desc: &mut TableDesc) {
+        desc.key = Some(ColumnDesc {
+            name: self.key.clone(),
+            ty: self.key_type.name().to_string(),
+        });
+        desc.columns = self
+            .columns
+            .iter()
+            .map(|(name, ty)| ColumnDesc {
+                name: name.clone(),
+                ty: ty.name().to_string(),
+            })
+            .collect();
+        desc.scope = Some(self.scope.name().to_string());
+    }
+
+    fn from_desc(desc: &TableDesc) -> Result<DeclaredSpec, String> {
+        let key = desc
+            .key
+            .as_ref()
+            .ok_or_else(|| format!("table `{}` has no key", desc.name))?;
+        let mut columns = Vec::with_capacity(desc.columns.len());
+        for c in &desc.columns {
+            columns.push((c.name.clone(), desc.column_type(&c.ty)?));
+        }
+        let scope = desc.scope.as_deref().unwrap_or("partitioned");
+        let scope = Scope::parse(scope)
+            .ok_or_else(|| format!("table `{}` has unknown scope `{scope}`", desc.name))?;
+        Ok(DeclaredSpec {
+            key: key.name.clone(),
+            key_type: desc.column_type(&key.ty)?,
+            columns,
+            scope,
+        })
     }
 }
 
@@ -306,6 +380,14 @@ impl DeclaredTable {
 }
 
 impl KeyedTable for DeclaredTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
     fn swap_log(&mut self, spare: &mut DeltaLog) {
         let slots = self.keys.len();
         self.log.swap(spare, slots);

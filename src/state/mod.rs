@@ -20,15 +20,18 @@
 //!
 //! # The checkpoint seam
 //!
-//! The checkpoint code never matches on table kinds. A kind supplies, next
-//! to its table: its state columns ([`TableSpec::state_columns`], the Arrow
-//! columns of its per-key state), the record of a changed key in the one
-//! generic `DeltaLog` (those columns' values), its restore from them and
-//! its read values (the `KeyedTable` trait), and its compatibility check
-//! against a checkpoint ([`TableSpec::reconcile`]). Adding a keyed kind is
-//! its file in `state/`, its `TableKind`/`ShardState::build` arms and its
-//! step file in `operator/`; `checkpoint/` is untouched (declared tables
-//! were added that way).
+//! Neither this file nor the checkpoint code matches on table kinds. A kind
+//! is one file in `state/` and one line in the registry below (the
+//! `table_kinds!` macro of `kind.rs`, which generates [`TableKind`],
+//! [`Table`] and their dispatch). Its spec implements `KindSpec`: building
+//! its table, validation, its state columns ([`TableSpec::state_columns`],
+//! the Arrow columns of its per-key state), its read values, its
+//! compatibility with a checkpoint ([`TableSpec::reconcile`]) and its
+//! manifest record ([`TableDesc`]). Its table implements `KeyedTable` (the
+//! record of a changed key in the one generic `DeltaLog`, restore from
+//! those columns, read values) and, for a keyed step, `StepTable` (the
+//! per-request update). A keyed step kind is that file, its step file in
+//! `operator/` and one registry line in each.
 //!
 //! # Capturing state without stalling (the design)
 //!
@@ -83,23 +86,33 @@
 //! doubling on insert, independent of checkpoints; [`AggregateTable::reserve`]
 //! moves it to start-up when the key count is known.
 
-mod agg;
-mod changed;
-mod declared;
 mod desc;
 pub mod key;
+mod kind;
 mod log;
 mod slots;
 
-pub use agg::{AggFn, AggOutput, AggValues, AggregateTable, parse_agg};
-pub use changed::ChangedTable;
-pub use declared::{DeclaredSpec, DeclaredTable, Scope};
+// The registry: one line per table kind (see `kind.rs`).
+kind::table_kinds! {
+    steps {
+        "aggregate" => Aggregate(agg::{AggregateSpec, AggregateTable}),
+        "changed" => Changed(changed::{ChangedSpec, ChangedTable}),
+    }
+    declared {
+        "table" => Declared(declared::{DeclaredSpec, DeclaredTable}),
+    }
+}
+
+pub use agg::{AggFn, AggOutput, AggValues, parse_agg};
+pub use declared::Scope;
 pub use desc::{ColumnDesc, OutputDesc, TableDesc};
 pub use key::{KeyError, key_hash, owner_shard};
 pub use log::Capture;
 
 pub(crate) use key::{Key, key_type_name};
 pub(crate) use log::DeltaLog;
+
+use kind::{KindSpec, StepOf, StepTable};
 
 use crate::row::{ColumnType, Val};
 
@@ -132,6 +145,10 @@ impl StateColumn {
 /// recovery see tables only through this trait (recovery and capture are
 /// not on the request path, so `dyn` costs nothing there).
 pub(crate) trait KeyedTable {
+    /// The table's (step's) name.
+    fn name(&self) -> &str;
+    /// Number of keys with state.
+    fn len(&self) -> usize;
     /// Swaps the active delta log with `spare` (cleared first); O(1).
     fn swap_log(&mut self, spare: &mut DeltaLog);
     /// Sets `key`'s state from its state columns (`None`: the column is not
@@ -158,148 +175,43 @@ pub struct TableSpec {
     pub kind: TableKind,
 }
 
-/// The kinds of keyed state.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TableKind {
-    /// An `aggregate` step: the ordered outputs.
-    Aggregate(Vec<AggOutput>),
-    /// A `changed` step: the type of the watched value expression.
-    Changed {
-        /// The value expression's type.
-        value_type: ColumnType,
-    },
-    /// A declared `[[table]]`.
-    Declared(DeclaredSpec),
-}
-
 impl TableSpec {
-    /// An `aggregate` table.
-    pub fn aggregate(name: impl Into<String>, outputs: Vec<AggOutput>) -> TableSpec {
-        TableSpec {
-            name: name.into(),
-            kind: TableKind::Aggregate(outputs),
-        }
-    }
-
-    /// A `changed` table.
-    pub fn changed(name: impl Into<String>, value_type: ColumnType) -> TableSpec {
-        TableSpec {
-            name: name.into(),
-            kind: TableKind::Changed { value_type },
-        }
-    }
-
-    /// A declared `[[table]]`.
-    pub fn declared(name: impl Into<String>, spec: DeclaredSpec) -> TableSpec {
-        TableSpec {
-            name: name.into(),
-            kind: TableKind::Declared(spec),
-        }
-    }
-
-    /// `"aggregate"`, `"changed"` or `"table"`.
+    /// The kind's name: `"aggregate"`, `"changed"` or `"table"`.
     pub fn kind_name(&self) -> &'static str {
-        match self.kind {
-            TableKind::Aggregate(_) => "aggregate",
-            TableKind::Changed { .. } => "changed",
-            TableKind::Declared(_) => "table",
-        }
+        self.kind.name()
     }
 
     /// True for a replicated declared table: every shard holds every key,
     /// and checkpoints write it once (in shard 0's file).
     pub fn replicated(&self) -> bool {
-        matches!(&self.kind, TableKind::Declared(d) if d.scope == Scope::Replicated)
+        self.kind.replicated()
     }
 
     /// The columns of the table's per-key state in checkpoint files, in the
     /// order its delta-log records hold them.
     pub fn state_columns(&self) -> Vec<StateColumn> {
-        match &self.kind {
-            TableKind::Aggregate(outputs) => outputs
-                .iter()
-                .flat_map(|o| o.state_columns(&self.name))
-                .collect(),
-            TableKind::Changed { value_type } => vec![StateColumn::new(
-                format!("{}.value", self.name),
-                *value_type,
-            )],
-            TableKind::Declared(d) => d.state_columns(&self.name),
-        }
+        self.kind.state_columns(&self.name)
     }
 
     /// What a read of one key answers, in order: name, type, and whether the
     /// value is unix milliseconds (a time).
     pub fn read_values(&self) -> Vec<(String, ColumnType, bool)> {
-        match &self.kind {
-            TableKind::Aggregate(outputs) => outputs
-                .iter()
-                .map(|o| (o.name.clone(), o.output_type(), o.func == AggFn::FirstSeen))
-                .collect(),
-            TableKind::Changed { value_type } => vec![("value".to_string(), *value_type, false)],
-            TableKind::Declared(d) => d
-                .columns
-                .iter()
-                .map(|(n, t)| (n.clone(), *t, false))
-                .collect(),
-        }
+        self.kind.read_values()
     }
 
     /// Whether state written for `written` (same name) restores into this
     /// table; warnings for parts that are new or dropped. The error says
     /// how the checkpoint and the configuration disagree.
     pub fn reconcile(&self, written: &TableSpec, warnings: &mut Vec<String>) -> Result<(), String> {
-        match (&written.kind, &self.kind) {
-            (TableKind::Aggregate(wouts), TableKind::Aggregate(couts)) => {
-                for co in couts {
-                    match wouts.iter().find(|wo| wo.name == co.name) {
-                        Some(wo) => {
-                            if wo.func.name() != co.func.name()
-                                || wo.output_type() != co.output_type()
-                            {
-                                return Err(format!(
-                                    "output `{}` is `{}` ({}) in the checkpoint but `{}` ({}) in the configuration",
-                                    co.name,
-                                    wo.spec(),
-                                    wo.output_type(),
-                                    co.spec(),
-                                    co.output_type()
-                                ));
-                            }
-                        }
-                        None => warnings.push(format!(
-                            "aggregate `{}` output `{}` is new; it starts empty for restored keys",
-                            self.name, co.name
-                        )),
-                    }
-                }
-                for wo in wouts {
-                    if !couts.iter().any(|co| co.name == wo.name) {
-                        warnings.push(format!(
-                            "aggregate `{}` output `{}` is not declared any more; its state is ignored",
-                            self.name, wo.name
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            (TableKind::Changed { value_type: wt }, TableKind::Changed { value_type: ct }) => {
-                if wt != ct {
-                    return Err(format!(
-                        "the watched value is {wt} in the checkpoint but {ct} in the configuration"
-                    ));
-                }
-                Ok(())
-            }
-            (TableKind::Declared(w), TableKind::Declared(c)) => {
-                c.reconcile(&self.name, w, warnings)
-            }
-            _ => Err(format!(
-                "it is a `{}` step in the checkpoint but a `{}` step in the configuration",
-                written.kind_name(),
-                self.kind_name()
-            )),
-        }
+        self.kind
+            .reconcile(&self.name, &written.kind, warnings)
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "it is a `{}` step in the checkpoint but a `{}` step in the configuration",
+                    written.kind_name(),
+                    self.kind_name()
+                ))
+            })
     }
 }
 
@@ -370,58 +282,20 @@ pub fn validate_tables(specs: &[TableSpec]) -> Result<(), StateError> {
                 name: spec.name.clone(),
             });
         }
-        if let TableKind::Declared(d) = &spec.kind
-            && d.columns.is_empty()
-        {
-            return Err(StateError::Outputs {
-                table: spec.name.clone(),
-                message: "no columns; declare at least one".into(),
-            });
-        }
-        if let TableKind::Aggregate(outputs) = &spec.kind {
-            if outputs.is_empty() {
-                return Err(StateError::Outputs {
-                    table: spec.name.clone(),
-                    message: "no outputs; declare at least one, e.g. `n = \"count()\"`".into(),
-                });
-            }
-            for (j, o) in outputs.iter().enumerate() {
-                if outputs[..j].iter().any(|p| p.name == o.name) {
-                    return Err(StateError::Outputs {
-                        table: spec.name.clone(),
-                        message: format!("two outputs are named `{}`", o.name),
-                    });
-                }
-            }
-        }
+        spec.kind.validate(&spec.name)?;
     }
     Ok(())
-}
-
-/// One keyed step's state on one shard.
-#[derive(Debug)]
-pub enum Table {
-    /// An `aggregate` step's table.
-    Aggregate(AggregateTable),
-    /// A `changed` step's table.
-    Changed(ChangedTable),
 }
 
 impl Table {
     /// The step name.
     pub fn name(&self) -> &str {
-        match self {
-            Table::Aggregate(t) => t.name(),
-            Table::Changed(t) => t.name(),
-        }
+        self.keyed().name()
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        match self {
-            Table::Aggregate(t) => t.len(),
-            Table::Changed(t) => t.len(),
-        }
+        self.keyed().len()
     }
 
     /// True when the table has no keys.
@@ -440,23 +314,19 @@ impl Table {
         now_ms: impl FnOnce() -> i64,
         input: impl Fn(usize) -> Val<'v>,
     ) -> Result<Outputs<'_>, UpdateError> {
-        match self {
-            Table::Aggregate(t) => t.update(key, now_ms(), input).map(Outputs::Values),
-            Table::Changed(t) => t
-                .update(key, input(0))
-                .map(|changed| Outputs::One(Val::Bool(changed))),
-        }
+        self.update_step(key, now_ms, input)
     }
 
     /// The key's state as values, without changing anything (what a `read`
     /// route answers): an aggregate's outputs, or a `changed` table's last
     /// value. `false` when the key has no state.
     pub fn get(&self, key: Val<'_>, mut value: impl FnMut(Val<'_>)) -> bool {
-        match self {
-            Table::Aggregate(t) => t.get(key).map(|v| v.iter().for_each(&mut value)),
-            Table::Changed(t) => t.get(key).map(value),
-        }
-        .is_some()
+        self.keyed().get_values(key, &mut value)
+    }
+
+    /// Calls `f` with every key and its read values, whatever the kind.
+    pub fn for_each(&self, mut f: impl FnMut(Val<'_>, &mut dyn Iterator<Item = Val<'_>>)) {
+        self.keyed().for_each(&mut f);
     }
 }
 
@@ -466,10 +336,10 @@ pub enum Outputs<'a> {
     /// An aggregate's output values.
     Values(AggValues<'a>),
     /// A single value (a `changed` step's bool).
-    One(Val<'static>),
+    One(Val<'a>),
 }
 
-impl Outputs<'_> {
+impl<'a> Outputs<'a> {
     /// Number of outputs.
     pub fn len(&self) -> usize {
         match self {
@@ -485,7 +355,7 @@ impl Outputs<'_> {
 
     /// Output `i`.
     #[inline]
-    pub fn get(&self, i: usize) -> Val<'static> {
+    pub fn get(&self, i: usize) -> Val<'a> {
         match self {
             Outputs::Values(v) => v.get(i),
             Outputs::One(v) => *v,
@@ -537,29 +407,7 @@ impl ShardState {
             replicated: specs.iter().map(TableSpec::replicated).collect(),
         };
         for s in specs {
-            let place = match &s.kind {
-                TableKind::Aggregate(outputs) => {
-                    st.tables.push(Table::Aggregate(AggregateTable::new(
-                        s.name.clone(),
-                        outputs.clone(),
-                        logging,
-                    )));
-                    Place::Step(st.tables.len() - 1)
-                }
-                TableKind::Changed { value_type } => {
-                    st.tables.push(Table::Changed(ChangedTable::new(
-                        s.name.clone(),
-                        *value_type,
-                        logging,
-                    )));
-                    Place::Step(st.tables.len() - 1)
-                }
-                TableKind::Declared(d) => {
-                    st.declared
-                        .push(DeclaredTable::new(s.name.clone(), d, logging));
-                    Place::Declared(st.declared.len() - 1)
-                }
-            };
+            let place = st.place(s, logging);
             st.places.push(place);
         }
         Ok(st)
@@ -629,61 +477,30 @@ impl ShardState {
             + self.declared.iter().map(DeclaredTable::len).sum::<usize>()
     }
 
-    /// The aggregate table with state id `id`; `None` if out of range or of
-    /// another kind.
+    /// The keyed step's table with state id `id` if it is a `T` (the
+    /// typed access of tests and benches: [`ShardState::aggregate`], ...).
     #[inline]
-    pub fn aggregate(&self, id: usize) -> Option<&AggregateTable> {
-        match self.table(id) {
-            Some(Table::Aggregate(t)) => Some(t),
-            _ => None,
-        }
+    pub(crate) fn step_table<T: StepOf>(&self, id: usize) -> Option<&T> {
+        self.table(id).and_then(T::of)
     }
 
-    /// Mutable [`ShardState::aggregate`].
+    /// Mutable [`ShardState::step_table`].
     #[inline]
-    pub fn aggregate_mut(&mut self, id: usize) -> Option<&mut AggregateTable> {
-        match self.table_mut(id) {
-            Some(Table::Aggregate(t)) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// The changed table with state id `id`; `None` if out of range or of
-    /// another kind.
-    #[inline]
-    pub fn changed(&self, id: usize) -> Option<&ChangedTable> {
-        match self.table(id) {
-            Some(Table::Changed(t)) => Some(t),
-            _ => None,
-        }
-    }
-
-    /// Mutable [`ShardState::changed`].
-    #[inline]
-    pub fn changed_mut(&mut self, id: usize) -> Option<&mut ChangedTable> {
-        match self.table_mut(id) {
-            Some(Table::Changed(t)) => Some(t),
-            _ => None,
-        }
+    pub(crate) fn step_table_mut<T: StepOf>(&mut self, id: usize) -> Option<&mut T> {
+        self.table_mut(id).and_then(T::of_mut)
     }
 
     /// Table `id` through the checkpoint seam.
     fn keyed(&self, id: usize) -> Option<&dyn KeyedTable> {
         Some(match *self.places.get(id)? {
-            Place::Step(i) => match &self.tables[i] {
-                Table::Aggregate(t) => t as &dyn KeyedTable,
-                Table::Changed(t) => t,
-            },
+            Place::Step(i) => self.tables[i].keyed(),
             Place::Declared(i) => &self.declared[i],
         })
     }
 
     fn keyed_mut(&mut self, id: usize) -> Option<&mut dyn KeyedTable> {
         Some(match *self.places.get(id)? {
-            Place::Step(i) => match &mut self.tables[i] {
-                Table::Aggregate(t) => t as &mut dyn KeyedTable,
-                Table::Changed(t) => t,
-            },
+            Place::Step(i) => self.tables[i].keyed_mut(),
             Place::Declared(i) => &mut self.declared[i],
         })
     }

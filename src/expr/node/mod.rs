@@ -12,13 +12,24 @@
 //!   text results borrow either that buffer, a row slot or a constant;
 //! - evaluation is total: every operator has a defined result (often NULL)
 //!   for every input, it never panics.
-
-use std::cmp::Ordering;
+//!
+//! This file holds the [`Eval`] trait and the typed node enums with their
+//! evaluation; the generic nodes they share, one instance per operand type,
+//! live in:
+//!
+//! - `predicate.rs`: SQL's total order ([`SqlOrd`]), comparisons, `IN`,
+//!   `BETWEEN` and `LIKE`;
+//! - `choice.rs`: `CASE`, `coalesce`, `least` and `greatest`.
 
 use super::cast;
 use super::functions::{self, TrimSide};
-use super::like::{LikeTok, Matcher};
 use crate::row::{ArrayRef, Row, Val};
+
+mod choice;
+mod predicate;
+
+pub(crate) use choice::{Case, CaseKey, Coalesce, Extreme, KeyMatch, Selector};
+pub(crate) use predicate::{Between, Cmp, EQ, GT, InList, LT, Like, LikePattern, SqlOrd};
 
 /// Evaluation of a typed node against one row.
 pub(crate) trait Eval {
@@ -31,305 +42,9 @@ pub(crate) trait Eval {
     fn eval<'a>(&'a mut self, row: &'a Row) -> Option<Self::Out<'a>>;
 }
 
-/// Spark's total order for one type: `NaN` equals itself and sorts above
-/// every other double, `-0.0 = 0.0`, text compares by UTF-8 bytes.
-pub(crate) trait SqlOrd: Copy {
-    /// Compares two non-null values.
-    fn sql_cmp(self, other: Self) -> Ordering;
-}
-
-impl SqlOrd for bool {
-    #[inline]
-    fn sql_cmp(self, other: bool) -> Ordering {
-        self.cmp(&other)
-    }
-}
-
-impl SqlOrd for i64 {
-    #[inline]
-    fn sql_cmp(self, other: i64) -> Ordering {
-        self.cmp(&other)
-    }
-}
-
-impl SqlOrd for f64 {
-    #[inline]
-    fn sql_cmp(self, other: f64) -> Ordering {
-        match self.partial_cmp(&other) {
-            Some(o) => o,
-            None => self.is_nan().cmp(&other.is_nan()),
-        }
-    }
-}
-
-impl SqlOrd for &str {
-    #[inline]
-    fn sql_cmp(self, other: &str) -> Ordering {
-        self.as_bytes().cmp(other.as_bytes())
-    }
-}
-
-/// Bit set of the orderings for which a comparison is true.
-pub(crate) const LT: u8 = 1;
-/// See [`LT`].
-pub(crate) const EQ: u8 = 2;
-/// See [`LT`].
-pub(crate) const GT: u8 = 4;
-
-#[inline]
-fn holds(mask: u8, ord: Ordering) -> bool {
-    let bit = match ord {
-        Ordering::Less => LT,
-        Ordering::Equal => EQ,
-        Ordering::Greater => GT,
-    };
-    mask & bit != 0
-}
-
 /// Two operands of a binary operator.
 #[derive(Debug, Clone)]
 pub(crate) struct Pair<N>(pub N, pub N);
-
-/// A comparison `l op r`; `mask` says which orderings make it true.
-#[derive(Debug, Clone)]
-pub(crate) struct Cmp<N> {
-    pub l: N,
-    pub r: N,
-    pub mask: u8,
-    /// `<=>` / `IS [NOT] DISTINCT FROM`: two nulls are equal, a null and a
-    /// value are different, the result is never null.
-    pub null_safe: bool,
-}
-
-impl<N: Eval> Cmp<N> {
-    #[inline]
-    fn eval(&mut self, row: &Row) -> Option<bool> {
-        let l = self.l.eval(row);
-        if l.is_none() && !self.null_safe {
-            return None;
-        }
-        let r = self.r.eval(row);
-        match (l, r) {
-            (Some(a), Some(b)) => Some(holds(self.mask, a.sql_cmp(b))),
-            (None, None) if self.null_safe => Some(self.mask & EQ != 0),
-            _ if self.null_safe => Some(self.mask & (LT | GT) != 0),
-            _ => None,
-        }
-    }
-}
-
-/// `x [NOT] IN (items)`.
-#[derive(Debug, Clone)]
-pub(crate) struct InList<N> {
-    pub x: N,
-    pub items: Vec<N>,
-    pub negated: bool,
-}
-
-impl<N: Eval> InList<N> {
-    fn eval(&mut self, row: &Row) -> Option<bool> {
-        let x = self.x.eval(row)?;
-        let mut saw_null = false;
-        for item in self.items.iter_mut() {
-            match item.eval(row) {
-                Some(v) if x.sql_cmp(v) == Ordering::Equal => return Some(!self.negated),
-                Some(_) => {}
-                None => saw_null = true,
-            }
-        }
-        if saw_null { None } else { Some(self.negated) }
-    }
-}
-
-/// `x [NOT] BETWEEN lo AND hi`, i.e. `x >= lo AND x <= hi`.
-#[derive(Debug, Clone)]
-pub(crate) struct Between<N> {
-    pub x: N,
-    pub lo: N,
-    pub hi: N,
-    pub negated: bool,
-}
-
-impl<N: Eval> Between<N> {
-    fn eval(&mut self, row: &Row) -> Option<bool> {
-        let x = self.x.eval(row)?;
-        let above = self.lo.eval(row).map(|lo| x.sql_cmp(lo) != Ordering::Less);
-        let below = self
-            .hi
-            .eval(row)
-            .map(|hi| x.sql_cmp(hi) != Ordering::Greater);
-        let inside = and3(above, below);
-        if self.negated {
-            inside.map(|b| !b)
-        } else {
-            inside
-        }
-    }
-}
-
-#[inline]
-fn and3(l: Option<bool>, r: Option<bool>) -> Option<bool> {
-    match (l, r) {
-        (Some(false), _) | (_, Some(false)) => Some(false),
-        (Some(true), Some(true)) => Some(true),
-        _ => None,
-    }
-}
-
-/// Picks the branch of a `CASE`.
-#[derive(Debug, Clone)]
-pub(crate) enum Selector {
-    /// `CASE WHEN cond THEN ...`: the first condition that is true.
-    Searched(Vec<BoolNode>),
-    /// `CASE x WHEN v THEN ...`: the first value equal to `x`.
-    Simple(Box<CaseKey>),
-}
-
-impl Selector {
-    fn select(&mut self, row: &Row) -> Option<usize> {
-        match self {
-            Selector::Searched(conds) => conds.iter_mut().position(|c| c.eval(row) == Some(true)),
-            Selector::Simple(key) => match &mut **key {
-                CaseKey::Bool(k) => k.first(row),
-                CaseKey::Int(k) => k.first(row),
-                CaseKey::Float(k) => k.first(row),
-                CaseKey::Str(k) => k.first(row),
-            },
-        }
-    }
-}
-
-/// The operand and `WHEN` values of a simple `CASE`, by their common type.
-#[derive(Debug, Clone)]
-pub(crate) enum CaseKey {
-    Bool(KeyMatch<BoolNode>),
-    Int(KeyMatch<IntNode>),
-    Float(KeyMatch<FloatNode>),
-    Str(KeyMatch<StrNode>),
-}
-
-/// Finds the first of `values` equal to `operand` (the operand is
-/// evaluated once).
-#[derive(Debug, Clone)]
-pub(crate) struct KeyMatch<N> {
-    pub operand: N,
-    pub values: Vec<N>,
-}
-
-impl<N: Eval> KeyMatch<N> {
-    fn first(&mut self, row: &Row) -> Option<usize> {
-        let key = self.operand.eval(row)?;
-        for (i, v) in self.values.iter_mut().enumerate() {
-            if let Some(v) = v.eval(row)
-                && key.sql_cmp(v) == Ordering::Equal
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-}
-
-/// `CASE`: `thens[i]` for the branch the selector picks, else `otherwise`
-/// (NULL when absent).
-#[derive(Debug, Clone)]
-pub(crate) struct Case<N> {
-    pub selector: Selector,
-    pub thens: Vec<N>,
-    pub otherwise: Option<N>,
-}
-
-impl<N: Eval> Case<N> {
-    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
-        match self.selector.select(row) {
-            Some(i) => self.thens[i].eval(row),
-            None => match &mut self.otherwise {
-                Some(e) => e.eval(row),
-                None => None,
-            },
-        }
-    }
-}
-
-/// `coalesce(args)`: the first non-null argument.
-#[derive(Debug, Clone)]
-pub(crate) struct Coalesce<N> {
-    pub args: Vec<N>,
-}
-
-impl<N: Eval> Coalesce<N> {
-    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
-        self.args.iter_mut().find_map(|a| a.eval(row))
-    }
-}
-
-/// `least(args)` / `greatest(args)`: nulls are skipped.
-#[derive(Debug, Clone)]
-pub(crate) struct Extreme<N> {
-    pub args: Vec<N>,
-    pub greatest: bool,
-}
-
-impl<N: Eval> Extreme<N> {
-    fn eval<'a>(&'a mut self, row: &'a Row) -> Option<N::Out<'a>> {
-        let want = if self.greatest {
-            Ordering::Greater
-        } else {
-            Ordering::Less
-        };
-        let mut best: Option<N::Out<'a>> = None;
-        for a in self.args.iter_mut() {
-            if let Some(v) = a.eval(row) {
-                best = match best {
-                    Some(b) if v.sql_cmp(b) != want => Some(b),
-                    _ => Some(v),
-                };
-            }
-        }
-        best
-    }
-}
-
-/// `s [NOT] LIKE pattern`.
-#[derive(Debug, Clone)]
-pub(crate) struct Like {
-    pub arg: StrNode,
-    pub pattern: LikePattern,
-    pub negated: bool,
-}
-
-/// A LIKE pattern: compiled once when constant, else compiled per row into
-/// a reused token buffer.
-#[derive(Debug, Clone)]
-pub(crate) enum LikePattern {
-    Const(Matcher),
-    Dynamic {
-        pattern: StrNode,
-        escape: char,
-        scratch: Vec<LikeTok>,
-    },
-}
-
-impl Like {
-    fn eval(&mut self, row: &Row) -> Option<bool> {
-        let s = self.arg.eval(row)?;
-        let matched = match &mut self.pattern {
-            LikePattern::Const(m) => m.matches(s),
-            LikePattern::Dynamic {
-                pattern,
-                escape,
-                scratch,
-            } => {
-                let p = pattern.eval(row)?;
-                // An invalid pattern computed at run time yields NULL
-                // (Spark raises an error; evaluation here is total).
-                super::like::tokenize_into(p, *escape, scratch).ok()?;
-                super::like::match_tokens(scratch, s)
-            }
-        };
-        Some(matched != self.negated)
-    }
-}
 
 /// A node of any type, for operators that take every type (`IS NULL`,
 /// `concat`) and for the root of an expression.
@@ -815,29 +530,5 @@ impl ArrNode {
                 Some(ArrayRef::I64(buf))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn float_order_is_sparks() {
-        assert_eq!(f64::NAN.sql_cmp(f64::NAN), Ordering::Equal);
-        assert_eq!(f64::NAN.sql_cmp(f64::INFINITY), Ordering::Greater);
-        assert_eq!(1.0.sql_cmp(f64::NAN), Ordering::Less);
-        assert_eq!((-0.0f64).sql_cmp(0.0), Ordering::Equal);
-        assert_eq!("a".sql_cmp("b"), Ordering::Less);
-        assert_eq!("é".sql_cmp("z"), Ordering::Greater);
-    }
-
-    #[test]
-    fn comparison_masks() {
-        assert!(holds(LT | EQ, Ordering::Less));
-        assert!(holds(LT | EQ, Ordering::Equal));
-        assert!(!holds(LT | EQ, Ordering::Greater));
-        assert!(holds(LT | GT, Ordering::Greater));
-        assert!(!holds(LT | GT, Ordering::Equal));
     }
 }
