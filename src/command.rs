@@ -2,17 +2,41 @@
 //! and the two questions asked of every shard at once ([`collect_snapshots`],
 //! [`ping_shards`]).
 //!
-//! A shard's housekeeping task polls its command channel between requests;
-//! the callers here wait a bounded time for the answers, so a stuck shard
-//! shows up as a missing answer rather than a hung scrape.
+//! A command goes through a [`ShardSender`]: the channel, then a byte on the
+//! shard's wake-up line ([`crate::sys::Wake`]), so the shard's housekeeping
+//! takes it between two requests without polling. The callers here wait a
+//! bounded time for the answers, so a stuck shard shows up as a missing
+//! answer rather than a hung scrape.
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, SendError, Sender, bounded};
 
 use crate::metrics::ShardSnapshot;
 use crate::operator::ModelSwap;
 use crate::pipeline::Router;
+use crate::sys::Wake;
+
+/// The sending end of one shard's command channel, with its wake-up line.
+#[derive(Debug, Clone)]
+pub struct ShardSender {
+    tx: Sender<ShardCommand>,
+    wake: Wake,
+}
+
+impl ShardSender {
+    /// A channel's sending end and the shard's wake-up line.
+    pub fn new(tx: Sender<ShardCommand>, wake: Wake) -> ShardSender {
+        ShardSender { tx, wake }
+    }
+
+    /// Sends `cmd` and wakes the shard; an error when the shard has gone.
+    pub fn send(&self, cmd: ShardCommand) -> Result<(), SendError<ShardCommand>> {
+        self.tx.send(cmd)?;
+        self.wake.wake();
+        Ok(())
+    }
+}
 
 /// Messages from the coordinator to a shard.
 #[derive(Debug)]
@@ -62,7 +86,7 @@ pub struct SwapDone {
 }
 
 /// How many shards answer a ping within `wait`.
-pub fn ping_shards(shards: &[Sender<ShardCommand>], wait: Duration) -> usize {
+pub fn ping_shards(shards: &[ShardSender], wait: Duration) -> usize {
     let (tx, rx) = bounded(shards.len().max(1));
     let asked = shards
         .iter()
@@ -81,7 +105,7 @@ pub fn ping_shards(shards: &[Sender<ShardCommand>], wait: Duration) -> usize {
 }
 
 /// Asks every shard for a snapshot and waits (bounded) for the answers.
-pub fn collect_snapshots(shards: &[Sender<ShardCommand>], wait: Duration) -> Vec<ShardSnapshot> {
+pub fn collect_snapshots(shards: &[ShardSender], wait: Duration) -> Vec<ShardSnapshot> {
     let (tx, rx): (Sender<ShardSnapshot>, Receiver<ShardSnapshot>) = bounded(shards.len().max(1));
     let mut asked = 0;
     for s in shards {

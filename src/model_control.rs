@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::bounded;
 
 use crate::checkpoint::models::{self, ModelLedger};
-use crate::command::ShardCommand;
+use crate::command::{ShardCommand, ShardSender};
 use crate::model::Model;
 use crate::model::version::{FORMAT_NAMES, Format, content_version};
 use crate::operator::Score;
@@ -50,7 +50,7 @@ pub struct ModelControl {
     /// The plan being served: replaced by each hot reload
     /// ([`ModelControl::follow_reload`]).
     plan: Mutex<Arc<Plan>>,
-    shards: Vec<Sender<ShardCommand>>,
+    shards: Vec<ShardSender>,
     /// Where swapped-in files are kept (`<checkpoint dir>` or a temporary
     /// directory); files go in its `models/`.
     store: PathBuf,
@@ -118,7 +118,7 @@ impl ModelControl {
     /// `restored` names the steps whose model came from it.
     pub fn new(
         plan: Arc<Plan>,
-        shards: Vec<Sender<ShardCommand>>,
+        shards: Vec<ShardSender>,
         checkpoint: Option<(PathBuf, ModelLedger)>,
         restored: &RestoredModels,
     ) -> ModelControl {

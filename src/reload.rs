@@ -27,9 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
-use crate::command::{PlanSwap, ShardCommand, SwapDone};
+use crate::command::{PlanSwap, ShardCommand, ShardSender, SwapDone};
 use crate::config::ServiceConfig;
 use crate::pipeline::{Plan, Router};
 
@@ -101,7 +99,7 @@ impl Reloaded {
 /// Re-reads the configuration and swaps it in on every shard.
 pub struct Reloader {
     path: PathBuf,
-    shards: Vec<Sender<ShardCommand>>,
+    shards: Vec<ShardSender>,
     /// The plan being served and its generation; the lock also serialises
     /// reloads. Never touched by a shard.
     current: Mutex<(Arc<Plan>, u64)>,
@@ -113,7 +111,7 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader for a running plan whose shards listen on `shards`. The
     /// file is re-read from the path the plan was loaded from.
-    pub fn new(plan: Arc<Plan>, shards: Vec<Sender<ShardCommand>>) -> Reloader {
+    pub fn new(plan: Arc<Plan>, shards: Vec<ShardSender>) -> Reloader {
         Reloader {
             path: plan.config.source.path.clone(),
             shards,

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, unbounded};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::admin::{Admin, AdminHandle};
 use crate::checkpoint::{self, Coordinator, CoordinatorHandle, ShardCheckpoint};
-use crate::command::{ShardCommand, collect_snapshots};
+use crate::command::{ShardCommand, ShardSender, collect_snapshots};
 use crate::forward::Peers;
 use crate::metrics::ShardSnapshot;
 use crate::pipeline::{Plan, Router};
@@ -367,7 +367,7 @@ pub struct Service {
 
 struct ShardHandle {
     addr: SocketAddr,
-    commands: Sender<ShardCommand>,
+    commands: ShardSender,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -383,7 +383,19 @@ impl Service {
         // State first: listeners open only once it is loaded. The models a
         // checkpoint records are installed in the plan before any shard
         // copies it.
-        let (states, endpoints, coordinator, restored_epoch, models) = restore(&mut plan)?;
+        // Each shard's wake-up line: its housekeeping sleeps until a command
+        // or a checkpoint barrier is sent to it.
+        let mut wakes = Vec::with_capacity(plan.config.service.shards);
+        let mut wake_rxs = Vec::with_capacity(plan.config.service.shards);
+        for i in 0..plan.config.service.shards {
+            let (wake, rx) = crate::sys::wake_line().map_err(|e| {
+                StartError::Shard(format!("cannot create shard {i}'s wake-up line: {e}"))
+            })?;
+            wakes.push(wake);
+            wake_rxs.push(rx);
+        }
+        let mut wake_rxs = wake_rxs.into_iter();
+        let (states, endpoints, coordinator, restored_epoch, models) = restore(&mut plan, &wakes)?;
         let plan = Arc::new(plan);
         let svc = &plan.config.service;
 
@@ -432,6 +444,7 @@ impl Service {
                 io_memory: SHARD_IO_MEMORY,
                 spin_before_park: svc.spin_before_park,
                 commands: rx,
+                wake: wake_rxs.next().expect("one wake-up line per shard"),
                 shards: svc.shards,
                 state,
                 checkpoint,
@@ -447,7 +460,7 @@ impl Service {
                 .map_err(|e| StartError::Shard(format!("cannot spawn shard {i}: {e}")))?;
             shards.push(ShardHandle {
                 addr,
-                commands: tx,
+                commands: ShardSender::new(tx, wakes[i].clone()),
                 thread: Some(thread),
             });
         }
@@ -651,7 +664,7 @@ type Restored = (
 
 /// Loads the newest valid checkpoint (re-hashed to the current shard count)
 /// and starts the epoch coordinator; or, without `[checkpoint]`, empty state.
-fn restore(plan: &mut Plan) -> Result<Restored, StartError> {
+fn restore(plan: &mut Plan, wakes: &[crate::sys::Wake]) -> Result<Restored, StartError> {
     let shards = plan.config.service.shards;
     let Some(cp) = &plan.config.checkpoint else {
         let mut states = Vec::with_capacity(shards);
@@ -698,6 +711,7 @@ fn restore(plan: &mut Plan) -> Result<Restored, StartError> {
         interval: cp.interval,
         retain: cp.retain,
         full_every: u32::try_from(cp.full_every).unwrap_or(u32::MAX),
+        wakes: wakes.to_vec(),
         ..checkpoint::CheckpointConfig::new(&cp.dir)
     };
     let (handle, endpoints) = Coordinator::start(config, &plan.tables, shards, recovered.epoch)

@@ -12,11 +12,13 @@
 //! [`run`] pins the thread and builds the executor; `serve` connects the
 //! peer mesh, starts the housekeeping task and the inboxes, and runs the
 //! accept loop; each accepted connection is a task of
-//! `crate::connection`. Housekeeping polls commands, takes
-//! checkpoint barriers between requests, refreshes the `Date` header and
-//! sweeps connection timeouts: one task a few times per shortest timeout,
-//! which keeps timers out of the request path (a per-read timer would cost a
-//! timer-tree insert and removal per request).
+//! `crate::connection`. Two housekeeping tasks run between requests: `control`
+//! sleeps on the shard's wake-up line ([`crate::sys::Wake`]) and takes
+//! commands and checkpoint barriers as soon as they are sent; `housekeeping`
+//! refreshes the `Date` header once a second and sweeps connection timeouts
+//! a few times per shortest timeout, which keeps timers out of the request
+//! path (a per-read timer would cost a timer-tree insert and removal per
+//! request). An idle shard wakes about twice a second.
 //!
 //! # Shutdown
 //!
@@ -35,6 +37,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 
@@ -69,6 +72,9 @@ pub struct ShardSetup {
     pub spin_before_park: Duration,
     /// Commands from the coordinator.
     pub commands: Receiver<ShardCommand>,
+    /// The shard's end of its wake-up line: a byte arrives after every
+    /// command and checkpoint barrier sent to it.
+    pub wake: crate::sys::WakeReceiver,
     /// Number of shards (for owner hashing).
     pub shards: usize,
     /// This shard's keyed state (restored from a checkpoint, or empty).
@@ -85,14 +91,16 @@ pub struct ShardSetup {
     pub fleet: Option<crate::fleet::Place>,
 }
 
-/// How often the housekeeping task runs: commands (pings, snapshots,
-/// reloads, model installs, shutdown) and checkpoint barriers are picked up
-/// within this delay, and timeouts are swept no more often. Every tick is a
-/// reactor pass with a timer re-armed, about 15k instructions (callgrind,
-/// idle shard): at 2 ms an idle shard woke 500 times a second, and under
-/// valgrind that idle work swamped `latency-tests/callgrind/instructions.sh`
-/// (the same binary measured 4k and 47k per request in two runs).
-const TICK: Duration = Duration::from_millis(10);
+/// How often timeouts are swept while the shard drains (otherwise every
+/// tenth of the shortest timeout, 5 to 500 ms).
+///
+/// Housekeeping used to poll the command channel on a 2 ms timer: an idle
+/// shard woke 500 times a second, each a reactor pass with a timer re-armed
+/// (about 15k instructions, callgrind), and under valgrind that idle work
+/// swamped `latency-tests/callgrind/instructions.sh` (one binary measured 4k
+/// and 47k instructions per request in two runs). Commands and barriers now
+/// wake the shard ([`crate::sys::Wake`]).
+const DRAIN_TICK: Duration = Duration::from_millis(10);
 
 /// Runs a shard on the current thread until it is told to shut down: pins
 /// the thread, builds the executor, serves. `ready` receives `Ok(())` once
@@ -209,6 +217,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
         router,
         limits,
         commands,
+        wake,
         shards,
         state,
         checkpoint,
@@ -282,8 +291,18 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
 
     let (stop_tx, stop_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let (exit_tx, exit_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let orders = Rc::new(Orders {
+        commands,
+        stop: stop_tx,
+        exit: exit_tx,
+    });
     let keeper = glommio::spawn_local_into(
-        housekeeping(shard.clone(), commands, stop_tx, exit_tx),
+        housekeeping(shard.clone(), orders.clone()),
+        housekeeping_queue,
+    )
+    .expect("task queue exists");
+    let control = glommio::spawn_local_into(
+        control(shard.clone(), orders, wake.into_glommio()),
         housekeeping_queue,
     )
     .expect("task queue exists");
@@ -297,6 +316,7 @@ async fn serve(setup: ShardSetup, ready: Sender<Result<(), String>>) {
     // our state: serve both until told to exit.
     exit_rx.recv().await;
     keeper.cancel().await;
+    control.cancel().await;
     for task in inboxes {
         task.cancel().await;
     }
@@ -483,72 +503,101 @@ fn register(shard: &Shard, timer: Rc<ConnTimer>) -> usize {
     }
 }
 
-/// Polls commands, refreshes the date, sweeps timeouts.
-async fn housekeeping(
-    shard: Rc<Shard>,
+/// What the main thread tells a shard, and where the shard passes it on.
+struct Orders {
     commands: Receiver<ShardCommand>,
+    /// Tells the accept loop to stop (drain).
     stop: glommio::channels::local_channel::LocalSender<()>,
+    /// Tells `serve` to leave.
     exit: glommio::channels::local_channel::LocalSender<()>,
-) {
+}
+
+/// Takes every pending command and checkpoint barrier. Runs between two
+/// requests (housekeeping never runs inside one), so a capture is a
+/// consistent cut and a swapped plan or model serves from the next request.
+fn take_orders(shard: &Shard, orders: &Orders) {
+    while let Ok(cmd) = orders.commands.try_recv() {
+        match cmd {
+            ShardCommand::Snapshot(reply) => {
+                let _ = reply.send(ShardSnapshot {
+                    shard: shard.index,
+                    core: shard.core,
+                    port: shard.port,
+                    metrics: {
+                        let mut m = shard.metrics.borrow().clone();
+                        m.steps = shard.router.borrow().borrow().step_metrics();
+                        m
+                    },
+                });
+            }
+            ShardCommand::Ping(reply) => {
+                let _ = reply.send(shard.index);
+            }
+            ShardCommand::LameDuck => shard.lame_duck.set(true),
+            ShardCommand::Shutdown => {
+                if !shard.draining.replace(true) {
+                    let _ = orders.stop.try_send(());
+                    sweep(shard, Instant::now());
+                }
+            }
+            ShardCommand::Exit => {
+                let _ = orders.exit.try_send(());
+            }
+            ShardCommand::Reload(swap) => shard.swap_plan(*swap),
+            ShardCommand::InstallModel(swap, reply) => {
+                let (step, version) = (swap.step.clone(), swap.version.clone());
+                let found = shard.router.borrow().borrow_mut().install_model(*swap);
+                tracing::debug!(shard = shard.index, step, version, found, "model installed");
+                let _ = reply.send((shard.index, found));
+            }
+        }
+    }
+    if let Some(ep) = &shard.checkpoint {
+        // Capturing swaps the delta logs out: O(tables).
+        let _ = ep.poll(&mut shard.state.borrow_mut());
+    }
+}
+
+/// Sleeps on the wake-up line and takes orders whenever a byte arrives.
+/// If the line fails, `housekeeping`'s timer still takes them.
+async fn control(shard: Rc<Shard>, orders: Rc<Orders>, mut wake: glommio::net::UnixStream) {
+    let mut bytes = [0u8; 64];
+    loop {
+        take_orders(&shard, &orders);
+        match wake.read(&mut bytes).await {
+            Ok(n) if n > 0 => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(shard = shard.index, error = %e, "wake-up line failed; commands are polled");
+                return;
+            }
+        }
+    }
+}
+
+/// Refreshes the date each second, sweeps timeouts, notices connection
+/// peaks, and takes orders too (a safety net; `control` takes them first).
+async fn housekeeping(shard: Rc<Shard>, orders: Rc<Orders>) {
     let limits = shard.limits;
     let shortest = limits
         .header_timeout
         .min(limits.body_timeout)
         .min(limits.idle_timeout);
     let sweep_every = (shortest / 10).clamp(Duration::from_millis(5), Duration::from_millis(500));
+    // Connection peaks are sampled at least this often.
+    let interval = sweep_every.min(Duration::from_millis(100));
     let mut last_sweep = Instant::now();
     let mut last_second = 0u64;
     // One timer re-armed every tick: a new `sleep` per tick allocated.
-    let mut tick = glommio::timer::Timer::new(TICK);
+    let mut tick = glommio::timer::Timer::new(interval);
     let mut peak = PeakTrim::default();
     loop {
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                ShardCommand::Snapshot(reply) => {
-                    let _ = reply.send(ShardSnapshot {
-                        shard: shard.index,
-                        core: shard.core,
-                        port: shard.port,
-                        metrics: {
-                            let mut m = shard.metrics.borrow().clone();
-                            m.steps = shard.router.borrow().borrow().step_metrics();
-                            m
-                        },
-                    });
-                }
-                ShardCommand::Ping(reply) => {
-                    let _ = reply.send(shard.index);
-                }
-                ShardCommand::LameDuck => shard.lame_duck.set(true),
-                ShardCommand::Shutdown => {
-                    if !shard.draining.replace(true) {
-                        let _ = stop.try_send(());
-                    }
-                }
-                ShardCommand::Exit => {
-                    let _ = exit.try_send(());
-                }
-                ShardCommand::Reload(swap) => shard.swap_plan(*swap),
-                ShardCommand::InstallModel(swap, reply) => {
-                    // Housekeeping never runs inside a request: the next
-                    // request on this shard is scored by the new model.
-                    let (step, version) = (swap.step.clone(), swap.version.clone());
-                    let found = shard.router.borrow().borrow_mut().install_model(*swap);
-                    tracing::debug!(shard = shard.index, step, version, found, "model installed");
-                    let _ = reply.send((shard.index, found));
-                }
-            }
-        }
-        if let Some(ep) = &shard.checkpoint {
-            // Between two requests: this task never runs inside one, so the
-            // state is a consistent cut. Capturing swaps the delta logs out.
-            let _ = ep.poll(&mut shard.state.borrow_mut());
-        }
+        take_orders(&shard, &orders);
         let wall = SystemTime::now();
-        let second = wall
+        let since_epoch = wall
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
         let (open, accepted) = {
             let m = shard.metrics.borrow();
             (m.open_connections, m.accepted_connections)
@@ -568,11 +617,19 @@ async fn housekeeping(
             }
         }
         let now = Instant::now();
-        if now.duration_since(last_sweep) >= sweep_every || shard.draining.get() {
+        let draining = shard.draining.get();
+        if now.duration_since(last_sweep) >= sweep_every || draining {
             last_sweep = now;
             sweep(&shard, now);
         }
-        tick.reset(TICK);
+        // Wake for the next sweep, and just after the next second starts.
+        let next_second =
+            Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
+        let mut sleep = interval.min(next_second + Duration::from_millis(1));
+        if draining {
+            sleep = sleep.min(DRAIN_TICK);
+        }
+        tick.reset(sleep);
         (&mut tick).await;
     }
 }

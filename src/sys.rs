@@ -130,3 +130,74 @@ pub fn run_when_idle() {
         tracing::warn!(error = %io::Error::last_os_error(), "cannot lower a background thread's priority (checkpoint writer, model swap, reload)");
     }
 }
+
+/// The sending end of a shard's wake-up line: whoever sends the shard a
+/// command or a checkpoint barrier calls [`Wake::wake`] after the send, so
+/// that the shard's housekeeping sleeps until there is work instead of
+/// polling its channels. A Unix socket pair: this end is written without
+/// blocking, the shard reads the other through glommio.
+#[derive(Debug, Clone)]
+pub struct Wake(std::sync::Arc<std::os::unix::net::UnixStream>);
+
+impl Wake {
+    /// Wakes the shard. A full socket buffer means wake-ups are already
+    /// pending, so a failed write loses nothing.
+    pub fn wake(&self) {
+        use std::io::Write;
+        let _ = (&*self.0).write(&[1]);
+    }
+}
+
+impl PartialEq for Wake {
+    fn eq(&self, other: &Wake) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// The shard's end of a wake-up line (see [`Wake`]).
+#[derive(Debug)]
+pub struct WakeReceiver(std::os::unix::net::UnixStream);
+
+impl WakeReceiver {
+    /// This end as a glommio stream; call on the shard's executor thread.
+    pub fn into_glommio(self) -> glommio::net::UnixStream {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let fd = self.0.into_raw_fd();
+        // SAFETY: `fd` is an open, connected, non-blocking Unix stream
+        // socket whose ownership `into_raw_fd` just gave up; glommio's stream
+        // takes it over and closes it when dropped.
+        unsafe { glommio::net::UnixStream::from_raw_fd(fd) }
+    }
+}
+
+/// A new wake-up line: the end to keep (cloned to every sender) and the end
+/// to move to the shard.
+pub fn wake_line() -> io::Result<(Wake, WakeReceiver)> {
+    let (tx, rx) = std::os::unix::net::UnixStream::pair()?;
+    tx.set_nonblocking(true)?;
+    rx.set_nonblocking(true)?;
+    Ok((Wake(std::sync::Arc::new(tx)), WakeReceiver(rx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn a_wake_is_a_readable_byte_and_a_full_line_never_blocks() {
+        let (wake, rx) = wake_line().unwrap();
+        let mut buf = [0u8; 8];
+        // Nothing sent: the shard's end has nothing to read.
+        let e = (&rx.0).read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        wake.clone().wake();
+        assert_eq!((&rx.0).read(&mut buf).unwrap(), 1);
+        // Far more wakes than the socket buffer holds: the sender never
+        // blocks, and the reader still finds wake-ups pending.
+        for _ in 0..1_000_000 {
+            wake.wake();
+        }
+        assert!((&rx.0).read(&mut buf).unwrap() > 0);
+    }
+}

@@ -51,10 +51,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::Sender;
-
 use crate::checkpoint::CoordinatorHandle;
-use crate::command::ShardCommand;
+use crate::command::ShardSender;
 use crate::model_control::ModelControl;
 use crate::pipeline::Plan;
 use crate::reload::Reloader;
@@ -97,7 +95,7 @@ pub const ADMIN_HEADER: &str = "X-Coreline-Admin";
 /// The admin endpoint, before it runs.
 pub struct Admin {
     plan: Arc<Plan>,
-    shards: Vec<Sender<ShardCommand>>,
+    shards: Vec<ShardSender>,
     coordinator: Option<CoordinatorHandle>,
     /// Hot reload; when present, `plan` is read from it (it changes).
     reloader: Option<Arc<Reloader>>,
@@ -122,7 +120,7 @@ impl Admin {
     /// An admin endpoint for a plan's shards.
     pub fn new(
         plan: Arc<Plan>,
-        shards: Vec<Sender<ShardCommand>>,
+        shards: Vec<ShardSender>,
         coordinator: Option<CoordinatorHandle>,
     ) -> Admin {
         Admin {

@@ -54,6 +54,10 @@ pub struct CheckpointConfig {
     pub epoch_timeout: Duration,
     /// The models swapped in, written into each manifest. Default: empty.
     pub models: super::models::ModelLedger,
+    /// Shard `i`'s wake-up line, woken after its barrier is sent (a shard
+    /// looks for barriers when woken). Default: empty, for callers that
+    /// poll [`ShardCheckpoint::try_barrier`] themselves.
+    pub wakes: Vec<crate::sys::Wake>,
 }
 
 impl CheckpointConfig {
@@ -66,6 +70,7 @@ impl CheckpointConfig {
             full_every: 10,
             epoch_timeout: Duration::from_secs(30),
             models: super::models::ModelLedger::default(),
+            wakes: Vec::new(),
         }
     }
 
@@ -492,6 +497,8 @@ impl Loop {
                     "shard {shard} has stopped and cannot take barrier {epoch}"
                 ));
                 flight.remaining -= 1;
+            } else if let Some(wake) = self.config.wakes.get(shard) {
+                wake.wake();
             }
         }
         self.update_stats(|s| s.in_flight = Some(epoch));
