@@ -44,6 +44,14 @@ run() {
   python3 latency-tests/callgrind/hello_client.py "$port" 200 "$conns"   # warm-up
   python3 latency-tests/callgrind/hello_client.py "$port" "$n" "$conns"
   kill -TERM "$pid"
+  # valgrind runs one thread at a time and does not treat io_uring_enter as
+  # blocking, so an idle shard asleep in it keeps the other threads (the one
+  # that takes the signal among them) from running. Each request wakes it.
+  for _ in $(seq 600); do
+    kill -0 "$pid" 2>/dev/null || break
+    curl -s -m 1 "127.0.0.1:$port/health" >/dev/null 2>&1 || true
+    sleep 0.1
+  done
   wait "$pid" || true
   # "summary:" (or "totals:") line of each thread's output (out-NN): the
   # sum over threads, and the largest (the shard's).
