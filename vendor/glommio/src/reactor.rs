@@ -440,15 +440,6 @@ impl Reactor {
         source
     }
 
-    /// coreline patch 3: readability as a multishot poll (see
-    /// `NonBufferedStream::poll_read`).
-    pub(crate) fn poll_read_ready_multi(&self, fd: RawFd) -> Source {
-        let source = self.new_source(fd, SourceType::PollAdd, None);
-        self.sys
-            .poll_ready_multi(&source, common_flags() | read_flags());
-        source
-    }
-
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

@@ -209,8 +209,5 @@ bitflags::bitflags! {
     #[derive(Debug, Clone, Copy)]
     pub struct CompletionFlags: u32 {
         const BUFFER_SHIFT    = 1 << 0;
-        /// coreline patch 3: the request (a multishot poll) stays armed and
-        /// will post more completions.
-        const MORE            = 1 << 1;
     }
 }

@@ -215,27 +215,12 @@ impl Timeout {
     }
 }
 
-// coreline patch 3: `GLOMMIO_READ_POLL=multishot` selects the multishot
-// read; the default, `oneshot`, is upstream's read (a one-shot poll per read
-// that finds the socket empty) until the multishot one is measured.
-lazy_static::lazy_static! {
-    static ref MULTISHOT_READ: bool = match std::env::var("GLOMMIO_READ_POLL").as_deref() {
-        Ok("multishot") => true,
-        Ok("oneshot") | Err(_) => false,
-        Ok(other) => panic!("GLOMMIO_READ_POLL={other}: expected multishot or oneshot"),
-    };
-}
-
 #[derive(Debug)]
 pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
     source_rx: Option<Source>,
-    /// coreline patch 3: the last `recv` may have left data behind (it
-    /// filled the buffer, or saw end-of-file or an error), so the next read
-    /// tries `recv` without waiting for the poll.
-    rx_more: bool,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
@@ -244,12 +229,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        // coreline patch 3: one multishot poll for the stream's life.
-        self.source_rx = Some(if *MULTISHOT_READ {
-            reactor.poll_read_ready_multi(stream_fd)
-        } else {
-            reactor.poll_read_ready(stream_fd)
-        });
+        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -280,58 +260,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
     ) -> Poll<io::Result<usize>> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
-        if !*MULTISHOT_READ {
-            return self.poll_read_oneshot(cx, buf, reactor);
-        }
 
-        // coreline patch 3 (PATCHES.md): readability is one multishot poll
-        // that stays armed while the stream lives, instead of a new one-shot
-        // poll (a new SQE and source) per read that finds the socket empty.
-        // Every arrival of data after the poll is armed posts a completion,
-        // which marks the source ready; a read takes the mark and tries
-        // `recv`. A mark for data an earlier `recv` already took costs one
-        // `recv` that finds nothing, never a lost wake-up. If the kernel ends
-        // the poll (a completion without `MORE`), the next read arms another.
-        let armed = self.source_rx.as_ref().is_some_and(|src| src.is_armed());
-        let marked = self
-            .source_rx
-            .as_ref()
-            .is_some_and(|src| src.take_result());
-        if !armed || marked || self.rx_more {
-            self.rx_more = false;
-            if let Some(result) = super::yolo_recv(self.stream.as_raw_fd(), buf) {
-                self.read_timeout.cancel_timer(reactor);
-                // A full buffer may have left data behind; end-of-file and
-                // errors repeat. Neither posts another completion.
-                self.rx_more = !matches!(&result, Ok(n) if *n > 0 && *n < buf.len());
-                let result = poll_err!(result);
-                if !armed && !self.rx_more {
-                    self.source_rx = Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
-                }
-                return Poll::Ready(Ok(result));
-            }
-            if !armed {
-                self.source_rx = Some(reactor.poll_read_ready_multi(self.stream.as_raw_fd()));
-            }
-        }
-
-        poll_err!(self.read_timeout.check(reactor));
-
-        let source = self.source_rx.as_ref().unwrap();
-        source.add_waiter_single(cx.waker());
-        self.read_timeout.maybe_set_timer(reactor, cx.waker());
-        Poll::Pending
-    }
-
-    /// Upstream's read: a one-shot readiness poll per read that finds the
-    /// socket empty (coreline patch 3 keeps it as the default,
-    /// `GLOMMIO_READ_POLL=oneshot`, so one binary measures both).
-    fn poll_read_oneshot(
-        &mut self,
-        cx: &Context<'_>,
-        buf: &mut [u8],
-        reactor: &Reactor,
-    ) -> Poll<io::Result<usize>> {
         let no_pending_poll = self
             .source_rx
             .as_ref()
@@ -437,7 +366,6 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
-            rx_more: false,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -277,18 +277,6 @@ impl Source {
         ret
     }
 
-    /// coreline patch 3: whether the reactor still holds this source (it
-    /// was queued or submitted and its last completion has not come).
-    pub(crate) fn is_armed(&self) -> bool {
-        self.inner.borrow().enqueued.is_some()
-    }
-
-    /// coreline patch 3: takes the result a completion left (for a multishot
-    /// poll, "the fd became ready since the last take").
-    pub(crate) fn take_result(&self) -> bool {
-        self.inner.borrow_mut().wakers.result.take().is_some()
-    }
-
     // adds a single waiter to the list, replacing any waiter that may already
     // exist. Should be used for single streams that map a future 1:1 to their I/O
     // source

@@ -57,8 +57,6 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
-    /// coreline patch 3: a readiness poll that stays armed.
-    PollAddMulti(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -276,10 +274,6 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
-            }
-            UringOpDescriptor::PollAddMulti(events) => {
-                sqe.prep_poll_add(op.fd, events);
-                sqe.raw_mut().len = uring_sys::IORING_POLL_ADD_MULTI;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -556,16 +550,6 @@ where
         // No user data is `POLL_REMOVE` or `CANCEL`, we won't process.
         if value.user_data() == 0 {
             return Some(false);
-        }
-
-        // coreline patch 3: a multishot poll that stays armed keeps its place
-        // in the source map (its last completion, without `MORE`, takes it out
-        // below). Its result says "ready"; the stream clears it on use.
-        if value.flags().contains(iou::cqe::CompletionFlags::MORE) {
-            let src = source_map.borrow()[from_user_data(value.user_data())].clone();
-            let mut inner_source = src.borrow_mut();
-            inner_source.wakers.result = Some(transmute_error(value.result()));
-            return Some(inner_source.wakers.wake_waiters());
         }
 
         let src = source_map
@@ -1221,11 +1205,6 @@ impl UringCommon for SleepableRing {
             None if self.run_flagged_task_work() => self.ring.peek_for_cqe(),
             cqe => cqe,
         };
-        // coreline patch 3: a multishot poll is one request in the kernel
-        // until its last completion (the one without `MORE`).
-        let more = cqe
-            .as_ref()
-            .is_some_and(|c| c.flags().contains(iou::cqe::CompletionFlags::MORE));
         process_one_event(
             cqe,
             |source| match source.source_type {
@@ -1242,9 +1221,7 @@ impl UringCommon for SleepableRing {
             source_map,
         )
         .map(|x| {
-            if !more {
-                self.in_kernel -= 1;
-            }
+            self.in_kernel -= 1;
             x
         })
     }
@@ -1570,18 +1547,6 @@ impl Reactor {
 
     pub(crate) fn poll_ready(&self, source: &Source, flags: PollFlags) {
         let op = UringOpDescriptor::PollAdd(flags);
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            op,
-            &mut self.source_map.borrow_mut(),
-        );
-    }
-
-    /// coreline patch 3: a readiness poll that stays armed until cancelled
-    /// (its source dropped) or ended by the kernel.
-    pub(crate) fn poll_ready_multi(&self, source: &Source, flags: PollFlags) {
-        let op = UringOpDescriptor::PollAddMulti(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,

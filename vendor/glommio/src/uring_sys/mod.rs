@@ -85,11 +85,6 @@ pub const IORING_SQ_CQ_OVERFLOW: libc::c_uint = 1 << 1;
 // coreline patch 1 (PATCHES.md): task work is pending; enter with GETEVENTS to run it.
 pub const IORING_SQ_TASKRUN: libc::c_uint = 1 << 2;
 
-// coreline patch 3 (PATCHES.md): a poll that stays armed (sqe->len of a
-// POLL_ADD), and the CQE flag saying its request is still armed.
-pub const IORING_POLL_ADD_MULTI: libc::__u32 = 1 << 0;
-pub const IORING_CQE_F_MORE: libc::__u32 = 1 << 1;
-
 // cq_ring.kflags
 pub const IORING_CQ_EVENTFD_DISABLED: libc::c_uint = 1 << 0;
 
