@@ -14,9 +14,9 @@
 //!
 //! - [`runtime`]: start-up (cores, `RLIMIT_MEMLOCK`, listeners bound without
 //!   `SO_REUSEPORT`), one pinned thread per shard, signals, drain, stop.
-//! - [`shard`]: one shard's life: pin, executor, `serve`, housekeeping
-//!   (commands, checkpoint barriers, `Date`), the timeout sweep, accept,
-//!   drain.
+//! - [`shard`]: one shard's life: pin, executor, `serve`, `control`
+//!   (commands and checkpoint barriers, woken through [`sys::Wake`]),
+//!   housekeeping (`Date`, the timeout sweep), accept, drain.
 //! - [`connection`]: one connection: reused buffers, read, decode every
 //!   pipelined request, answer, write; `Buffers::respond` is the one place a
 //!   response is written; forwards; timeouts; lingering close.
@@ -81,7 +81,7 @@
 //! | where does a step kind live? | `src/operator/<kind>.rs`, one registry line in `src/operator/mod.rs` |
 //! | where is a step kind's configuration checked? | `src/operator/<kind>.rs` (`<Kind>Config::check`), dispatched from `src/config/raw.rs` (`RawStep`) |
 //! | where is the per-key update of a keyed step? | `src/operator/keyed.rs` (`update_on_owner`) and the table kind in `src/state/` |
-//! | where is an epoch taken? | `src/shard.rs` (`housekeeping` polls `ShardCheckpoint`), `src/state/mod.rs` (`ShardState::capture`) |
+//! | where is an epoch taken? | `src/shard.rs` (`take_orders`, run by the `control` task when the coordinator wakes the shard, polls `ShardCheckpoint`), `src/state/mod.rs` (`ShardState::capture`) |
 //! | where is an epoch committed? | `src/checkpoint/coordinator.rs` |
 //! | where is a config error rendered? | `src/config/error.rs` |
 //! | where is `[service]`, `[limits]`, `[checkpoint]` or `[fleet]` checked? | `src/config/validate/service.rs` |
