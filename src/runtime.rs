@@ -385,15 +385,14 @@ impl Service {
         // copies it.
         // Each shard's wake-up line: its housekeeping sleeps until a command
         // or a checkpoint barrier is sent to it.
-        let mut wakes = Vec::with_capacity(plan.config.service.shards);
-        let mut wake_rxs = Vec::with_capacity(plan.config.service.shards);
-        for i in 0..plan.config.service.shards {
-            let (wake, rx) = crate::sys::wake_line().map_err(|e| {
-                StartError::Shard(format!("cannot create shard {i}'s wake-up line: {e}"))
-            })?;
-            wakes.push(wake);
-            wake_rxs.push(rx);
-        }
+        let lines = (0..plan.config.service.shards)
+            .map(|i| {
+                crate::sys::wake_line().map_err(|e| {
+                    StartError::Shard(format!("cannot create shard {i}'s wake-up line: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (wakes, wake_rxs): (Vec<_>, Vec<_>) = lines.into_iter().unzip();
         let mut wake_rxs = wake_rxs.into_iter();
         let (states, endpoints, coordinator, restored_epoch, models) = restore(&mut plan, &wakes)?;
         let plan = Arc::new(plan);

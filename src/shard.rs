@@ -18,8 +18,9 @@
 //! refreshes the `Date` header once a second and sweeps connection timeouts
 //! a few times per shortest timeout, which keeps timers out of the request
 //! path (a per-read timer would cost a timer-tree insert and removal per
-//! request). An idle shard wakes at most ten times a second (19 voluntary context
-//! switches in 5 s, measured).
+//! request). An idle shard wakes at most ten times a second (30 voluntary
+//! context switches in 3 s, against 1,457 when it polled its commands every
+//! 2 ms; `tests/shards_admin.rs::an_idle_shard_sleeps_until_a_command_wakes_it`).
 //!
 //! # Shutdown
 //!

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, admin_get, hello};
+use common::{Client, Proc, TempDir, admin_get, hello, hello_toml};
 
 #[test]
 fn every_shard_answers_on_its_own_port_and_metrics_merge() {
@@ -231,4 +231,44 @@ fn a_request_followed_by_a_half_close_is_answered() {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+/// Voluntary context switches of the process's shard threads, summed.
+fn shard_thread_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("coreline-shard") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap());
+    }
+    total
+}
+
+#[test]
+fn an_idle_shard_sleeps_until_a_command_wakes_it() {
+    // A real process, idle: its shard wakes for its own timers (timeout
+    // sweeps, the Date header) at most ten times a second, not to poll for
+    // commands (500 times a second when it polled every 2 ms: 1,457 switches
+    // in 3 s, against 30 now).
+    let tmp = TempDir::new("idle-shard");
+    let cfg = tmp.write("hello.toml", &hello_toml(1, ""));
+    let p = Proc::spawn(&cfg);
+    let pid = p.child.id();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = shard_thread_switches(pid);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let woke = shard_thread_switches(pid) - before;
+    assert!(woke <= 60, "an idle shard woke {woke} times in 3 s");
+    // A command still reaches the sleeping shard at once: /ready pings it.
+    assert_eq!(p.admin_get("/ready").status, 200);
+    let stats = p.admin_get("/stats").json();
+    assert_eq!(stats["shards"].as_array().unwrap().len(), 1);
+    p.stop();
 }

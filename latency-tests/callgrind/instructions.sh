@@ -7,12 +7,10 @@
 # batching, hence the figure, depends on timing), and the figure is
 # (Ir(N2) - Ir(N1)) / (N2 - N1), so start-up, warm-up and shutdown cancel out.
 #
-# Two figures are printed: the whole process, and the shard thread alone
-# (callgrind --separate-threads; the shard is the thread with the most
-# instructions). The whole-process figure also counts work proportional to
-# wall time rather than to requests (the admin thread's 20 ms poll loop,
-# the shard's timers), so it moves with how fast the client and valgrind
-# run; compare builds on the shard figure, interleaved.
+# The figure also counts work proportional to wall time rather than to
+# requests (the shard's timers), and how many requests share a reactor pass
+# depends on timing, so it moves between runs of one binary: compare builds
+# interleaved, several runs each.
 #
 #   [CONNS=1] bash latency-tests/callgrind/instructions.sh [coreline binary] [N1] [N2]
 #
@@ -34,7 +32,7 @@ sed -e "s/^base_port = .*/base_port = $port/" -e 's/^admin_port = .*/admin_port 
 
 run() {
   local n=$1 out="$dir/cg.$1"
-  valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out" "$bin" run "$cfg" \
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run "$cfg" \
     >"$dir/log.$n" 2>&1 &
   local pid=$!
   for _ in $(seq 600); do
@@ -53,17 +51,13 @@ run() {
     sleep 0.1
   done
   wait "$pid" || true
-  # "summary:" (or "totals:") line of each thread's output (out-NN): the
-  # sum over threads, and the largest (the shard's).
-  for f in "$out"-*; do
-    awk '/^(summary|totals):/ {print $2; exit}' "$f"
-  done | sort -n | awk '{ sum += $1; max = $1 } END { print sum, max }'
+  # "summary:" (or "totals:") line of the callgrind output: total Ir.
+  awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 
-read -r all1 shard1 < <(run "$n1")
-read -r all2 shard2 < <(run "$n2")
-echo "Ir($n1 requests) = $all1 (shard thread $shard1)"
-echo "Ir($n2 requests) = $all2 (shard thread $shard2)"
-awk -v a="$all1" -v b="$all2" -v s1="$shard1" -v s2="$shard2" -v n1="$n1" -v n2="$n2" \
-  'BEGIN { printf "instructions per hello request: %.0f whole process, %.0f shard thread\n",
-    (b - a) / (n2 - n1), (s2 - s1) / (n2 - n1) }'
+ir1=$(run "$n1")
+ir2=$(run "$n2")
+echo "Ir($n1 requests) = $ir1"
+echo "Ir($n2 requests) = $ir2"
+awk -v a="$ir1" -v b="$ir2" -v n1="$n1" -v n2="$n2" \
+  'BEGIN { printf "instructions per hello request: %.0f\n", (b - a) / (n2 - n1) }'

@@ -8,8 +8,7 @@
 #   bash latency-tests/scripts/wrk_ab.sh ROUNDS DURATION SERVER...
 #
 # SERVER: `coreline` (CORELINE=path, default target/release/coreline), `plain` /
-# `coop` (coreline with GLOMMIO_URING_SETUP set), `oneshot` / `multishot`
-# (coreline with GLOMMIO_READ_POLL set, glommio patch 3), `upstream` (UPSTREAM=path to a
+# `coop` (coreline with GLOMMIO_URING_SETUP set), `upstream` (UPSTREAM=path to a
 # coreline built against crates.io glommio 0.9.0), or a baseline: axum, actix,
 # floor (built by the suite under latency-tests/baselines/target/release).
 set -euo pipefail
@@ -28,7 +27,6 @@ for r in $(seq 1 "$rounds"); do
     case $m in
       coreline) cmd=("$core" run latency-tests/configs/hello.toml); port=28888 ;;
       plain|coop) cmd=(env "GLOMMIO_URING_SETUP=$m" "$core" run latency-tests/configs/hello.toml); port=28888 ;;
-      oneshot|multishot) cmd=(env "GLOMMIO_READ_POLL=$m" "$core" run latency-tests/configs/hello.toml); port=28888 ;;
       upstream) cmd=("${UPSTREAM:?set UPSTREAM to a coreline built with upstream glommio}" run latency-tests/configs/hello.toml); port=28888 ;;
       *) cmd=("$base/baseline-$m" --port 28898 --core 0); port=28898 ;;
     esac
